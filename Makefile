@@ -1,0 +1,37 @@
+# One command each: `make demo` sets up and serves a demo dataset; `make test` sets up and runs
+# every check (ruff, mypy, pytest).
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+DATA ?= ./data/demo
+PORT ?= 8080
+
+.PHONY: setup demo serve test lint typecheck bench
+
+$(BIN)/quarry: pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(BIN)/quarry
+
+setup: $(BIN)/quarry
+
+demo: setup
+	$(BIN)/quarry demo --data-dir $(DATA) --port $(PORT)
+
+serve: setup
+	$(BIN)/quarry serve --data-dir $(DATA) --port $(PORT)
+
+lint: setup
+	$(BIN)/ruff check .
+
+typecheck: setup
+	$(BIN)/mypy
+
+test: setup lint typecheck
+	$(BIN)/pytest -q
+
+bench: setup
+	$(BIN)/python benchmarks/ingest.py
+	$(BIN)/python benchmarks/corpus.py
+	$(BIN)/python benchmarks/query_speed.py

@@ -1,0 +1,1 @@
+"""Quarry's server: FastAPI routers, storage, scheduler and notifications wired together."""

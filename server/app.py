@@ -1,0 +1,44 @@
+"""The FastAPI application factory. Nothing is built at import time: ``create_app(settings)``
+opens the metadata database and storage in the lifespan, so tests build apps with their own
+settings and data directories."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.responses import ORJSONResponse
+
+from server.errors import install_handlers
+from server.metadata import MetadataDB
+from server.settings import Settings
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        app.state.settings = settings
+        app.state.metadata = MetadataDB(settings.data_dir / "metadata.sqlite")
+        try:
+            yield
+        finally:
+            app.state.metadata.close()
+
+    app = FastAPI(
+        title="Quarry",
+        version="0.1.0",
+        description="Telemetry ingestion and KQL threat hunting over Defender Device* tables.",
+        lifespan=lifespan,
+        default_response_class=ORJSONResponse,
+    )
+    install_handlers(app)
+
+    @app.get("/healthz", tags=["health"])
+    async def healthz() -> dict[str, object]:
+        return {"ok": True}
+
+    return app

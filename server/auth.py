@@ -1,0 +1,81 @@
+"""API keys: creation, hashed storage and the FastAPI dependency that checks scopes."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from datetime import UTC, datetime
+from typing import Annotated, Literal
+
+from fastapi import Depends, Request
+
+from server.errors import ApiError
+from server.metadata import MetadataDB
+
+Scope = Literal["ingest", "query", "admin"]
+SCOPES: tuple[str, ...] = ("ingest", "query", "admin")
+KEY_PREFIX = "qk_"
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
+def create_key(db: MetadataDB, scope: str, name: str = "") -> str:
+    """Create a key with ``scope`` and return it; only its hash is stored."""
+    if scope not in SCOPES:
+        raise ValueError(f"unknown scope {scope!r}; expected one of {', '.join(SCOPES)}")
+    key = KEY_PREFIX + secrets.token_urlsafe(32)
+    with db.tx() as conn:
+        conn.execute(
+            "INSERT INTO api_keys (prefix, key_hash, scope, name, created_at) VALUES (?, ?, ?, ?, ?)",
+            (key[:10], hash_key(key), scope, name, datetime.now(UTC).isoformat()),
+        )
+    return key
+
+
+def lookup_scope(db: MetadataDB, key: str, admin_key: str | None) -> str | None:
+    """The scope of a valid key, or None."""
+    if admin_key and hmac.compare_digest(key.encode(), admin_key.encode()):
+        return "admin"
+    rows = db.query(
+        "SELECT scope FROM api_keys WHERE key_hash = ? AND revoked_at IS NULL", (hash_key(key),)
+    )
+    return str(rows[0]["scope"]) if rows else None
+
+
+def _bearer(request: Request) -> str | None:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return token.strip()
+
+
+def require(scope: Scope):  # type: ignore[no-untyped-def]
+    """Dependency factory: the request must carry a key with ``scope`` (admin implies all)."""
+
+    def check(request: Request) -> str:
+        token = _bearer(request)
+        if token is None:
+            raise ApiError(
+                401,
+                "missing API key: send 'Authorization: Bearer <key>'",
+                code="unauthorized",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        state = request.app.state
+        have = lookup_scope(state.metadata, token, state.settings.admin_key)
+        if have is None:
+            raise ApiError(401, "invalid API key", code="unauthorized", headers={"WWW-Authenticate": "Bearer"})
+        if have != "admin" and have != scope:
+            raise ApiError(403, f"this key has scope '{have}'; this endpoint needs '{scope}'", code="forbidden")
+        return have
+
+    return check
+
+
+IngestKey = Annotated[str, Depends(require("ingest"))]
+QueryKey = Annotated[str, Depends(require("query"))]
+AdminKey = Annotated[str, Depends(require("admin"))]

@@ -1,0 +1,68 @@
+"""The ``quarry`` command line: serve, demo, keys, and the offline check/sql/query tools."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from server.app import create_app
+    from server.settings import Settings
+
+    overrides: dict[str, object] = {}
+    if args.data_dir is not None:
+        overrides["data_dir"] = Path(args.data_dir)
+    if args.host is not None:
+        overrides["host"] = args.host
+    if args.port is not None:
+        overrides["port"] = args.port
+    settings = Settings(**overrides)  # type: ignore[arg-type]
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
+    return 0
+
+
+def _keys_create(args: argparse.Namespace) -> int:
+    from server.auth import create_key
+    from server.metadata import MetadataDB
+    from server.settings import Settings
+
+    data_dir = Path(args.data_dir) if args.data_dir else Settings().data_dir
+    db = MetadataDB(data_dir / "metadata.sqlite")
+    try:
+        print(create_key(db, args.scope, args.name or ""))
+    finally:
+        db.close()
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="quarry", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("serve", help="run the HTTP server")
+    s.add_argument("--data-dir")
+    s.add_argument("--host")
+    s.add_argument("--port", type=int)
+    s.set_defaults(func=_serve)
+
+    k = sub.add_parser("keys", help="manage API keys")
+    ksub = k.add_subparsers(dest="keys_command", required=True)
+    kc = ksub.add_parser("create", help="create a key and print it (only its hash is stored)")
+    kc.add_argument("--scope", required=True, choices=["ingest", "query", "admin"])
+    kc.add_argument("--name")
+    kc.add_argument("--data-dir")
+    kc.set_defaults(func=_keys_create)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,94 @@
+"""The one JSON error shape every endpoint returns.
+
+    {"ok": false, "error": "<summary>", "errors": [{"code", "message", ...}]}
+
+Entries may carry more fields (line, column, hints for KQL; row, column, expected, value for
+ingest). Raise ``ApiError`` anywhere in a request; the handlers in ``install_handlers`` also turn
+FastAPI's own validation and HTTP errors into this shape, and any unexpected exception into a 500
+that leaks no internals.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import ORJSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = logging.getLogger("quarry")
+
+
+class ApiError(Exception):
+    def __init__(
+        self,
+        status: int,
+        error: str,
+        errors: list[dict[str, Any]] | None = None,
+        headers: dict[str, str] | None = None,
+        code: str = "error",
+    ) -> None:
+        super().__init__(error)
+        self.status = status
+        self.error = error
+        self.errors = errors if errors is not None else [{"code": code, "message": error}]
+        self.headers = headers
+
+
+def error_body(error: str, errors: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"ok": False, "error": error, "errors": errors}
+
+
+def error_response(exc: ApiError) -> ORJSONResponse:
+    return ORJSONResponse(error_body(exc.error, exc.errors), status_code=exc.status, headers=exc.headers)
+
+
+_STATUS_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    429: "too_many_requests",
+    503: "unavailable",
+}
+
+
+def install_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def _api_error(_: Request, exc: ApiError) -> ORJSONResponse:
+        return error_response(exc)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_: Request, exc: StarletteHTTPException) -> ORJSONResponse:
+        code = _STATUS_CODES.get(exc.status_code, "error")
+        msg = str(exc.detail)
+        return ORJSONResponse(
+            error_body(msg, [{"code": code, "message": msg}]),
+            status_code=exc.status_code,
+            headers=getattr(exc, "headers", None),
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> ORJSONResponse:
+        errors = [
+            {
+                "code": "invalid_request",
+                "message": str(e.get("msg", "invalid")),
+                "field": ".".join(str(p) for p in e.get("loc", ())),
+            }
+            for e in exc.errors()
+        ]
+        return ORJSONResponse(error_body("invalid request", errors), status_code=400)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> ORJSONResponse:
+        log.exception("unhandled error", exc_info=exc)
+        return ORJSONResponse(
+            error_body("internal error", [{"code": "internal", "message": "internal error"}]),
+            status_code=500,
+        )

@@ -1,0 +1,46 @@
+"""Settings, from QUARRY_* environment variables or passed explicitly (tests build their own)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="QUARRY_", extra="ignore")
+
+    data_dir: Path = Field(default=Path("./data"), description="Where the WAL, Parquet and metadata live")
+    host: str = "127.0.0.1"
+    port: int = 8080
+    public_url: str = Field(default="http://127.0.0.1:8080", description="Base URL used in links in notifications")
+    admin_key: str | None = Field(default=None, description="Accepted as an admin API key when set")
+
+    # Ingest and storage
+    retention_days: int = 30
+    max_body_bytes: int = 32 * 1024 * 1024  # after decompression
+    flush_max_rows: int = 200_000  # flush a table's tail to Parquet at this many rows...
+    flush_max_age_s: float = 30.0  # ...or when its oldest unflushed row is this old
+    max_unflushed_rows: int = 2_000_000  # back-pressure bound: above it ingest answers 503
+    retention_interval_s: float = 600.0
+    compaction_interval_s: float = 600.0
+
+    # Queries
+    query_timeout_s: float = 200.0
+    max_rows: int = 100_000
+    max_concurrent_queries: int = 4
+    query_queue_wait_s: float = 2.0
+    query_memory_limit: str = "4GB"
+
+    # Detections and notifications
+    alerts_per_run_cap: int = 100
+    correlation_window_h: float = 24.0
+    scheduler_enabled: bool = True
+    smtp_host: str | None = None
+    smtp_port: int = 25
+    smtp_from: str = "quarry@localhost"
+    smtp_tls: bool = False
+    smtp_user: str | None = None
+    smtp_password: str | None = None
+    email_throttle_s: float = 300.0
