@@ -36,6 +36,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         default_response_class=ORJSONResponse,
     )
     install_handlers(app)
+    # Metrics exist from the start (not in the lifespan) so every router can count into them.
+    from schema.catalog import default_catalog
+    from server.metrics import Metrics
+
+    app.state.metrics = Metrics(settings.data_dir, default_catalog())
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> dict[str, object]:
