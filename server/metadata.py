@@ -27,6 +27,206 @@ MIGRATIONS: list[str] = [
         revoked_at TEXT
     );
     """,
+    # 2 (notify): device groups, notification rules and their delivery outbox, device actions
+    # and their audit log. Notifications go through an outbox so an alert handed to the
+    # notifier survives a crash and every send attempt leaves a status and an error.
+    """
+    CREATE TABLE device_groups (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        description TEXT NOT NULL DEFAULT '',
+        name_pattern TEXT,
+        os_platforms TEXT NOT NULL DEFAULT '[]',
+        tags TEXT NOT NULL DEFAULT '[]',
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+    );
+    CREATE TABLE notification_rules (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        min_severity TEXT NOT NULL,
+        emails TEXT NOT NULL DEFAULT '[]',
+        webhook_url TEXT,
+        enabled INTEGER NOT NULL DEFAULT 1,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+    );
+    CREATE TABLE notification_rule_groups (
+        rule_id INTEGER NOT NULL REFERENCES notification_rules(id) ON DELETE CASCADE,
+        group_id INTEGER NOT NULL REFERENCES device_groups(id) ON DELETE RESTRICT,
+        PRIMARY KEY (rule_id, group_id)
+    );
+    CREATE TABLE notification_inbox (
+        id INTEGER PRIMARY KEY,
+        alert_id TEXT NOT NULL,
+        payload TEXT NOT NULL,
+        received_at TEXT NOT NULL,
+        routed_at TEXT
+    );
+    CREATE INDEX notification_inbox_unrouted ON notification_inbox(routed_at);
+    CREATE TABLE notification_messages (
+        id INTEGER PRIMARY KEY,
+        channel TEXT NOT NULL CHECK (channel IN ('email', 'webhook')),
+        recipient TEXT NOT NULL,
+        kind TEXT NOT NULL CHECK (kind IN ('alert', 'digest', 'test')),
+        subject TEXT NOT NULL DEFAULT '',
+        status TEXT NOT NULL CHECK (status IN ('pending', 'sent', 'failed')),
+        attempts INTEGER NOT NULL DEFAULT 0,
+        last_error TEXT,
+        created_at TEXT NOT NULL,
+        next_attempt_at TEXT NOT NULL,
+        sent_at TEXT
+    );
+    CREATE INDEX notification_messages_due ON notification_messages(status, next_attempt_at);
+    CREATE INDEX notification_messages_recipient ON notification_messages(channel, recipient, created_at);
+    CREATE TABLE notification_items (
+        id INTEGER PRIMARY KEY,
+        alert_id TEXT NOT NULL,
+        rule_id INTEGER,
+        channel TEXT NOT NULL CHECK (channel IN ('email', 'webhook')),
+        recipient TEXT NOT NULL,
+        payload TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        message_id INTEGER REFERENCES notification_messages(id),
+        UNIQUE (alert_id, channel, recipient)
+    );
+    CREATE INDEX notification_items_unsent ON notification_items(message_id, channel, recipient);
+    CREATE TABLE device_actions (
+        id TEXT PRIMARY KEY,
+        device_id TEXT NOT NULL,
+        type TEXT NOT NULL,
+        status TEXT NOT NULL CHECK (status IN ('Pending', 'InProgress', 'Succeeded', 'Failed', 'Cancelled')),
+        requestor TEXT NOT NULL,
+        requestor_comment TEXT NOT NULL DEFAULT '',
+        rule_id TEXT,
+        result_comment TEXT,
+        result_details TEXT,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        delivered_at TEXT,
+        completed_at TEXT
+    );
+    CREATE INDEX device_actions_device ON device_actions(device_id, status);
+    CREATE TABLE device_action_audit (
+        id INTEGER PRIMARY KEY,
+        action_id TEXT NOT NULL REFERENCES device_actions(id),
+        device_id TEXT NOT NULL,
+        event TEXT NOT NULL,
+        actor TEXT NOT NULL,
+        detail TEXT NOT NULL DEFAULT '{}',
+        at TEXT NOT NULL
+    );
+    CREATE INDEX device_action_audit_device ON device_action_audit(device_id, id);
+    """,
+    # 3 (detect): custom detection rules, their run history, alerts and incidents. Times are
+    # ISO-8601 UTC text with microseconds ("...T..:..:..123456Z") so they sort as text. The
+    # partial unique index is the alert de-duplication: one alert per (rule, DeviceId, ReportId,
+    # Timestamp), whatever number of runs see the event.
+    """
+    CREATE TABLE detection_rules (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        query TEXT NOT NULL,
+        frequency TEXT NOT NULL,
+        severity TEXT NOT NULL,
+        category TEXT NOT NULL DEFAULT '',
+        mitre_techniques TEXT NOT NULL DEFAULT '[]',
+        alert_title TEXT NOT NULL,
+        alert_description TEXT NOT NULL DEFAULT '',
+        recommended_actions TEXT NOT NULL DEFAULT '',
+        device_groups TEXT NOT NULL DEFAULT '[]',
+        actions TEXT NOT NULL DEFAULT '[]',
+        enabled INTEGER NOT NULL DEFAULT 1,
+        created_by TEXT NOT NULL DEFAULT '',
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        last_run_at TEXT,
+        last_run_status TEXT,
+        last_error TEXT,
+        next_run_at TEXT,
+        covered_through TEXT,
+        ingest_watermark TEXT
+    );
+    CREATE TABLE detection_runs (
+        id INTEGER PRIMARY KEY,
+        rule_id INTEGER NOT NULL REFERENCES detection_rules(id) ON DELETE CASCADE,
+        trigger TEXT NOT NULL,
+        started_at TEXT NOT NULL,
+        ended_at TEXT,
+        duration_ms REAL,
+        window_start TEXT,
+        window_end TEXT,
+        ingested_after TEXT,
+        ingest_watermark TEXT,
+        rows_matched INTEGER NOT NULL DEFAULT 0,
+        alerts_created INTEGER NOT NULL DEFAULT 0,
+        duplicates INTEGER NOT NULL DEFAULT 0,
+        capped INTEGER NOT NULL DEFAULT 0,
+        status TEXT NOT NULL,
+        error TEXT,
+        error_code TEXT,
+        message TEXT NOT NULL DEFAULT ''
+    );
+    CREATE INDEX detection_runs_rule ON detection_runs(rule_id, id);
+    CREATE TABLE incidents (
+        id INTEGER PRIMARY KEY,
+        title TEXT NOT NULL,
+        severity TEXT NOT NULL,
+        status TEXT NOT NULL DEFAULT 'new',
+        assigned_to TEXT,
+        classification TEXT,
+        determination TEXT,
+        comments TEXT NOT NULL DEFAULT '[]',
+        tags TEXT NOT NULL DEFAULT '[]',
+        first_activity TEXT NOT NULL,
+        last_activity TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        resolved_at TEXT
+    );
+    CREATE TABLE alerts (
+        id TEXT PRIMARY KEY,
+        kind TEXT NOT NULL CHECK (kind IN ('detection', 'health')),
+        rule_id INTEGER REFERENCES detection_rules(id) ON DELETE SET NULL,
+        rule_name TEXT NOT NULL,
+        run_id INTEGER,
+        incident_id INTEGER REFERENCES incidents(id),
+        title TEXT NOT NULL,
+        description TEXT NOT NULL DEFAULT '',
+        recommended_actions TEXT NOT NULL DEFAULT '',
+        severity TEXT NOT NULL,
+        category TEXT NOT NULL DEFAULT '',
+        mitre_techniques TEXT NOT NULL DEFAULT '[]',
+        status TEXT NOT NULL DEFAULT 'new',
+        assigned_to TEXT,
+        classification TEXT,
+        determination TEXT,
+        comments TEXT NOT NULL DEFAULT '[]',
+        device_id TEXT,
+        device_name TEXT,
+        report_id TEXT,
+        event_time TEXT,
+        evidence TEXT NOT NULL DEFAULT '[]',
+        entities TEXT NOT NULL DEFAULT '[]',
+        evidence_summary TEXT NOT NULL DEFAULT '',
+        occurrences INTEGER NOT NULL DEFAULT 1,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        resolved_at TEXT
+    );
+    CREATE UNIQUE INDEX alerts_dedup ON alerts(rule_id, device_id, report_id, event_time)
+        WHERE kind = 'detection';
+    CREATE INDEX alerts_created ON alerts(created_at);
+    CREATE INDEX alerts_incident ON alerts(incident_id);
+    CREATE INDEX alerts_device ON alerts(device_id, event_time);
+    CREATE TABLE alert_entities (
+        alert_id TEXT NOT NULL REFERENCES alerts(id) ON DELETE CASCADE,
+        kind TEXT NOT NULL,
+        value TEXT NOT NULL,
+        PRIMARY KEY (alert_id, kind, value)
+    );
+    CREATE INDEX alert_entities_value ON alert_entities(kind, value);
+    """,
 ]
 
 

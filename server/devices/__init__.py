@@ -1,0 +1,1 @@
+"""Device groups (named sets of devices matched from DeviceInfo) and the device action queue."""
