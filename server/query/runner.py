@@ -1,0 +1,524 @@
+"""The query runner: KQL in, rows out, within the service's limits.
+
+Used by the hunting API, ``quarry query`` and detections. One query:
+
+1. compiles the KQL (``kql.compile_kql``) with a fixed ``now``, so ``ago()`` is one instant;
+2. waits up to ``queue_wait_s`` for one of ``max_concurrent`` slots, else ``QueryRejected``
+   (the API answers 429 with Retry-After);
+3. opens a fresh ``Storage.connect()`` connection (locked down: reads only the data directory);
+4. restricts event tables to the requested time range with temporary views that shadow them;
+5. runs the SQL with a timer that calls ``interrupt()`` on that same connection at the timeout
+   (DuckDB has no statement timeout), fetching at most ``max_rows + 1`` rows so it knows whether
+   the result was cut.
+
+All DuckDB work is synchronous and meant for worker threads; ``run_async`` / the export iterator
+run it on the runner's own thread pool, so a heavy query never blocks the event loop (and ingest,
+which answers on the loop or on the default pool, keeps answering).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import datetime as dt
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import duckdb
+import orjson
+import pyarrow as pa
+from sqlglot import exp
+
+from schema.catalog import DATE_PARTITION, Catalog
+from server.query.timerange import TimeRange
+
+log = logging.getLogger("quarry.query")
+
+
+class Connector(Protocol):
+    def connect(self) -> duckdb.DuckDBPyConnection: ...
+
+
+@dataclass(frozen=True)
+class QueryLimits:
+    timeout_s: float = 200.0
+    max_rows: int = 100_000
+    max_concurrent: int = 4
+    queue_wait_s: float = 2.0
+    memory_limit: str | None = "4GB"
+    # Rows per Arrow record batch when streaming an export.
+    export_batch_rows: int = 65_536
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> QueryLimits:
+        return cls(
+            timeout_s=float(settings.query_timeout_s),
+            max_rows=int(settings.max_rows),
+            max_concurrent=int(settings.max_concurrent_queries),
+            queue_wait_s=float(settings.query_queue_wait_s),
+            memory_limit=settings.query_memory_limit or None,
+        )
+
+
+@dataclass
+class QueryStats:
+    elapsedMs: float = 0.0  # noqa: N815 (the API's field names)
+    compileMs: float = 0.0  # noqa: N815
+    rowsReturned: int = 0  # noqa: N815
+    partitionsScanned: int = 0  # noqa: N815
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "elapsedMs": round(self.elapsedMs, 3),
+            "compileMs": round(self.compileMs, 3),
+            "rowsReturned": self.rowsReturned,
+            "partitionsScanned": self.partitionsScanned,
+        }
+
+
+@dataclass
+class QueryResult:
+    columns: list[tuple[str, str]]  # (name, KQL type)
+    rows: list[tuple[Any, ...]]  # raw DuckDB values; server.query.values renders them
+    truncated: bool
+    stats: QueryStats
+    warnings: list[str] = field(default_factory=list)
+
+
+class QueryError(Exception):
+    """A query that could not run. ``status`` and ``code`` are what the API answers."""
+
+    status = 400
+    code = "query_error"
+
+    def __init__(self, message: str, errors: list[dict[str, Any]] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.errors = errors if errors is not None else [{"code": self.code, "message": message}]
+
+
+class CompileFailed(QueryError):
+    status = 400
+    code = "compile_error"
+    outcome = "compile_error"
+
+
+class QueryTimeout(QueryError):
+    status = 504
+    code = "timeout"
+    outcome = "timeout"
+
+
+class QueryRejected(QueryError):
+    """No concurrency slot freed up within the queue wait."""
+
+    status = 429
+    code = "too_many_queries"
+    outcome = "rejected"
+
+    def __init__(self, message: str, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class QueryResourceLimit(QueryError):
+    status = 400
+    code = "resource_limit"
+    outcome = "resource_limit"
+
+
+class QueryExecutionError(QueryError):
+    status = 400
+    code = "execution_error"
+    outcome = "execution_error"
+
+
+def diagnostic_dict(d: Any) -> dict[str, Any]:
+    """A compiler Diagnostic as an error entry of the API's one error shape."""
+    out: dict[str, Any] = {"code": getattr(d, "code", "error"), "message": getattr(d, "message", str(d))}
+    for name in ("severity", "line", "column", "end_line", "end_column", "start", "end"):
+        value = getattr(d, name, None)
+        if value is not None:
+            out[_camel(name)] = value
+    out["hints"] = list(getattr(d, "hints", None) or [])
+    return out
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(p.title() for p in rest)
+
+
+def _is_error(d: Any) -> bool:
+    return str(getattr(d, "severity", "error")).lower().endswith("error")
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+
+
+@dataclass
+class _Prepared:
+    sql: str
+    columns: list[tuple[str, str]]
+    tables: set[str]
+    compile_ms: float
+    warnings: list[str]
+
+
+class QueryRunner:
+    def __init__(
+        self,
+        storage: Connector,
+        catalog: Catalog,
+        limits: QueryLimits | None = None,
+        *,
+        metrics: Any | None = None,
+        clock: Callable[[], dt.datetime] = utcnow,
+    ) -> None:
+        self.storage = storage
+        self.catalog = catalog
+        self.limits = limits or QueryLimits()
+        self.metrics = metrics
+        self.clock = clock
+        self._slots = threading.BoundedSemaphore(self.limits.max_concurrent)
+        # Our own pool, so queries waiting for a slot or running long never take the threads
+        # that ingest and the rest of the app use (anyio's default pool).
+        self._pool = concurrent.futures.ThreadPoolExecutor(
+            max_workers=self.limits.max_concurrent + 8, thread_name_prefix="quarry-query"
+        )
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    # -- compile -----------------------------------------------------------------------------
+
+    def compile(self, text: str, now: dt.datetime | None = None) -> _Prepared:
+        """Compile or raise ``CompileFailed`` carrying every diagnostic."""
+        from kql import CompileOptions, compile_kql
+
+        if not isinstance(text, str) or not text.strip():
+            raise CompileFailed(
+                "the query is empty",
+                [{"code": "syntax", "message": "the query is empty", "line": 1, "column": 1, "hints": []}],
+            )
+        t0 = time.perf_counter()
+        compiled = compile_kql(text, self.catalog, CompileOptions(now=now or self.clock()))
+        compile_ms = (time.perf_counter() - t0) * 1000
+        errors = [d for d in compiled.diagnostics if _is_error(d)]
+        if errors or not compiled.ok or compiled.sql is None:
+            entries = [diagnostic_dict(d) for d in errors] or [
+                {"code": "compile_error", "message": "the query could not be compiled", "hints": []}
+            ]
+            first = entries[0]
+            where = f" at line {first['line']}, column {first['column']}" if "line" in first else ""
+            raise CompileFailed(f"query has {len(entries)} error(s): {first['message']}{where}", entries)
+        warnings = [str(getattr(d, "message", d)) for d in compiled.diagnostics if not _is_error(d)]
+        return _Prepared(
+            sql=compiled.sql,
+            columns=[(str(n), str(t)) for n, t in compiled.columns],
+            tables=set(compiled.tables),
+            compile_ms=compile_ms,
+            warnings=warnings,
+        )
+
+    # -- run ---------------------------------------------------------------------------------
+
+    def run(
+        self,
+        text: str,
+        *,
+        time_range: TimeRange | None = None,
+        max_rows: int | None = None,
+        timeout_s: float | None = None,
+        now: dt.datetime | None = None,
+        deadline: float | None = None,
+    ) -> QueryResult:
+        """Compile and run ``text``; blocking (call from a worker thread)."""
+        started = time.perf_counter()
+        outcome = "execution_error"
+        rows_out = 0
+        try:
+            prepared = self.compile(text, now)
+            cap = self.limits.max_rows if max_rows is None else max(0, min(max_rows, self.limits.max_rows))
+            with self._slot(deadline), self._connection() as con:
+                self._restrict(con, prepared.tables, time_range)
+                partitions = self._partitions(con, prepared.sql)
+                rows = self._execute(con, _limited(prepared.sql, cap + 1), timeout_s, cap + 1)
+            truncated = len(rows) > cap
+            if truncated:
+                rows = rows[:cap]
+                prepared.warnings.append(
+                    f"the result was truncated to {cap} rows (the row limit); "
+                    "use summarize, project or take to reduce it, or the export endpoint for all rows"
+                )
+            stats = QueryStats(
+                elapsedMs=(time.perf_counter() - started) * 1000,
+                compileMs=prepared.compile_ms,
+                rowsReturned=len(rows),
+                partitionsScanned=partitions,
+            )
+            outcome = "truncated" if truncated else "ok"
+            rows_out = len(rows)
+            return QueryResult(prepared.columns, rows, truncated, stats, prepared.warnings)
+        except QueryError as e:
+            outcome = getattr(e, "outcome", "execution_error")
+            raise
+        finally:
+            if self.metrics is not None:
+                self.metrics.observe_query(outcome, time.perf_counter() - started, rows_out)
+
+    async def run_async(self, text: str, **kwargs: Any) -> QueryResult:
+        # The queue wait starts now, not when a pool thread picks the job up.
+        kwargs.setdefault("deadline", time.monotonic() + self.limits.queue_wait_s)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, lambda: self.run(text, **kwargs))
+
+    # -- export ------------------------------------------------------------------------------
+
+    def export_batches(
+        self,
+        text: str,
+        *,
+        time_range: TimeRange | None = None,
+        now: dt.datetime | None = None,
+        deadline: float | None = None,
+    ) -> tuple[list[tuple[str, str]], Iterator[pa.RecordBatch | None]]:
+        """Compile now (so compile errors surface before any byte is sent), then return the
+        columns and a generator of Arrow record batches over the whole result, no row cap.
+
+        The generator first yields ``None`` once the query is running (prime it with ``next``
+        before sending headers), then the batches. It holds a concurrency slot and the
+        connection until it is exhausted or closed; the timeout applies to the whole export."""
+        prepared = self.compile(text, now)
+
+        def generate() -> Iterator[pa.RecordBatch | None]:
+            started = time.perf_counter()
+            outcome, rows = "execution_error", 0
+            try:
+                with self._slot(deadline), self._connection() as con:
+                    self._restrict(con, prepared.tables, time_range)
+                    with self._timer(con, None) as fired:
+                        try:
+                            # A relation's reader streams; a DB-API result's would copy it all.
+                            reader = con.sql(_wrap(prepared.sql)).to_arrow_reader(
+                                self.limits.export_batch_rows
+                            )
+                            # The query runs and holds its slot: the caller primes the generator
+                            # up to here, so a 429 or an execution error is still an HTTP status.
+                            yield None
+                            for batch in reader:
+                                rows += batch.num_rows
+                                yield batch
+                        except (duckdb.Error, pa.ArrowException) as e:
+                            # Arrow's reader reports DuckDB's interrupt as an ArrowException.
+                            raise self._map_error(e, fired.is_set()) from None
+                outcome = "ok"
+            except QueryError as e:
+                outcome = getattr(e, "outcome", "execution_error")
+                raise
+            finally:
+                if self.metrics is not None:
+                    self.metrics.observe_query(outcome, time.perf_counter() - started, rows)
+
+        return prepared.columns, generate()
+
+    # -- pieces ------------------------------------------------------------------------------
+
+    def _slot(self, deadline: float | None) -> _Slot:
+        return _Slot(self._slots, self.limits.queue_wait_s, deadline)
+
+    def _connection(self) -> _Closing:
+        try:
+            con = self.storage.connect()
+        except duckdb.Error as e:
+            log.exception("cannot open a query connection")
+            raise QueryExecutionError(f"storage is not available: {e}") from None
+        return _Closing(con)
+
+    def _restrict(self, con: duckdb.DuckDBPyConnection, tables: set[str], tr: TimeRange | None) -> None:
+        """Shadow each event table the query reads with a temporary view over its time range.
+
+        Temporary views come first in DuckDB's name resolution, so the compiled SQL (which names
+        tables unqualified) reads the restricted view. The bounds are datetimes we parsed, rendered
+        by sqlglot as typed literals; the table names come from the catalog, quoted."""
+        if tr is None:
+            return
+        db = con.execute("SELECT current_database()").fetchone()
+        database = str(db[0]) if db else "memory"
+        for name in sorted(tables):
+            table = self.catalog.table(name)
+            if table is None or not table.has_timestamp:
+                continue
+            ts = exp.column("Timestamp", quoted=True)
+            day = exp.column(DATE_PARTITION, quoted=True)
+            cond: exp.Expression | exp.Condition = exp.GTE(this=ts, expression=_ts_literal(tr.start))
+            cond = exp.and_(cond, exp.GTE(this=day, expression=_date_literal(tr.start)))
+            if tr.end is not None:
+                cond = exp.and_(cond, exp.LT(this=ts, expression=_ts_literal(tr.end)))
+                cond = exp.and_(cond, exp.LTE(this=day, expression=_date_literal(tr.end)))
+            source = exp.Table(
+                this=exp.to_identifier(name, quoted=True),
+                db=exp.to_identifier("main", quoted=True),
+                catalog=exp.to_identifier(database, quoted=True),
+            )
+            select = exp.select(exp.Star()).from_(source).where(cond)
+            view = exp.Create(
+                this=exp.Table(this=exp.to_identifier(name, quoted=True)),
+                kind="VIEW",
+                expression=select,
+                properties=exp.Properties(expressions=[exp.TemporaryProperty()]),
+            )
+            con.execute(view.sql(dialect="duckdb"))
+
+    def _partitions(self, con: duckdb.DuckDBPyConnection, sql: str) -> int:
+        """Parquet files the plan scans, from EXPLAIN's "Scanning Files: n/m" (pruned count)."""
+        try:
+            plan = con.execute("EXPLAIN (FORMAT json) " + _wrap(sql)).fetchall()
+        except duckdb.Error:
+            return 0
+        total = 0
+        for _kind, text in plan:
+            try:
+                total += _scanned_files(orjson.loads(text))
+            except (orjson.JSONDecodeError, TypeError, ValueError):
+                continue
+        return total
+
+    def _execute(
+        self, con: duckdb.DuckDBPyConnection, sql: str, timeout_s: float | None, limit: int
+    ) -> list[tuple[Any, ...]]:
+        with self._timer(con, timeout_s) as fired:
+            try:
+                cursor = con.execute(sql)
+                return cursor.fetchmany(limit)
+            except duckdb.Error as e:
+                raise self._map_error(e, fired.is_set()) from None
+
+    def _timer(self, con: duckdb.DuckDBPyConnection, timeout_s: float | None) -> _Timer:
+        return _Timer(con, self.limits.timeout_s if timeout_s is None else timeout_s)
+
+    def _map_error(self, e: Exception, timed_out: bool) -> QueryError:
+        timeout = self.limits.timeout_s
+        if timed_out or isinstance(e, duckdb.InterruptException):
+            return QueryTimeout(
+                f"the query exceeded the timeout period of {timeout:g} s and was stopped; "
+                "narrow the time range or filter earlier"
+            )
+        if isinstance(e, duckdb.OutOfMemoryException):
+            return QueryResourceLimit(
+                "the query was stopped because it needed more memory than the per-query limit "
+                f"({self.limits.memory_limit}); reduce the data it reads or aggregates"
+            )
+        if isinstance(e, duckdb.PermissionException):
+            return QueryExecutionError("the query tried an operation that is not permitted")
+        # Data errors (a cast that fails on a value, a regex that does not compile...) are the
+        # query's fault, not the service's: 400 with DuckDB's first line, which names the value.
+        log.info("query execution failed: %s", e)
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        return QueryExecutionError(f"the query failed while running: {first}")
+
+
+def _scanned_files(node: Any) -> int:
+    count = 0
+    if isinstance(node, list):
+        return sum(_scanned_files(n) for n in node)
+    if isinstance(node, dict):
+        info = node.get("extra_info") or {}
+        scanning = info.get("Scanning Files") if isinstance(info, dict) else None
+        if isinstance(scanning, str) and "/" in scanning:
+            count += int(scanning.split("/", 1)[0])
+        for child in node.get("children") or []:
+            count += _scanned_files(child)
+    return count
+
+
+def _wrap(sql: str) -> str:
+    """Run only one SELECT: the compiler's SQL is ours, but a second statement smuggled into it
+    by a compiler bug must not execute. Checked with DuckDB's own statement splitter."""
+    statements = duckdb.extract_statements(sql)
+    if len(statements) != 1 or statements[0].type != duckdb.StatementType.SELECT:
+        raise QueryExecutionError("internal: the compiled query is not a single SELECT")
+    return sql.strip().rstrip(";")
+
+
+def _limited(sql: str, limit: int) -> str:
+    # DuckDB folds an outer LIMIT over an ORDER BY subquery into a Top-N, so a sorted query with
+    # a row cap does not sort everything; and the subquery's order is kept.
+    return f"SELECT * FROM ({_wrap(sql)}) AS _quarry_result LIMIT {int(limit)}"
+
+
+def _ts_literal(value: dt.datetime) -> exp.Expression:
+    return exp.cast(exp.Literal.string(value.strftime("%Y-%m-%d %H:%M:%S.%f")), exp.DataType.Type.TIMESTAMP)
+
+
+def _date_literal(value: dt.datetime) -> exp.Expression:
+    return exp.cast(exp.Literal.string(value.strftime("%Y-%m-%d")), exp.DataType.Type.DATE)
+
+
+class _Slot:
+    def __init__(self, sem: threading.BoundedSemaphore, wait_s: float, deadline: float | None) -> None:
+        self.sem = sem
+        self.wait_s = wait_s
+        self.deadline = deadline
+        self.held = False
+
+    def __enter__(self) -> _Slot:
+        wait = self.wait_s if self.deadline is None else max(0.0, self.deadline - time.monotonic())
+        if not self.sem.acquire(timeout=wait):
+            retry = max(1, math.ceil(self.wait_s))
+            raise QueryRejected(
+                "too many queries are running at once; retry after a few seconds", retry_after_s=retry
+            )
+        self.held = True
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.held:
+            self.held = False
+            self.sem.release()
+
+
+class _Closing:
+    def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
+        self.con = con
+
+    def __enter__(self) -> duckdb.DuckDBPyConnection:
+        return self.con
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            self.con.close()
+        except duckdb.Error:
+            log.debug("closing a query connection failed", exc_info=True)
+
+
+class _Timer:
+    """Calls ``interrupt()`` on the connection when the timeout passes; ``fired`` tells why the
+    query stopped."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, timeout_s: float) -> None:
+        self.con = con
+        self.timeout_s = timeout_s
+        self.fired = threading.Event()
+        self.timer: threading.Timer | None = None
+
+    def _fire(self) -> None:
+        self.fired.set()
+        self.con.interrupt()
+
+    def __enter__(self) -> threading.Event:
+        if self.timeout_s and self.timeout_s > 0:
+            self.timer = threading.Timer(self.timeout_s, self._fire)
+            self.timer.daemon = True
+            self.timer.start()
+        return self.fired
+
+    def __exit__(self, *exc: object) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
