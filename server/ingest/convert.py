@@ -1,0 +1,457 @@
+"""Records to an Arrow table in the storage schema, validated against the catalog.
+
+Two paths produce the same result:
+
+* ``convert_ndjson``: the fast path for NDJSON bodies. pyarrow's JSON reader parses straight
+  into typed columns in C++ (no Python object per value, GIL released). It is exactly as strict as
+  our rules (a number where a string is due, 1.5 or "1" for a long, true for a real: all refused),
+  so whatever it accepts is right; whenever it refuses anything, or a datetime or required column
+  is bad, it returns None and the caller takes the Python path, which finds and names every bad row.
+* ``convert_records``: orjson-parsed records, column by column. A column whose Python value types
+  are all acceptable goes to ``pa.array`` in one call; only columns with odd values are looked at
+  value by value.
+
+Value rules: ``null`` and a missing key are null; ``""`` is kept in string columns and means null
+in every other column; numbers must be JSON numbers (Defender exports write them so); datetimes
+are ISO 8601 with up to 7 fractional digits, ``Z``, an offset or none (UTC, as in KQL), stored as
+naive UTC microseconds (the 7th digit, 100 ns, is truncated); dynamic takes any JSON value, or
+JSON text in a string; a string column given a JSON object or array stores its JSON text, because
+Defender documents some JSON-bearing columns (AdditionalFields, LoggedOnUsers) as string while
+other copies of the schema type them dynamic.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.json as pj
+
+from schema.catalog import EXTRA_COLUMN, Table
+from schema.types import KqlType
+
+MAX_ERRORS = 100
+REQUIRED_EVENT_COLUMNS: tuple[str, ...] = ("Timestamp", "DeviceId")
+_MAX_SHOWN = 200  # characters of a bad value echoed back in an error entry
+
+_TS_UTC = pa.timestamp("us", tz="UTC")
+_TS = pa.timestamp("us")
+_NULL_STR = pa.scalar(None, pa.string())
+# ISO 8601 as KQL accepts it (date, optional time with optional seconds and up to 7 fractional
+# digits, optional Z or +hh:mm/+hhmm offset). RE2 syntax: pyarrow evaluates it vectorised.
+_DT_PATTERN = (
+    r"^\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,7})?)?(?:Z|[+-]\d{2}:?\d{2})?)?$"
+)
+_DT_RE = re.compile(_DT_PATTERN)
+_ZONE_PATTERN = r"(?:Z|[+-]\d{2}:?\d{2})$"
+_TIMESPAN_RE = re.compile(r"^(-)?(?:(\d+)\.)?(\d{1,2}):(\d{2}):(\d{2})(?:\.(\d{1,7}))?$")
+_INT_RANGE = {"long": (-(2**63), 2**63 - 1), "int": (-(2**31), 2**31 - 1)}
+# KQL types pyarrow's JSON reader converts with exactly our rules (datetime is read as a string
+# and converted by parse_datetimes).
+_FAST_TYPES = frozenset({"string", "guid", "long", "int", "real", "bool", "datetime"})
+
+
+def ingest_schema(table: Table) -> pa.Schema:
+    """The Arrow schema of a batch handed to ``Storage.append``: the table's columns in order,
+    then ``_extra`` (JSON text of fields newer than our schema, or null)."""
+    fields = [pa.field(c.name, c.type.arrow) for c in table.columns]
+    fields.append(pa.field(EXTRA_COLUMN, pa.string()))
+    return pa.schema(fields)
+
+
+@dataclass
+class Converted:
+    table: pa.Table
+    unknown_columns: list[str]
+
+
+class BatchRejected(Exception):
+    """Rows that failed validation: reported row index -> the row's first problem."""
+
+    def __init__(self, entries: dict[int, dict[str, Any]]) -> None:
+        super().__init__(f"{len(entries)} invalid rows")
+        self.entries = entries
+
+
+def show(value: Any) -> Any:
+    """A bad value as echoed in an error entry, truncated so a huge value cannot bloat it."""
+    if isinstance(value, str):
+        return value if len(value) <= _MAX_SHOWN else value[:_MAX_SHOWN] + "..."
+    if isinstance(value, dict | list):
+        text = orjson.dumps(value).decode()
+        return value if len(text) <= _MAX_SHOWN else text[:_MAX_SHOWN] + "..."
+    return value
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int):
+        return "integer"
+    if isinstance(value, float):
+        return "real number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, dict):
+        return "object"
+    return type(value).__name__
+
+
+# -- datetimes ------------------------------------------------------------------------------
+
+
+def parse_datetimes(arr: pa.Array | pa.ChunkedArray) -> tuple[pa.Array, list[int]]:
+    """ISO 8601 strings to naive UTC ``timestamp[us]``, vectorised. ``""`` becomes null.
+    Returns the converted array (null where invalid) and the indices of invalid strings."""
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    arr = pc.if_else(pc.equal(arr, ""), _NULL_STR, arr)
+    bad_mask = pc.invert(pc.fill_null(pc.match_substring_regex(arr, _DT_PATTERN), True))
+    bad: list[int] = []
+    if pc.any(bad_mask).as_py():
+        bad = pc.indices_nonzero(bad_mask).to_pylist()
+        arr = pc.if_else(bad_mask, _NULL_STR, arr)
+    s = pc.replace_substring_regex(arr, r"^(\d{4}-\d{2}-\d{2})$", r"\1T00:00:00")
+    s = pc.replace_substring_regex(s, r"(\.\d{6})\d+", r"\1")  # 100 ns ticks -> microseconds
+    no_zone = pc.invert(pc.match_substring_regex(s, _ZONE_PATTERN))
+    s = pc.binary_join_element_wise(s, pc.if_else(no_zone, "Z", ""), "")
+    try:
+        out = pc.cast(s, _TS_UTC)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        # Well-formed but impossible (month 13, Feb 30, hour 25): find them one by one.
+        values = s.to_pylist()
+        fixed: list[Any] = []
+        for i, v in enumerate(values):
+            if v is None:
+                fixed.append(None)
+                continue
+            try:
+                pc.cast(pa.array([v]), _TS_UTC)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                bad.append(i)
+                v = None
+            fixed.append(v)
+        out = pc.cast(pa.array(fixed, pa.string()), _TS_UTC)
+        bad.sort()
+    return out.cast(_TS), bad
+
+
+# -- column converters (Python path) -----------------------------------------------------------
+
+Problem = tuple[int, Any, str]  # (index in batch, value, message)
+Converter = Callable[[list[Any], KqlType], tuple[pa.Array, list[Problem]]]
+
+
+def _wrong(i: int, v: Any, t: KqlType, extra: str = "") -> Problem:
+    return (i, v, f"expected {t.name}, got {_kind(v)}{extra}")
+
+
+def _conv_string(col: list[Any], t: KqlType) -> tuple[pa.Array, list[Problem]]:
+    types = set(map(type, col))
+    if types <= {str, type(None)}:
+        return pa.array(col, pa.string()), []
+    out: list[Any] = []
+    problems: list[Problem] = []
+    for i, v in enumerate(col):
+        if v is None or isinstance(v, str):
+            out.append(v)
+        elif isinstance(v, dict | list) and t.name == "string":
+            out.append(orjson.dumps(v).decode())
+        else:
+            problems.append(_wrong(i, v, t))
+            out.append(None)
+    return pa.array(out, pa.string()), problems
+
+
+def _conv_int(col: list[Any], t: KqlType) -> tuple[pa.Array, list[Problem]]:
+    types = set(map(type, col))
+    if types <= {int, type(None)}:
+        try:
+            return pa.array(col, t.arrow), []
+        except (OverflowError, pa.ArrowInvalid):
+            pass  # out of range: found below
+    lo, hi = _INT_RANGE[t.name]
+    out: list[Any] = []
+    problems: list[Problem] = []
+    for i, v in enumerate(col):
+        if v is None or v == "":
+            out.append(None)
+        elif type(v) is int:
+            if lo <= v <= hi:
+                out.append(v)
+            else:
+                problems.append((i, v, f"expected {t.name}, got {v} which is out of range"))
+                out.append(None)
+        else:
+            hint = " (numbers must be JSON numbers, not strings)" if isinstance(v, str) else ""
+            problems.append(_wrong(i, v, t, hint))
+            out.append(None)
+    return pa.array(out, t.arrow), problems
+
+
+def _conv_real(col: list[Any], t: KqlType) -> tuple[pa.Array, list[Problem]]:
+    types = set(map(type, col))
+    if types <= {int, float, type(None)}:
+        return pa.array(col, pa.float64()), []
+    out: list[Any] = []
+    problems: list[Problem] = []
+    for i, v in enumerate(col):
+        if v is None or v == "":
+            out.append(None)
+        elif type(v) in (int, float):
+            out.append(float(v))
+        elif isinstance(v, str) and t.name == "decimal":
+            # KQL serialises decimal as a string to keep its precision.
+            try:
+                out.append(float(v))
+            except ValueError:
+                problems.append(_wrong(i, v, t))
+                out.append(None)
+        else:
+            hint = " (numbers must be JSON numbers, not strings)" if isinstance(v, str) else ""
+            problems.append(_wrong(i, v, t, hint))
+            out.append(None)
+    return pa.array(out, pa.float64()), problems
+
+
+def _conv_bool(col: list[Any], t: KqlType) -> tuple[pa.Array, list[Problem]]:
+    types = set(map(type, col))
+    if types <= {bool, type(None)}:
+        return pa.array(col, pa.bool_()), []
+    out: list[Any] = []
+    problems: list[Problem] = []
+    for i, v in enumerate(col):
+        if v is None or v == "":
+            out.append(None)
+        elif type(v) is bool:
+            out.append(v)
+        else:
+            problems.append(_wrong(i, v, t, " (use JSON true or false)"))
+            out.append(None)
+    return pa.array(out, pa.bool_()), problems
+
+
+def _conv_datetime(col: list[Any], t: KqlType) -> tuple[pa.Array, list[Problem]]:
+    problems: list[Problem] = []
+    types = set(map(type, col))
+    if not types <= {str, type(None)}:
+        strings: list[Any] = []
+        for i, v in enumerate(col):
+            if v is None or isinstance(v, str):
+                strings.append(v)
+            else:
+                problems.append(_wrong(i, v, t, " (send an ISO 8601 string)"))
+                strings.append(None)
+        col = strings
+    arr, bad = parse_datetimes(pa.array(col, pa.string()))
+    for i in bad:
+        problems.append((i, col[i], "unparsable datetime: expected ISO 8601 such as "
+                         "2024-05-01T12:34:56.1234567Z (up to 7 fractional digits, Z or an offset)"))
+    return arr, problems
+
+
+def _conv_dynamic(col: list[Any], t: KqlType) -> tuple[pa.Array, list[Problem]]:
+    out: list[Any] = []
+    for v in col:
+        if v is None or v == "":
+            out.append(None)
+        elif isinstance(v, str):
+            # JSON text is kept as is; any other string is a JSON string value.
+            try:
+                orjson.loads(v)
+                out.append(v)
+            except orjson.JSONDecodeError:
+                out.append(orjson.dumps(v).decode())
+        else:
+            out.append(orjson.dumps(v).decode())
+    return pa.array(out, pa.string()), []
+
+
+def _conv_timespan(col: list[Any], t: KqlType) -> tuple[pa.Array, list[Problem]]:
+    out: list[Any] = []
+    problems: list[Problem] = []
+    for i, v in enumerate(col):
+        if v is None or v == "":
+            out.append(None)
+            continue
+        m = _TIMESPAN_RE.match(v) if isinstance(v, str) else None
+        if m is None:
+            problems.append((i, v, "expected timespan as [-][d.]hh:mm:ss[.fffffff]"))
+            out.append(None)
+            continue
+        sign, days, hh, mm, ss, frac = m.groups()
+        us = ((int(days or 0) * 24 + int(hh)) * 60 + int(mm)) * 60 + int(ss)
+        us = us * 1_000_000 + int(((frac or "") + "000000")[:6])
+        out.append(-us if sign else us)
+    return pa.array(out, pa.int64()).cast(pa.duration("us")), problems
+
+
+_CONVERTERS: dict[str, Converter] = {
+    "string": _conv_string,
+    "guid": _conv_string,
+    "long": _conv_int,
+    "int": _conv_int,
+    "real": _conv_real,
+    "decimal": _conv_real,
+    "bool": _conv_bool,
+    "datetime": _conv_datetime,
+    "dynamic": _conv_dynamic,
+    "timespan": _conv_timespan,
+}
+
+
+# -- whole batches ---------------------------------------------------------------------------
+
+
+class _Errors:
+    """The first problem of each bad row, keyed by the row index reported to the client."""
+
+    def __init__(self, table: Table, row_ids: Sequence[int] | None, lines: Sequence[int] | None):
+        self.table = table
+        self.row_ids = row_ids
+        self.lines = lines
+        self.entries: dict[int, dict[str, Any]] = {}
+
+    def add(self, i: int, code: str, message: str, column: str | None = None,
+            value: Any = None, expected: str | None = None, hints: list[str] | None = None) -> None:
+        row = self.row_ids[i] if self.row_ids is not None else i
+        if row in self.entries:
+            return
+        entry: dict[str, Any] = {"code": code, "message": message, "row": row,
+                                 "table": self.table.name}
+        if self.lines is not None:
+            entry["line"] = self.lines[i]
+        if column is not None:
+            entry["column"] = column
+        if expected is not None:
+            entry["expected"] = expected
+        entry["value"] = show(value)
+        if hints:
+            entry["hints"] = hints
+        self.entries[row] = entry
+
+
+def column_hints(table: Table, name: str) -> list[str]:
+    names = table.column_names
+    same_case = [n for n in names if n.lower() == name.lower()]
+    close = difflib.get_close_matches(name, names, n=3, cutoff=0.6)
+    return same_case + [n for n in close if n not in same_case]
+
+
+def convert_records(
+    table: Table,
+    records: list[Any],
+    *,
+    allow_unknown: bool,
+    row_ids: Sequence[int] | None = None,
+    lines: Sequence[int] | None = None,
+) -> Converted:
+    """Validate ``records`` against ``table`` and build the Arrow batch. Unknown columns are
+    refused (per-table ingest) or folded into ``_extra`` (streaming: ``allow_unknown``).
+    Raises ``BatchRejected`` listing the first problem of every bad row."""
+    errors = _Errors(table, row_ids, lines)
+    rows: list[dict[str, Any]] = []
+    for i, r in enumerate(records):
+        if isinstance(r, dict):
+            rows.append(r)
+        else:
+            errors.add(i, "invalid_row", f"row {i}: expected a JSON object, got {_kind(r)}",
+                       value=r)
+            rows.append({})
+    known = set(table.column_names)
+    keys: set[str] = set().union(*rows) if rows else set()
+    unknown = keys - known
+    if unknown and not allow_unknown:
+        for i, r in enumerate(rows):
+            if r.keys() & unknown:
+                bad_col = next(k for k in r if k in unknown)
+                errors.add(i, "unknown_column",
+                           f"row {i}: {table.name} has no column '{bad_col}'", column=bad_col,
+                           value=r[bad_col], hints=column_hints(table, bad_col))
+    arrays: list[pa.Array] = []
+    for c in table.columns:
+        name = c.name
+        col = [r.get(name) for r in rows]
+        arr, problems = _CONVERTERS[c.type.name](col, c.type)
+        for i, v, msg in problems:
+            code = "invalid_datetime" if msg.startswith("unparsable") else "wrong_type"
+            errors.add(i, code, f"row {i}, column {name}: {msg}", column=name, value=v,
+                       expected=c.type.name)
+        arrays.append(arr)
+    if table.is_event_table:
+        for name in REQUIRED_EVENT_COLUMNS:
+            idx = table.column_names.index(name)
+            arr = arrays[idx]
+            missing = pc.is_null(arr)
+            if pa.types.is_string(arr.type):
+                missing = pc.or_(missing, pc.equal(arr, ""))
+            if pc.any(missing).as_py():
+                for i in pc.indices_nonzero(missing).to_pylist():
+                    errors.add(i, "missing_required",
+                               f"row {i}: {name} is required on {table.name} events",
+                               column=name, value=rows[i].get(name),
+                               expected=table.column(name).type.name)  # type: ignore[union-attr]
+    if errors.entries:
+        raise BatchRejected(errors.entries)
+    extra: pa.Array
+    if unknown:
+        extra = pa.array(
+            [
+                orjson.dumps({k: v for k, v in r.items() if k in unknown}).decode()
+                if not unknown.isdisjoint(r) else None
+                for r in rows
+            ],
+            pa.string(),
+        )
+    else:
+        extra = pa.nulls(len(rows), pa.string())
+    arrays.append(extra)
+    return Converted(pa.Table.from_arrays(arrays, schema=ingest_schema(table)), sorted(unknown))
+
+
+def fast_path_supported(table: Table) -> bool:
+    return all(c.type.name in _FAST_TYPES for c in table.columns)
+
+
+def convert_ndjson(table: Table, body: bytes) -> Converted | None:
+    """The fast path for NDJSON; None when anything is off (the caller then takes the Python
+    path, which reports the problems row by row)."""
+    if not fast_path_supported(table) or not body.strip():
+        return None
+    read_schema = pa.schema(
+        [pa.field(c.name, pa.string() if c.type.name == "datetime" else c.type.arrow)
+         for c in table.columns]
+    )
+    try:
+        raw = pj.read_json(
+            pa.BufferReader(body),
+            read_options=pj.ReadOptions(block_size=1 << 20),
+            parse_options=pj.ParseOptions(
+                explicit_schema=read_schema, unexpected_field_behavior="error"
+            ),
+        )
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+        return None
+    arrays: list[pa.Array | pa.ChunkedArray] = []
+    for c in table.columns:
+        col = raw.column(c.name)
+        if c.type.name == "datetime":
+            col, bad = parse_datetimes(col)
+            if bad:
+                return None
+        arrays.append(col)
+    if table.is_event_table:
+        for name in REQUIRED_EVENT_COLUMNS:
+            col = arrays[table.column_names.index(name)]
+            if col.null_count or (pa.types.is_string(col.type) and pc.any(pc.equal(col, "")).as_py()):
+                return None
+    arrays.append(pa.nulls(raw.num_rows, pa.string()))
+    return Converted(pa.Table.from_arrays(arrays, schema=ingest_schema(table)), [])
