@@ -44,3 +44,7 @@ class Settings(BaseSettings):
     smtp_user: str | None = None
     smtp_password: str | None = None
     email_throttle_s: float = 300.0
+    smtp_timeout_s: float = 10.0  # also the webhook timeout
+    notify_retry_s: float = 30.0  # first retry delay of a failed send; doubles per attempt
+    notify_max_attempts: int = 5  # then the message is marked failed (visible in the delivery log)
+    notify_poll_s: float = 5.0  # the notifier's idle wake-up; alerts_created wakes it at once
