@@ -392,7 +392,7 @@ def convert_records(
             arr = arrays[idx]
             missing = pc.is_null(arr)
             if pa.types.is_string(arr.type):
-                missing = pc.or_(missing, pc.equal(arr, ""))
+                missing = pc.or_kleene(missing, pc.equal(arr, ""))
             if pc.any(missing).as_py():
                 for i in pc.indices_nonzero(missing).to_pylist():
                     errors.add(i, "missing_required",

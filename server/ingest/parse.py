@@ -50,7 +50,7 @@ def parse_json(body: bytes) -> Any:
         return orjson.loads(body)
     except orjson.JSONDecodeError as e:
         hint = ""
-        if e.msg.startswith("trailing characters") and b"\n" in body.strip():
+        if e.lineno > 1 and b"\n" in body.strip() and body.lstrip()[:1] == b"{":
             hint = " (for one object per line send Content-Type: application/x-ndjson)"
         raise _malformed(
             f"line {e.lineno}, column {e.colno}: {e.msg}{hint}", line=e.lineno, column=e.colno
