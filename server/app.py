@@ -23,9 +23,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         app.state.settings = settings
         app.state.metadata = MetadataDB(settings.data_dir / "metadata.sqlite")
+        # Storage start-up replays the WAL (file I/O, maybe seconds): off the event loop.
+        from anyio import to_thread
+
+        from schema.catalog import default_catalog
+        from server.storage import Storage
+
+        app.state.storage = Storage(settings, default_catalog())
+        await to_thread.run_sync(app.state.storage.start)
         try:
             yield
         finally:
+            await to_thread.run_sync(app.state.storage.close)
             app.state.metadata.close()
 
     app = FastAPI(
@@ -41,6 +50,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     from server.metrics import Metrics
 
     app.state.metrics = Metrics(settings.data_dir, default_catalog())
+    from server.api.ingest import router as ingest_router
+
+    app.include_router(ingest_router)
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> dict[str, object]:

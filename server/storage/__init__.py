@@ -1,0 +1,15 @@
+"""Durable storage: write-ahead log, hot tail, partitioned Parquet, and locked-down DuckDB views.
+
+See ``engine`` for how the parts fit and docs/internals.md ("Storage") for the contract.
+"""
+
+from server.storage.engine import (
+    AppendResult,
+    Backpressure,
+    BatchError,
+    Storage,
+    StorageClosed,
+    utc_now,
+)
+
+__all__ = ["AppendResult", "Backpressure", "BatchError", "Storage", "StorageClosed", "utc_now"]

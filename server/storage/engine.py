@@ -1,0 +1,715 @@
+"""The storage engine: WAL, hot tail, Parquet flusher, compaction, retention, reader views.
+
+Data layout under ``settings.data_dir``::
+
+    _wal/000000000042.wal            write-ahead log segments (deleted once in Parquet)
+    _wal/LAST_SEGMENT                the last segment number ever issued
+    _tmp/                            DuckDB spill space
+    <Table>/date=YYYY-MM-DD/w<seq>.parquet   flushed from WAL segment <seq>
+    <Table>/date=YYYY-MM-DD/c<id>.parquet    merged by compaction
+    <Table>/date=YYYY-MM-DD/_compact-<id>.json  compaction in progress (sources, target)
+
+How the pieces fit:
+
+* One in-memory DuckDB database per ``Storage`` holds, per catalog table, two "slot" tables
+  (``_quarry."<Table>$0"``/``$1``): the hot tail of the open WAL segment and of the segment being
+  flushed. Every catalog table is a view in ``main``: the live Parquet files (an explicit list,
+  so a half-written or superseded file is never read) ``UNION ALL`` both slots.
+* ``append`` conforms the batch, writes it to the WAL, waits for the group fsync, then inserts
+  it into the open segment's slot: it is queryable as soon as ``append`` returns.
+* The flusher seals the open segment (a new one takes the other slot), writes its rows as
+  ``w<seq>.parquet`` per table and date (atomic rename), then in ONE DuckDB transaction points
+  the views at the new files and empties the slot, so a query sees each row exactly once. Only
+  then is the segment deleted. Replaying a segment after a crash skips any ``w<seq>`` file that
+  already exists, which makes the segment -> Parquet handoff idempotent.
+* ``connect()`` is a cursor on that database: the database is locked down (no file access
+  outside the table directories, no extensions, configuration locked) and the views already
+  exist, so a connection costs well under a millisecond.
+* Files replaced by compaction or dropped by retention leave the views at once but are deleted
+  from disk only after ``query_timeout_s``, so a running query never loses a file under it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import shutil
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from schema.catalog import (
+    DATE_PARTITION,
+    EXTRA_COLUMN,
+    INGESTION_TIME_COLUMN,
+    Catalog,
+    Table,
+)
+from server.settings import Settings
+from server.storage.wal import (
+    Segment,
+    WriteAheadLog,
+    atomic_write,
+    encode_record,
+    fsync_dir,
+    fsync_file,
+    list_segments,
+    read_segment,
+)
+
+log = logging.getLogger("quarry.storage")
+
+Clock = Callable[[], datetime]
+
+TAIL_SCHEMA = "_quarry"
+# Compaction merges the files of a date smaller than this into one; bigger files are left alone
+# so that an old, large file is not rewritten every time a few late events arrive.
+COMPACT_TARGET_BYTES = 256 * 1024 * 1024
+_TS = pa.timestamp("us")
+
+
+def utc_now() -> datetime:
+    """The default clock: naive UTC, microseconds, like every stored datetime."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+@dataclass(frozen=True)
+class AppendResult:
+    accepted: int
+    expired: int
+
+
+class Backpressure(Exception):  # noqa: N818 - the contract's name
+    """The unflushed backlog is over ``settings.max_unflushed_rows``: retry later."""
+
+    def __init__(self, retry_after_s: float, unflushed_rows: int = 0) -> None:
+        super().__init__(
+            f"storage is behind: {unflushed_rows} rows not yet written to Parquet; "
+            f"retry after {retry_after_s:g} s"
+        )
+        self.retry_after_s = retry_after_s
+        self.unflushed_rows = unflushed_rows
+
+
+class BatchError(ValueError):
+    """A batch handed to ``append`` does not fit its table (a caller bug, not bad user input:
+    ingest validates first). Says which column and row."""
+
+
+class StorageClosed(RuntimeError):
+    pass
+
+
+def _ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _parse_date_dir(name: str) -> date | None:
+    prefix = DATE_PARTITION + "="
+    if not name.startswith(prefix):
+        return None
+    try:
+        return date.fromisoformat(name[len(prefix) :])
+    except ValueError:
+        return None
+
+
+class Storage:
+    def __init__(self, settings: Settings, catalog: Catalog, clock: Clock | None = None) -> None:
+        self.settings = settings
+        self.catalog = catalog
+        self.clock: Clock = clock or utc_now
+        self.data_dir = Path(settings.data_dir).resolve()
+        self._wal_dir = self.data_dir / "_wal"
+        self._tmp_dir = self.data_dir / "_tmp"
+        self._wal = WriteAheadLog(self._wal_dir)
+        # Appends bump `inflight` under the WAL write lock; the flusher waits here for it to drain.
+        self._inflight_cond = threading.Condition(self._wal.write_lock)
+        self._maint_lock = threading.RLock()  # flush / compact / retention, one at a time
+        self._ddl_lock = threading.Lock()  # the root connection: DDL and cursor creation
+        self._files: dict[str, dict[date, set[Path]]] = {t: {} for t in catalog.tables}
+        self._sealed: list[Segment] = []
+        self._unflushed = 0
+        self._deferred: list[tuple[float, list[Path]]] = []
+        self._flush_rate = 0.0  # rows/s of the last flush, for Retry-After estimates
+        self._local = threading.local()
+        self._cursors: list[duckdb.DuckDBPyConnection] = []
+        self._db: duckdb.DuckDBPyConnection | None = None
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._started = False
+        self._closed = False
+
+    # ------------------------------------------------------------------ life cycle
+
+    def start(self) -> None:
+        """Recover the data directory, replay the WAL, open a segment, start background work."""
+        if self._started:
+            return
+        for d in (self.data_dir, self._wal_dir, self._tmp_dir):
+            d.mkdir(parents=True, exist_ok=True)
+        for name in self.catalog.tables:
+            (self.data_dir / name).mkdir(exist_ok=True)
+        for p in self._tmp_dir.iterdir():
+            if p.is_file():
+                p.unlink()
+        self._recover_files()
+        self._db = self._open_database()
+        self._rebuild_views(self.catalog.tables)
+        self._replay()
+        self._wal.open_new().slot = 0
+        self._started = True
+        self.apply_retention()
+        self._thread = threading.Thread(target=self._run, name="quarry-storage", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        """Flush what is buffered, stop background work and release the database."""
+        if not self._started or self._closed:
+            return
+        with self._wal.write_lock:
+            self._closed = True
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join()
+        with self._maint_lock:
+            try:
+                self._flush_locked()
+            except Exception:  # the WAL still has the rows; the next start replays them
+                log.exception("flush on close failed")
+            self._run_deferred(force=True)
+        self._wal.close()
+        with self._ddl_lock:
+            for cur in self._cursors:
+                with contextlib.suppress(Exception):
+                    cur.close()
+            self._cursors.clear()
+            if self._db is not None:
+                self._db.close()
+                self._db = None
+
+    # ------------------------------------------------------------------ append
+
+    def append(self, table: str, batch: pa.Table) -> AppendResult:
+        """Store ``batch`` durably; blocks for the WAL fsync (call it from a worker thread)."""
+        tbl = self.catalog.table(table)
+        if tbl is None:
+            raise BatchError(f"unknown table {table!r}")
+        if not self._started:
+            raise StorageClosed("storage is not started")
+        now = self.clock()
+        rows, expired = self._prepare(tbl, batch, now)
+        n = rows.num_rows
+        if n == 0:
+            return AppendResult(0, expired)
+        record = encode_record(table, rows)
+        with self._wal.write_lock:
+            if self._closed:
+                raise StorageClosed("storage is closed")
+            bound = self.settings.max_unflushed_rows
+            if self._unflushed > 0 and self._unflushed + n > bound:
+                self._wake.set()
+                raise Backpressure(self._retry_after(), self._unflushed)
+            seg = self._wal.current
+            assert seg is not None
+            record_no = self._wal.write(record)
+            seg.rows += n
+            seg.inflight += 1
+            seg.tables.add(table)
+            if seg.first_append_monotonic is None:
+                seg.first_append_monotonic = time.monotonic()
+            self._unflushed += n
+        try:
+            self._wal.sync(record_no)
+            self._tail_cursor().from_arrow(rows).insert_into(self._slot_name(table, seg.slot))
+        finally:
+            with self._inflight_cond:
+                seg.inflight -= 1
+                self._inflight_cond.notify_all()
+        if seg.rows >= self.settings.flush_max_rows:
+            self._wake.set()
+        return AppendResult(n, expired)
+
+    async def append_async(self, table: str, batch: pa.Table) -> AppendResult:
+        """``append`` on a worker thread, for async endpoints."""
+        from starlette.concurrency import run_in_threadpool
+
+        return await run_in_threadpool(self.append, table, batch)
+
+    def _retry_after(self) -> float:
+        over = self._unflushed - self.settings.max_unflushed_rows // 2
+        secs = over / self._flush_rate if self._flush_rate > 0 else 2.0
+        return float(min(30, max(1, math.ceil(secs))))
+
+    def _prepare(self, tbl: Table, batch: pa.Table, now: datetime) -> tuple[pa.Table, int]:
+        """Conform ``batch`` to the stored schema, drop expired rows, stamp ingestion time."""
+        if isinstance(batch, pa.RecordBatch):
+            batch = pa.Table.from_batches([batch])
+        known = set(tbl.column_names) | {EXTRA_COLUMN}
+        unknown = [c for c in batch.column_names if c not in known]
+        if unknown:
+            raise BatchError(f"{tbl.name}: columns not in the schema: {', '.join(unknown)}")
+        n = batch.num_rows
+        arrays: list[pa.ChunkedArray | pa.Array] = []
+        names: list[str] = []
+        json_cols: list[str] = []
+        for col in tbl.columns:
+            target = col.type.arrow
+            if col.type.name == "dynamic":
+                json_cols.append(col.name)
+            if col.name in batch.column_names:
+                arrays.append(self._cast(tbl.name, col.name, batch[col.name], target))
+            else:
+                arrays.append(pa.nulls(n, target))
+            names.append(col.name)
+        arrays.append(pa.repeat(pa.scalar(now, _TS), n))
+        names.append(INGESTION_TIME_COLUMN)
+        if EXTRA_COLUMN in batch.column_names:
+            arrays.append(self._cast(tbl.name, EXTRA_COLUMN, batch[EXTRA_COLUMN], pa.string()))
+        else:
+            arrays.append(pa.nulls(n, pa.string()))
+        names.append(EXTRA_COLUMN)
+        json_cols.append(EXTRA_COLUMN)
+        names_arrays = pa.Table.from_arrays(arrays, names=names)
+        self._check_json(tbl.name, names_arrays, json_cols)
+        expired = 0
+        if tbl.has_timestamp and n:
+            cutoff = now - timedelta(days=self.settings.retention_days)
+            ts = names_arrays["Timestamp"]
+            keep = pc.or_kleene(pc.is_null(ts), pc.greater_equal(ts, pa.scalar(cutoff, _TS)))
+            kept = names_arrays.filter(keep)
+            expired = n - kept.num_rows
+            names_arrays = kept
+        return names_arrays, expired
+
+    @staticmethod
+    def _cast(table: str, column: str, arr: pa.ChunkedArray, target: pa.DataType) -> pa.ChunkedArray:
+        if isinstance(arr.type, pa.ExtensionType):
+            arr = pa.chunked_array([c.storage for c in arr.chunks], arr.type.storage_type)
+        if arr.type == target:
+            return arr
+        try:
+            if pa.types.is_timestamp(target) and pa.types.is_timestamp(arr.type):
+                # Defender writes 100 ns ticks; we keep microseconds. Tz-aware values are UTC
+                # instants, so dropping the zone keeps the UTC wall time.
+                opts = pc.CastOptions(target, allow_time_truncate=True)
+                return pc.cast(arr, options=opts)
+            return pc.cast(arr, target)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
+            raise BatchError(f"{table}.{column}: cannot store {arr.type} as {target}: {e}") from e
+
+    def _check_json(self, table: str, batch: pa.Table, cols: list[str]) -> None:
+        """Reject text that is not JSON before it reaches the WAL: afterwards it could only fail
+        the tail insert or the flush, with the rows already acknowledged."""
+        present = [c for c in cols if batch[c].null_count < batch.num_rows]
+        if not present:
+            return
+        cur = self._tail_cursor()
+        rel = cur.from_arrow(batch.select(present))
+        exprs = ", ".join(f"count_if(NOT json_valid({_ident(c)}))" for c in present)
+        counts = rel.aggregate(exprs).fetchone()  # type: ignore[operator]  # stub says property
+        assert counts is not None
+        for c, bad in zip(present, counts, strict=True):
+            if bad:
+                values = batch[c].to_pylist()
+                for i, v in enumerate(values):
+                    if v is None:
+                        continue
+                    try:
+                        orjson.loads(v)
+                    except orjson.JSONDecodeError:
+                        raise BatchError(
+                            f"{table}.{c}: row {i} is not JSON text: {v[:80]!r}"
+                        ) from None
+                raise BatchError(f"{table}.{c}: {bad} values are not JSON text")
+
+    # ------------------------------------------------------------------ reading
+
+    def connect(self) -> duckdb.DuckDBPyConnection:
+        """A fresh connection where each catalog table is a view over Parquet plus tail."""
+        if self._db is None:
+            raise StorageClosed("storage is not started")
+        with self._ddl_lock:
+            if self._db is None:
+                raise StorageClosed("storage is closed")
+            return self._db.cursor()
+
+    def _tail_cursor(self) -> duckdb.DuckDBPyConnection:
+        cur: duckdb.DuckDBPyConnection | None = getattr(self._local, "cursor", None)
+        if cur is None:
+            if self._db is None:
+                raise StorageClosed("storage is closed")
+            with self._ddl_lock:
+                cur = self._db.cursor()
+                self._cursors.append(cur)
+            self._local.cursor = cur
+        return cur
+
+    def _open_database(self) -> duckdb.DuckDBPyConnection:
+        s = self.settings
+        db = duckdb.connect(
+            ":memory:",
+            config={
+                "autoinstall_known_extensions": False,
+                "autoload_known_extensions": False,
+                "memory_limit": s.query_memory_limit,
+            },
+        )
+        db.execute("SET GLOBAL TimeZone = 'UTC'")
+        db.execute("SET GLOBAL parquet_metadata_cache = true")
+        db.execute(f"SET GLOBAL temp_directory = {_literal(str(self._tmp_dir))}")
+        db.execute(f"CREATE SCHEMA {TAIL_SCHEMA}")
+        for tbl in self.catalog.tables.values():
+            cols = ", ".join(f"{_ident(c.name)} {c.type.duckdb}" for c in tbl.columns)
+            for slot in (0, 1):
+                db.execute(
+                    f"CREATE TABLE {self._slot_name(tbl.name, slot)} ({cols}, "
+                    f"{_ident(INGESTION_TIME_COLUMN)} TIMESTAMP, {_ident(EXTRA_COLUMN)} JSON)"
+                )
+        # Only the table directories (reads, and our own COPY ... TO) and the spill directory.
+        allowed = [str(self.data_dir / t) + os.sep for t in self.catalog.tables]
+        allowed.append(str(self._tmp_dir) + os.sep)
+        db.execute("SET GLOBAL allowed_directories = $1", [allowed])
+        db.execute("SET GLOBAL enable_external_access = false")
+        db.execute("SET GLOBAL lock_configuration = true")
+        return db
+
+    def _slot_name(self, table: str, slot: int) -> str:
+        return f"{TAIL_SCHEMA}.{_ident(f'{table}${slot}')}"
+
+    def _date_expr(self, tbl: Table) -> str:
+        ing = f"CAST({_ident(INGESTION_TIME_COLUMN)} AS DATE)"
+        if tbl.has_timestamp:
+            return f'COALESCE(CAST("Timestamp" AS DATE), {ing})'
+        return ing
+
+    def _order_col(self, tbl: Table) -> str:
+        return _ident("Timestamp" if tbl.has_timestamp else INGESTION_TIME_COLUMN)
+
+    def _stored_cols(self, tbl: Table) -> str:
+        names = [*tbl.column_names, INGESTION_TIME_COLUMN, EXTRA_COLUMN]
+        return ", ".join(_ident(n) for n in names)
+
+    def _view_sql(self, tbl: Table) -> str:
+        cols = self._stored_cols(tbl)
+        parts = []
+        files = sorted(p for ps in self._files[tbl.name].values() for p in ps)
+        if files:
+            lits = ", ".join(_literal(str(p)) for p in files)
+            parts.append(
+                f"SELECT {cols}, {_ident(DATE_PARTITION)} FROM read_parquet([{lits}], "
+                f"hive_partitioning = true, hive_types = {{'{DATE_PARTITION}': 'DATE'}})"
+            )
+        date_expr = self._date_expr(tbl)
+        for slot in (0, 1):
+            parts.append(
+                f"SELECT {cols}, {date_expr} AS {_ident(DATE_PARTITION)} "
+                f"FROM {self._slot_name(tbl.name, slot)}"
+            )
+        return f"CREATE OR REPLACE VIEW main.{_ident(tbl.name)} AS " + " UNION ALL ".join(parts)
+
+    def _rebuild_views(self, tables: Iterable[str], clear_slot: int | None = None) -> None:
+        """Point the views of ``tables`` at the current file lists, in one transaction with
+        emptying their ``clear_slot`` tables, so no query sees a row twice or not at all."""
+        assert self._db is not None
+        with self._ddl_lock:
+            db = self._db
+            db.execute("BEGIN TRANSACTION")
+            try:
+                for name in tables:
+                    tbl = self.catalog.tables[name]
+                    db.execute(self._view_sql(tbl))
+                    if clear_slot is not None:
+                        # DROP + CREATE frees the memory at once; DELETE would keep row groups.
+                        slot = self._slot_name(name, clear_slot)
+                        cols = ", ".join(f"{_ident(c.name)} {c.type.duckdb}" for c in tbl.columns)
+                        db.execute(f"DROP TABLE {slot}")
+                        db.execute(
+                            f"CREATE TABLE {slot} ({cols}, {_ident(INGESTION_TIME_COLUMN)} "
+                            f"TIMESTAMP, {_ident(EXTRA_COLUMN)} JSON)"
+                        )
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+
+    # ------------------------------------------------------------------ start-up recovery
+
+    def _recover_files(self) -> None:
+        """Finish or undo interrupted compactions, drop temp files, list the live Parquet."""
+        for name in self.catalog.tables:
+            tdir = self.data_dir / name
+            for ddir in tdir.iterdir():
+                day = _parse_date_dir(ddir.name)
+                if day is None or not ddir.is_dir():
+                    continue
+                for intent in ddir.glob("_compact-*.json"):
+                    spec = orjson.loads(intent.read_bytes())
+                    target = ddir / spec["target"]
+                    if target.exists():  # the merge landed: its sources are superseded
+                        for src in spec["sources"]:
+                            (ddir / src).unlink(missing_ok=True)
+                    fsync_dir(ddir)
+                    intent.unlink()
+                for tmp in ddir.glob(".*.tmp"):
+                    tmp.unlink()
+                files = {p for p in ddir.glob("*.parquet") if not p.name.startswith(".")}
+                if files:
+                    self._files[name][day] = files
+
+    def _replay(self) -> None:
+        """Flush every WAL segment left by the previous run into Parquet, exactly once."""
+        cutoff = self.clock() - timedelta(days=self.settings.retention_days)
+        for seq, path in list_segments(self._wal_dir):
+            seg = Segment(seq, path, fd=-1, slot=0)
+            replayed = 0
+            for table, batch in read_segment(path):
+                tbl = self.catalog.table(table)
+                if tbl is None:
+                    log.error("WAL %s: table %s is no longer in the catalog; rows kept in %s",
+                              path, table, path)
+                    continue
+                if tbl.has_timestamp:
+                    ts = batch["Timestamp"]
+                    batch = batch.filter(
+                        pc.or_kleene(pc.is_null(ts), pc.greater_equal(ts, pa.scalar(cutoff, _TS)))
+                    )
+                if batch.num_rows:
+                    self._tail_cursor().from_arrow(batch).insert_into(self._slot_name(table, 0))
+                    seg.tables.add(table)
+                    seg.rows += batch.num_rows
+                    replayed += batch.num_rows
+            log.info("replaying WAL segment %s: %d rows", path.name, replayed)
+            self._unflushed += seg.rows
+            self._sealed.append(seg)
+            self._flush_segment(seg)
+
+    # ------------------------------------------------------------------ flushing
+
+    def flush(self) -> None:
+        """Write everything acknowledged so far to Parquet (tests, shutdown, the scheduler)."""
+        with self._maint_lock:
+            self._flush_locked()
+
+    def _flush_locked(self) -> None:
+        for seg in list(self._sealed):  # a previous flush that failed goes first
+            self._flush_segment(seg)
+        cur = self._wal.current
+        if cur is None or cur.rows == 0:
+            return
+        sealed = self._wal.rotate()
+        new = self._wal.current
+        assert new is not None
+        new.slot = 1 - sealed.slot
+        self._sealed.append(sealed)
+        self._flush_segment(sealed)
+
+    def _flush_due(self) -> bool:
+        if self._sealed:
+            return True
+        cur = self._wal.current
+        if cur is None or cur.rows == 0:
+            return False
+        if cur.rows >= self.settings.flush_max_rows:
+            return True
+        if self._unflushed >= self.settings.max_unflushed_rows // 2:
+            return True
+        first = cur.first_append_monotonic
+        return first is not None and time.monotonic() - first >= self.settings.flush_max_age_s
+
+    def _flush_segment(self, seg: Segment) -> None:
+        started = time.monotonic()
+        with self._inflight_cond:
+            self._inflight_cond.wait_for(lambda: seg.inflight == 0)
+        cur = self._maint_cursor()
+        for name in sorted(seg.tables):
+            tbl = self.catalog.tables[name]
+            slot = self._slot_name(name, seg.slot)
+            date_expr = self._date_expr(tbl)
+            days = [r[0] for r in cur.execute(f"SELECT DISTINCT {date_expr} FROM {slot}").fetchall()]
+            for day in days:
+                ddir = self.data_dir / name / f"{DATE_PARTITION}={day.isoformat()}"
+                final = ddir / f"w{seg.seq:012d}.parquet"
+                if not final.exists():  # exists: written before a crash, the handoff is done
+                    ddir.mkdir(exist_ok=True)
+                    tmp = ddir / f".{final.name}.tmp"
+                    cur.execute(
+                        f"COPY (SELECT {self._stored_cols(tbl)} FROM {slot} "
+                        f"WHERE {date_expr} = DATE '{day.isoformat()}' "
+                        f"ORDER BY {self._order_col(tbl)}) TO {_literal(str(tmp))} "
+                        "(FORMAT parquet, COMPRESSION zstd)"
+                    )
+                    fsync_file(tmp)
+                    os.replace(tmp, final)
+                    fsync_dir(ddir)
+                    fsync_dir(ddir.parent)
+                self._files[name].setdefault(day, set()).add(final)
+        self._rebuild_views(sorted(seg.tables), clear_slot=seg.slot)
+        seg.path.unlink(missing_ok=True)
+        fsync_dir(self._wal_dir)
+        self._sealed.remove(seg)
+        with self._wal.write_lock:
+            self._unflushed -= seg.rows
+        elapsed = time.monotonic() - started
+        if seg.rows:
+            self._flush_rate = seg.rows / max(elapsed, 1e-3)
+            log.info("flushed segment %d: %d rows in %.2f s", seg.seq, seg.rows, elapsed)
+
+    def _maint_cursor(self) -> duckdb.DuckDBPyConnection:
+        cur: duckdb.DuckDBPyConnection | None = getattr(self, "_maint_cur", None)
+        if cur is None:
+            assert self._db is not None
+            with self._ddl_lock:
+                cur = self._db.cursor()
+                self._cursors.append(cur)
+            self._maint_cur = cur
+        return cur
+
+    # ------------------------------------------------------------------ compaction
+
+    def compact(self) -> int:
+        """Merge the small files of each table and date into one; returns files merged away."""
+        merged = 0
+        with self._maint_lock:
+            for name in self.catalog.tables:
+                for day in sorted(self._files[name]):
+                    small = sorted(
+                        p for p in self._files[name][day] if p.stat().st_size < COMPACT_TARGET_BYTES
+                    )
+                    if len(small) >= 2:
+                        self._compact_files(self.catalog.tables[name], day, small)
+                        merged += len(small) - 1
+        return merged
+
+    def _compact_files(self, tbl: Table, day: date, sources: list[Path]) -> None:
+        ddir = sources[0].parent
+        cid = uuid.uuid4().hex[:12]
+        target = ddir / f"c{cid}.parquet"
+        tmp = ddir / f".{target.name}.tmp"
+        intent = ddir / f"_compact-{cid}.json"
+        # The intent makes the swap recoverable: if the target exists after a crash the sources
+        # are stale and deleted, otherwise the half-written target is.
+        atomic_write(intent, orjson.dumps({"target": target.name, "sources": [p.name for p in sources]}))
+        lits = ", ".join(_literal(str(p)) for p in sources)
+        self._maint_cursor().execute(
+            f"COPY (SELECT {self._stored_cols(tbl)} FROM read_parquet([{lits}]) "
+            f"ORDER BY {self._order_col(tbl)}) TO {_literal(str(tmp))} "
+            "(FORMAT parquet, COMPRESSION zstd)"
+        )
+        fsync_file(tmp)
+        os.replace(tmp, target)
+        fsync_dir(ddir)
+        files = self._files[tbl.name][day]
+        files.difference_update(sources)
+        files.add(target)
+        self._rebuild_views([tbl.name])
+        self._defer_delete([*sources, intent])
+        log.info("compacted %d files of %s %s into %s", len(sources), tbl.name, day, target.name)
+
+    # ------------------------------------------------------------------ retention
+
+    def apply_retention(self) -> int:
+        """Drop date partitions entirely older than the retention; returns how many."""
+        cutoff_day = (self.clock() - timedelta(days=self.settings.retention_days)).date()
+        dropped = 0
+        with self._maint_lock:
+            for name in self.catalog.tables:
+                tdir = self.data_dir / name
+                old = [
+                    d
+                    for d in tdir.iterdir()
+                    if (day := _parse_date_dir(d.name)) is not None and day < cutoff_day
+                ]
+                if not old:
+                    continue
+                for d in old:
+                    self._files[name].pop(_parse_date_dir(d.name), None)  # type: ignore[arg-type]
+                self._rebuild_views([name])
+                self._defer_delete(old)
+                dropped += len(old)
+        if dropped:
+            log.info("retention: dropped %d partitions older than %s", dropped, cutoff_day)
+        return dropped
+
+    def _defer_delete(self, paths: list[Path]) -> None:
+        grace = self.settings.query_timeout_s + 5.0
+        self._deferred.append((time.monotonic() + grace, paths))
+
+    def _run_deferred(self, force: bool = False) -> None:
+        now = time.monotonic()
+        keep = []
+        for deadline, paths in self._deferred:
+            if force or deadline <= now:
+                for p in paths:
+                    if p.is_dir():
+                        shutil.rmtree(p, ignore_errors=True)
+                    else:
+                        p.unlink(missing_ok=True)
+                if paths:
+                    fsync_dir(paths[0].parent)
+            else:
+                keep.append((deadline, paths))
+        self._deferred = keep
+
+    # ------------------------------------------------------------------ background work
+
+    def _run(self) -> None:
+        s = self.settings
+        next_compact = time.monotonic() + s.compaction_interval_s
+        next_retention = time.monotonic() + s.retention_interval_s
+        while not self._stop.is_set():
+            self._wake.wait(timeout=0.25)
+            self._wake.clear()
+            if self._stop.is_set():
+                break
+            try:
+                if self._flush_due():
+                    self.flush()
+                now = time.monotonic()
+                if now >= next_compact:
+                    next_compact = now + s.compaction_interval_s
+                    self.compact()
+                if now >= next_retention:
+                    next_retention = now + s.retention_interval_s
+                    self.apply_retention()
+                with self._maint_lock:
+                    self._run_deferred()
+            except Exception:
+                log.exception("storage background work failed; retrying")
+                self._stop.wait(1.0)
+
+    # ------------------------------------------------------------------ introspection
+
+    @property
+    def unflushed_rows(self) -> int:
+        return self._unflushed
+
+    def stats(self) -> dict[str, Any]:
+        """Sizes for metrics and health: unflushed rows, Parquet files and bytes per table."""
+        tables = {}
+        for name, days in self._files.items():
+            files = [p for ps in days.values() for p in ps]
+            size = 0
+            for p in files:
+                with contextlib.suppress(FileNotFoundError):
+                    size += p.stat().st_size
+            tables[name] = {"files": len(files), "bytes": size, "partitions": len(days)}
+        return {"unflushed_rows": self._unflushed, "tables": tables}
