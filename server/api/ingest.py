@@ -1,0 +1,251 @@
+"""Ingest endpoints: ``POST /api/ingest/{Table}`` and ``POST /api/ingest/streaming``.
+
+A request is answered 200 only after ``Storage.append`` returned, i.e. after its rows are
+fsync'd in the write-ahead log. Validation happens before anything is appended, so a rejected
+batch writes nothing. Decompression, parsing and conversion run in a worker thread (they are
+CPU-bound and would stall the event loop), at most ``_SLOTS`` at a time so that many large
+concurrent bodies cannot multiply memory use.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import ORJSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from schema import default_catalog
+from schema.catalog import Catalog, Table
+from server.auth import IngestKey
+from server.errors import ApiError
+from server.ingest.body import decode_body, too_large
+from server.ingest.convert import (
+    MAX_ERRORS,
+    BatchRejected,
+    Converted,
+    convert_ndjson,
+    convert_records,
+)
+from server.ingest.parse import is_ndjson, parse_records, parse_streaming
+from server.metrics import get_metrics
+from server.storage import Backpressure
+
+router = APIRouter(prefix="/api/ingest", tags=["ingest"])
+
+# Conversions in flight at once. More than the cores buys nothing (the work is CPU-bound) and
+# each one holds a decompressed body plus its parsed form.
+_SLOTS = max(2, os.cpu_count() or 2)
+
+
+def _catalog(request: Request) -> Catalog:
+    cat = getattr(request.app.state, "catalog", None)
+    return cat if isinstance(cat, Catalog) else default_catalog()
+
+
+def _slots(request: Request) -> asyncio.Semaphore:
+    sem = getattr(request.app.state, "ingest_slots", None)
+    if sem is None:
+        sem = asyncio.Semaphore(_SLOTS)
+        request.app.state.ingest_slots = sem
+    return sem
+
+
+async def _read_raw(request: Request, limit: int) -> bytes:
+    """The raw (possibly compressed) body, refused early when it cannot fit the limit.
+    Compressed data may be a little larger than its content (incompressible input), hence the
+    slack for encoded bodies."""
+    encoded = request.headers.get("content-encoding", "identity").lower() not in ("", "identity")
+    raw_limit = limit + (limit // 64 + 4096 if encoded else 0)
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > raw_limit:
+        raise too_large(limit)
+    buf = bytearray()
+    async for chunk in request.stream():
+        buf += chunk
+        if len(buf) > raw_limit:
+            raise too_large(limit)
+    return bytes(buf)
+
+
+def _rejected(entries: dict[int, dict[str, Any]], total: int) -> ApiError:
+    ordered = [entries[k] for k in sorted(entries)]
+    shown = ordered[:MAX_ERRORS]
+    more = f" (first {len(shown)} shown)" if len(ordered) > len(shown) else ""
+    return ApiError(
+        400,
+        f"{len(ordered)} of {total} rows are invalid{more}; the batch was rejected and nothing "
+        "was written",
+        errors=shown,
+    )
+
+
+def _unknown_table(name: str, catalog: Catalog) -> ApiError:
+    close = catalog.suggest(name)
+    hint = f"; did you mean {', '.join(close)}?" if close else ""
+    return ApiError(
+        404,
+        f"unknown table '{name}'{hint}",
+        errors=[{"code": "unknown_table", "message": f"unknown table '{name}'{hint}",
+                 "table": name, "hints": close}],
+    )
+
+
+def _append(request: Request, table: str, batch: pa.Table) -> tuple[int, int]:
+    try:
+        result = request.app.state.storage.append(table, batch)
+    except Backpressure as e:
+        retry = max(1, math.ceil(float(e.retry_after_s)))
+        raise ApiError(
+            503,
+            f"storage is catching up with a backlog; retry in {retry} s",
+            code="backpressure",
+            headers={"Retry-After": str(retry)},
+        ) from e
+    return int(result.accepted), int(result.expired)
+
+
+def _count_rejected(request: Request, table: str, reason: str, n: int) -> None:
+    m = get_metrics(request)
+    if m is not None and n:
+        m.ingest_rejected.labels(table=table, reason=reason).inc(n)
+
+
+@dataclass
+class _Prepared:
+    batches: dict[str, Converted] = field(default_factory=dict)
+    skipped: dict[str, int] = field(default_factory=dict)
+
+
+def _prepare_table(table: Table, body: bytes, ndjson: bool) -> Converted:
+    if ndjson:
+        fast = convert_ndjson(table, body)
+        if fast is not None:
+            return fast
+    records, lines = parse_records(body, ndjson)
+    try:
+        return convert_records(table, records, allow_unknown=False, lines=lines)
+    except BatchRejected as e:
+        raise _rejected(e.entries, len(records)) from e
+
+
+def _prepare_streaming(catalog: Catalog, body: bytes, skip_unknown: bool) -> _Prepared:
+    batch = parse_streaming(body, set(catalog.tables))
+    entries: dict[int, dict[str, Any]] = {e["row"]: e for e in batch.errors}
+    if batch.unknown_tables and not skip_unknown:
+        names = sorted(batch.unknown_tables)
+        hints = {n: catalog.suggest(n) for n in names}
+        raise ApiError(
+            404,
+            f"records for tables Quarry does not have: {', '.join(names)}; nothing was written "
+            "(add ?skipUnknownTables=true to store the rest and count these as skipped)",
+            errors=[{"code": "unknown_table", "message": f"unknown table '{n}' "
+                     f"({batch.unknown_tables[n]} records)", "table": n, "hints": hints[n]}
+                    for n in names],
+        )
+    prepared = _Prepared(skipped=dict(batch.unknown_tables))
+    for name, rows in batch.rows.items():
+        table = catalog.table(name)
+        assert table is not None  # parse_streaming only routes to known tables
+        try:
+            prepared.batches[name] = convert_records(
+                table, rows, allow_unknown=True, row_ids=batch.indices[name]
+            )
+        except BatchRejected as e:
+            entries.update(e.entries)
+    if entries:
+        raise _rejected(entries, batch.total)
+    return prepared
+
+
+@router.post("/streaming", summary="Replay a Defender streaming export (Event Hub or Storage)")
+async def ingest_streaming(
+    request: Request,
+    _key: IngestKey,
+    skip_unknown_tables: bool = Query(False, alias="skipUnknownTables"),
+) -> ORJSONResponse:
+    """Body: ``{"records": [...]}`` (Event Hub) or one record per line (Storage export). Each
+    record goes to the table named by its ``category`` ("AdvancedHunting-<Table>"); columns newer
+    than our schema are kept in the row's ``_extra`` bag and listed in ``unknownColumns``."""
+    settings = request.app.state.settings
+    catalog = _catalog(request)
+    raw = await _read_raw(request, settings.max_body_bytes)
+    encoding = request.headers.get("content-encoding")
+
+    def work() -> _Prepared:
+        body = decode_body(raw, encoding, settings.max_body_bytes)
+        return _prepare_streaming(catalog, body, skip_unknown_tables)
+
+    async with _slots(request):
+        try:
+            prepared = await run_in_threadpool(work)
+        except ApiError as e:
+            _count_rejected(request, "streaming", e.errors[0].get("code", "invalid"), 1)
+            raise
+    tables: dict[str, dict[str, int]] = {}
+    accepted = expired = 0
+    # Tables are appended one after the other; validation of all of them is already done, so
+    # only back-pressure can stop a later one (the response then says what was stored).
+    for name, conv in prepared.batches.items():
+        try:
+            a, x = await run_in_threadpool(_append, request, name, conv.table)
+        except ApiError as e:
+            if tables:
+                e.errors[0]["stored"] = tables
+                e.error += f" (already stored before the refusal: {tables})"
+            raise
+        tables[name] = {"accepted": a, "expired": x}
+        accepted += a
+        expired += x
+        m = get_metrics(request)
+        if m is not None:
+            m.ingest_events.labels(table=name).inc(a)
+    m = get_metrics(request)
+    if m is not None:
+        m.ingest_bytes.labels(table="streaming").inc(len(raw))
+    body: dict[str, Any] = {"accepted": accepted, "expired": expired, "tables": tables,
+                            "unknownColumns": {n: c.unknown_columns
+                                               for n, c in prepared.batches.items()
+                                               if c.unknown_columns}}
+    if prepared.skipped:
+        body["skippedTables"] = prepared.skipped
+    return ORJSONResponse(body)
+
+
+@router.post("/{table}", summary="Ingest events into one table (JSON array or NDJSON)")
+async def ingest_table(table: str, request: Request, _key: IngestKey) -> ORJSONResponse:
+    """Body: a JSON array of objects, or NDJSON with ``Content-Type: application/x-ndjson``;
+    ``Content-Encoding: gzip`` accepted. 200 ``{"accepted", "expired"}`` once durable."""
+    settings = request.app.state.settings
+    catalog = _catalog(request)
+    spec = catalog.table(table)
+    if spec is None:
+        raise _unknown_table(table, catalog)
+    raw = await _read_raw(request, settings.max_body_bytes)
+    encoding = request.headers.get("content-encoding")
+    ndjson = is_ndjson(request.headers.get("content-type"))
+
+    def work() -> Converted:
+        body = decode_body(raw, encoding, settings.max_body_bytes)
+        return _prepare_table(spec, body, ndjson)
+
+    async with _slots(request):
+        try:
+            conv = await run_in_threadpool(work)
+        except ApiError as e:
+            _count_rejected(request, table, e.errors[0].get("code", "invalid"),
+                            max(1, len(e.errors)))
+            raise
+    accepted = expired = 0
+    if conv.table.num_rows:
+        accepted, expired = await run_in_threadpool(_append, request, table, conv.table)
+    m = get_metrics(request)
+    if m is not None:
+        m.ingest_events.labels(table=table).inc(accepted)
+        m.ingest_bytes.labels(table=table).inc(len(raw))
+    return ORJSONResponse({"accepted": accepted, "expired": expired, "table": table})
