@@ -23,6 +23,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         app.state.settings = settings
         app.state.metadata = MetadataDB(settings.data_dir / "metadata.sqlite")
+        # Notifications: alerts handed over by detections are delivered by a background thread;
+        # DeviceInfo (for device-group scoping) is read from storage once the lifespan opens it.
+        from server.notify import Notifier
+
+        app.state.notifier = Notifier(
+            settings, app.state.metadata, storage=lambda: getattr(app.state, "storage", None)
+        )
+        app.state.notifier.start()
         # Storage start-up replays the WAL (file I/O, maybe seconds): off the event loop.
         from anyio import to_thread
 
@@ -34,6 +42,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
+            app.state.notifier.close()
             await to_thread.run_sync(app.state.storage.close)
             app.state.metadata.close()
 
@@ -45,6 +54,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         default_response_class=ORJSONResponse,
     )
     install_handlers(app)
+    from server.api import devices as devices_api
+    from server.api import groups as groups_api
+    from server.api import notifications as notifications_api
+    from server.web import alerts as web_alerts
+
+    app.include_router(notifications_api.router)
+    app.include_router(groups_api.router)
+    app.include_router(devices_api.router)
+    app.include_router(web_alerts.router)
     # Metrics exist from the start (not in the lifespan) so every router can count into them.
     from schema.catalog import default_catalog
     from server.metrics import Metrics
@@ -53,6 +71,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     from server.api.ingest import router as ingest_router
 
     app.include_router(ingest_router)
+    from server.api.kusto import router as kusto_router
+    from server.api.query import router as query_router
+    from server.api.schema import router as schema_router
+    from server.metrics import metrics_router
+
+    app.include_router(query_router)
+    app.include_router(schema_router)
+    app.include_router(kusto_router)
+    app.include_router(metrics_router())
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> dict[str, object]:

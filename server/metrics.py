@@ -20,12 +20,21 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
-from fastapi import Request
-from prometheus_client import CollectorRegistry, Counter, Histogram
+import anyio.to_thread
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+)
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from schema.catalog import Catalog
+from server.auth import QueryKey
 
 # Query outcomes, as the label values of quarry_queries_total.
 QUERY_OUTCOMES: tuple[str, ...] = (
@@ -123,3 +132,31 @@ class Metrics:
 def get_metrics(request: Request) -> Metrics | None:
     """The app's metrics, or None when the app was built without them."""
     return getattr(request.app.state, "metrics", None)
+
+
+def metrics_router() -> APIRouter:
+    """``GET /metrics`` in Prometheus' text format; needs a key (query scope), like every route
+    but /healthz."""
+    router = APIRouter(tags=["health"])
+
+    @router.get(
+        "/metrics",
+        summary="Prometheus metrics",
+        response_class=Response,
+        responses={
+            200: {
+                "content": {
+                    "text/plain": {"example": 'quarry_queries_total{outcome="ok"} 12.0\n'}
+                }
+            }
+        },
+    )
+    async def metrics(request: Request, _key: QueryKey) -> Response:
+        m: Metrics | None = get_metrics(request)
+        if m is None:
+            return Response(b"", media_type=CONTENT_TYPE_LATEST)
+        # Walking the data directory for sizes is blocking file I/O: off the event loop.
+        body = await anyio.to_thread.run_sync(generate_latest, m.registry)
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
+
+    return router

@@ -27,7 +27,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import duckdb
 import orjson
@@ -38,6 +38,7 @@ from schema.catalog import DATE_PARTITION, Catalog
 from server.query.timerange import TimeRange
 
 log = logging.getLogger("quarry.query")
+_T = TypeVar("_T")
 
 
 class Connector(Protocol):
@@ -276,8 +277,12 @@ class QueryRunner:
     async def run_async(self, text: str, **kwargs: Any) -> QueryResult:
         # The queue wait starts now, not when a pool thread picks the job up.
         kwargs.setdefault("deadline", time.monotonic() + self.limits.queue_wait_s)
+        return await self.in_pool(lambda: self.run(text, **kwargs))
+
+    async def in_pool(self, fn: Callable[[], _T]) -> _T:
+        """Run blocking query work (DuckDB, rendering big results) on the runner's threads."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, lambda: self.run(text, **kwargs))
+        return await loop.run_in_executor(self._pool, fn)
 
     # -- export ------------------------------------------------------------------------------
 
