@@ -196,7 +196,7 @@ async def ingest_streaming(
             a, x = await run_in_threadpool(_append, request, name, conv.table)
         except ApiError as e:
             if tables:
-                e.errors[0]["stored"] = tables
+                e.errors = [{**e.errors[0], "stored": tables}, *e.errors[1:]]
                 e.error += f" (already stored before the refusal: {tables})"
             raise
         tables[name] = {"accepted": a, "expired": x}
