@@ -106,12 +106,14 @@ class Notifier:
         self,
         settings: Settings,
         metadata: MetadataDB,
-        storage: SupportsConnect | None = None,
+        storage: SupportsConnect | Callable[[], SupportsConnect | None] | None = None,
         clock: Callable[[], datetime] | None = None,
     ) -> None:
+        """``storage`` (or a function returning it, so the app can hand over storage that its
+        lifespan opens later) is where DeviceInfo is read for device-group matching."""
         self.settings = settings
         self.metadata = metadata
-        self.storage = storage
+        self._storage = storage
         self._clock = clock or (lambda: datetime.now(UTC))
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -119,6 +121,13 @@ class Notifier:
         # Serialises run_once between the worker and tests/endpoints that drive it directly.
         self._run_lock = threading.Lock()
         self.last_error: str | None = None
+
+    @property
+    def storage(self) -> SupportsConnect | None:
+        s = self._storage
+        if s is None or hasattr(s, "connect"):
+            return s  # type: ignore[return-value]
+        return s()  # type: ignore[operator,no-any-return]
 
     # --- the interface detections use ------------------------------------------------------
 
@@ -184,11 +193,8 @@ class Notifier:
         device_id = str(alert.get("deviceId") or "")
         if device_id in cache:
             return cache[device_id]
-        facts = (
-            device_facts(self.storage, device_id)
-            if self.storage is not None and device_id
-            else None
-        )
+        storage = self.storage
+        facts = device_facts(storage, device_id) if storage is not None and device_id else None
         if facts is None:
             # No DeviceInfo yet: the alert's own device name still lets name patterns match.
             facts = DeviceFacts(device_id, alert.get("deviceName"))

@@ -1,0 +1,188 @@
+"""Device actions API.
+
+Admins (admin scope) request actions and read the audit log. Agents poll and report with an
+**ingest**-scope key: the agent already holds one to send telemetry, and giving agents a
+query or admin key would let a compromised endpoint read everyone's data or queue actions.
+(Any ingest key may poll any device id; per-device agent identity is not modelled yet.)
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Query, Request
+from fastapi.responses import ORJSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from server.auth import AdminKey, IngestKey, hash_key
+from server.devices import actions as act
+from server.devices.groups import device_facts
+from server.errors import ApiError
+
+router = APIRouter(tags=["device actions"])
+JsonBody = Annotated[dict[str, Any], Body()]
+OptionalJsonBody = Annotated[dict[str, Any] | None, Body()]
+
+
+def actor(request: Request) -> str:
+    """Who is calling, for the audit log: the API key's name and prefix (never the key)."""
+    header = request.headers.get("authorization", "")
+    token = header.partition(" ")[2].strip()
+    state = request.app.state
+    if state.settings.admin_key and token == state.settings.admin_key:
+        return "admin key (QUARRY_ADMIN_KEY)"
+    rows = state.metadata.query(
+        "SELECT prefix, name, scope FROM api_keys WHERE key_hash = ?", (hash_key(token),)
+    )
+    if not rows:
+        return "unknown key"
+    r = rows[0]
+    label = f"{r['scope']} key {r['prefix']}…"
+    return f"{label} ({r['name']})" if r["name"] else label
+
+
+def _error(e: act.ActionError) -> ApiError:
+    return ApiError(e.status, str(e), [{"code": e.code, "message": str(e), "field": e.field}])
+
+
+def _str_field(body: dict[str, Any], name: str, default: str = "") -> str:
+    value = body.get(name, default)
+    if value is None:
+        return default
+    if not isinstance(value, str):
+        raise ApiError(
+            400,
+            f"{name} must be a string",
+            [{"code": "invalid_request", "message": f"{name} must be a string", "field": name}],
+        )
+    return value
+
+
+@router.post("/api/devices/{device_id}/actions", status_code=201)
+async def request_action(request: Request, _: AdminKey, device_id: str, body: JsonBody) -> Any:
+    """Queue ``type`` (isolate, collectInvestigationPackage, runAntivirusScan,
+    initiateInvestigation) with an optional ``comment``. 201 when queued; 200 with
+    ``merged: true`` when the same action is already open on the device."""
+    unknown = set(body) - {"type", "comment"}
+    if unknown:
+        f = sorted(unknown)[0]
+        raise ApiError(
+            400,
+            f"unknown field(s): {', '.join(sorted(unknown))}",
+            [{"code": "invalid_request", "message": f"unknown field {f!r}", "field": f}],
+        )
+    action_type = body.get("type")
+    if not isinstance(action_type, str):
+        raise _error(
+            act.ActionError(f"type is required: one of {', '.join(act.ACTION_TYPES)}", "type")
+        )
+    comment = _str_field(body, "comment")
+    state = request.app.state
+    storage = getattr(state, "storage", None)
+    if storage is not None:
+        # A typo in a device id would otherwise wait in the queue forever for an agent that
+        # does not exist.
+        facts = await run_in_threadpool(device_facts, storage, device_id)
+        if facts is None:
+            raise ApiError(
+                404, f"no device {device_id!r}: it has sent no DeviceInfo", code="not_found"
+            )
+    try:
+        result = act.queue_action(state.metadata, device_id, action_type, actor(request), comment)
+    except act.ActionError as e:
+        raise _error(e) from None
+    return ORJSONResponse(result, status_code=200 if result["merged"] else 201)
+
+
+@router.get("/api/devices/{device_id}/actions")
+def list_device_actions(
+    request: Request,
+    _: AdminKey,
+    device_id: str,
+    status: str | None = None,
+    top: int = Query(1000, ge=1, le=10000),
+) -> dict[str, Any]:
+    return {"value": act.list_actions(request.app.state.metadata, device_id, status, top)}
+
+
+@router.get("/api/devices/{device_id}/actions/pending")
+def pending_actions(request: Request, _: IngestKey, device_id: str) -> dict[str, Any]:
+    """For agents: the open actions for this device, oldest first. Fetching marks Pending
+    actions InProgress; an InProgress action is returned again until its result is reported."""
+    try:
+        return {"value": act.fetch_pending(request.app.state.metadata, device_id, actor(request))}
+    except act.ActionError as e:
+        raise _error(e) from None
+
+
+@router.post("/api/devices/{device_id}/actions/{action_id}/result")
+def report_result(
+    request: Request, _: IngestKey, device_id: str, action_id: str, body: JsonBody
+) -> dict[str, Any]:
+    """For agents: ``status`` Succeeded or Failed, optional ``comment`` and ``details`` (JSON)."""
+    unknown = set(body) - {"status", "comment", "details"}
+    if unknown:
+        f = sorted(unknown)[0]
+        raise ApiError(
+            400,
+            f"unknown field(s): {', '.join(sorted(unknown))}",
+            [{"code": "invalid_request", "message": f"unknown field {f!r}", "field": f}],
+        )
+    status = body.get("status")
+    if not isinstance(status, str):
+        raise _error(act.ActionError("status is required: Succeeded or Failed", "status"))
+    try:
+        return act.report_result(
+            request.app.state.metadata,
+            device_id,
+            action_id,
+            status,
+            actor(request),
+            _str_field(body, "comment"),
+            body.get("details"),
+        )
+    except act.ActionError as e:
+        raise _error(e) from None
+
+
+@router.post("/api/devices/{device_id}/actions/{action_id}/cancel")
+def cancel_action(
+    request: Request,
+    _: AdminKey,
+    device_id: str,
+    action_id: str,
+    body: OptionalJsonBody = None,
+) -> dict[str, Any]:
+    comment = _str_field(body or {}, "comment")
+    try:
+        return act.cancel_action(
+            request.app.state.metadata, device_id, action_id, actor(request), comment
+        )
+    except act.ActionError as e:
+        raise _error(e) from None
+
+
+@router.get("/api/devices/{device_id}/actions/audit")
+def device_audit(
+    request: Request, _: AdminKey, device_id: str, top: int = Query(1000, ge=1, le=10000)
+) -> dict[str, Any]:
+    return {"value": act.audit_log(request.app.state.metadata, device_id=device_id, limit=top)}
+
+
+@router.get("/api/deviceactions")
+def all_actions(
+    request: Request, _: AdminKey, status: str | None = None, top: int = Query(1000, ge=1, le=10000)
+) -> dict[str, Any]:
+    return {"value": act.list_actions(request.app.state.metadata, None, status, top)}
+
+
+@router.get("/api/deviceactions/audit")
+def audit(
+    request: Request,
+    _: AdminKey,
+    deviceId: str | None = None,  # noqa: N803  (API field name)
+    actionId: str | None = None,  # noqa: N803
+    top: int = Query(1000, ge=1, le=10000),
+) -> dict[str, Any]:
+    """Every request, delivery, result and cancellation, oldest first."""
+    return {"value": act.audit_log(request.app.state.metadata, deviceId, actionId, top)}

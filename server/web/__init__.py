@@ -1,0 +1,1 @@
+"""Small server-rendered pages (the alert page linked from notification emails)."""

@@ -1,0 +1,48 @@
+"""Where the alert page reads its data: the detections store, view and process-tree builder that
+the JSON API (``GET /api/alerts/{id}``, ``/process-tree``) uses, so the two always agree."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+log = logging.getLogger("quarry.web")
+
+
+def _store(state: Any) -> Any:
+    # Imported here, not at module load: the page module is imported by the app factory and
+    # must not make the whole app depend on the detections package being importable.
+    from server.detections.store import SqliteDetectionStore
+
+    store = getattr(state, "detection_store", None)
+    return store if store is not None else SqliteDetectionStore(state.metadata)
+
+
+def get_alert(state: Any, alert_id: str) -> dict[str, Any] | None:
+    from server.detections.views import alert_to_api
+
+    row = _store(state).get_alert(alert_id)
+    return None if row is None else alert_to_api(row, state.settings, full=True)
+
+
+def get_process_tree(state: Any, alert_id: str) -> tuple[dict[str, Any] | None, str | None]:
+    """(tree, error): ``tree`` has ``roots`` (nested nodes with ``children``) and ``note``."""
+    from server.detections.process_tree import build_tree
+
+    row = _store(state).get_alert(alert_id)
+    storage = getattr(state, "storage", None)
+    if row is None:
+        return None, "alert not found"
+    if storage is None:
+        return None, "storage is not available"
+    try:
+        con = storage.connect()
+        try:
+            tree = build_tree(con, row)
+        finally:
+            con.close()
+    except Exception as e:  # the page still shows the alert; the tree's failure is named
+        log.exception("process tree for alert %s failed", alert_id)
+        return None, f"{type(e).__name__}: {e}"
+    nested = tree.get("tree")
+    return {"roots": [nested] if nested else [], "note": tree.get("note")}, None
