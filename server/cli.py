@@ -25,6 +25,38 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _demo(args: argparse.Namespace) -> int:
+    """Load the synthetic dataset once (see server/demo/load.py), print a key, then serve."""
+    from server.auth import create_key
+    from server.demo.load import DemoError, banner, load_demo
+    from server.metadata import MetadataDB
+    from server.settings import Settings
+
+    overrides: dict[str, object] = {}
+    if args.data_dir is not None:
+        overrides["data_dir"] = Path(args.data_dir)
+    if args.host is not None:
+        overrides["host"] = args.host
+    if args.port is not None:
+        overrides["port"] = args.port
+    settings = Settings(**overrides)  # type: ignore[arg-type]
+    try:
+        load = load_demo(settings, days=args.days, devices=args.devices, seed=args.seed,
+                         log=lambda m: print(m, flush=True))
+    except DemoError as e:
+        print(f"quarry demo: {e}", file=sys.stderr)
+        return 2
+    db = MetadataDB(settings.data_dir / "metadata.sqlite")
+    try:
+        key = create_key(db, "admin", "quarry demo")
+    finally:
+        db.close()
+    print(banner(settings, load, key, serving=not args.no_serve), flush=True)
+    if args.no_serve:
+        return 0
+    return _serve(args)
+
+
 def _keys_create(args: argparse.Namespace) -> int:
     from server.auth import create_key
     from server.metadata import MetadataDB
@@ -48,6 +80,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--host")
     s.add_argument("--port", type=int)
     s.set_defaults(func=_serve)
+
+    d = sub.add_parser("demo", help="load a synthetic 7-day dataset (once) and serve it")
+    d.add_argument("--data-dir")
+    d.add_argument("--host")
+    d.add_argument("--port", type=int)
+    d.add_argument("--days", type=int, default=7, help="days of events up to now (default 7)")
+    d.add_argument("--devices", type=int, default=40, help="number of devices (default 40)")
+    d.add_argument("--seed", type=int, default=0, help="generator seed (same seed, same data)")
+    d.add_argument("--no-serve", action="store_true", help="load and print the key, then exit")
+    d.set_defaults(func=_demo)
 
     k = sub.add_parser("keys", help="manage API keys")
     ksub = k.add_subparsers(dest="keys_command", required=True)
