@@ -39,9 +39,27 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
         app.state.storage = Storage(settings, default_catalog())
         await to_thread.run_sync(app.state.storage.start)
+        # Detections: the engine runs rules (run-now, backtests, the scheduler); the scheduler
+        # is off when scheduler_enabled is false, so tests drive runs with their own times.
+        from server.detections.runner import DetectionEngine
+        from server.detections.scheduler import Scheduler
+
+        app.state.detections = DetectionEngine(
+            settings,
+            app.state.metadata,
+            app.state.storage,
+            default_catalog(),
+            notifier=lambda: getattr(app.state, "notifier", None),
+        )
+        app.state.detection_scheduler = None
+        if settings.scheduler_enabled:
+            app.state.detection_scheduler = Scheduler(app.state.detections, settings.scheduler_tick_s)
+            app.state.detection_scheduler.start()
         try:
             yield
         finally:
+            if app.state.detection_scheduler is not None:
+                await app.state.detection_scheduler.stop()
             app.state.notifier.close()
             await to_thread.run_sync(app.state.storage.close)
             app.state.metadata.close()
@@ -63,6 +81,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(groups_api.router)
     app.include_router(devices_api.router)
     app.include_router(web_alerts.router)
+    from server.api import alerts as alerts_api
+    from server.api import detections as detections_api
+    from server.api import incidents as incidents_api
+
+    app.include_router(detections_api.router)
+    app.include_router(alerts_api.router)
+    app.include_router(incidents_api.router)
     # Metrics exist from the start (not in the lifespan) so every router can count into them.
     from schema.catalog import default_catalog
     from server.metrics import Metrics

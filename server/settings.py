@@ -37,6 +37,21 @@ class Settings(BaseSettings):
     alerts_per_run_cap: int = 100
     correlation_window_h: float = 24.0
     scheduler_enabled: bool = True
+    # Event-time lookback per rule frequency, in hours; defaults as Defender's current docs
+    # (4x the interval, 30 days for daily rules). A new rule's first run looks back
+    # first_run_lookback_days whatever its frequency.
+    lookback_1h_h: float = 4.0
+    lookback_3h_h: float = 12.0
+    lookback_12h_h: float = 48.0
+    lookback_24h_h: float = 720.0
+    first_run_lookback_days: float = 30.0
+    continuous_poll_s: float = Field(default=1.0, description="How often `continuous` rules look at newly ingested rows")
+    scheduler_tick_s: float = 1.0
+    # A row may be stamped with its ingestion time a moment before it becomes visible; each run
+    # re-reads this much before the previous watermark (de-duplication absorbs the overlap).
+    detection_ingest_overlap_s: float = 10.0
+    detection_timeout_s: float = 120.0
+    detection_max_rows: int = 10_000  # rows a run reads from its query; more is reported as truncated
     smtp_host: str | None = None
     smtp_port: int = 25
     smtp_from: str = "quarry@localhost"

@@ -1,0 +1,123 @@
+"""Compile-on-save: a rule's query must compile against the schema and return the columns that
+identify an event (Timestamp, DeviceId, ReportId: limits.md section 5), so a broken rule is
+refused when it is saved, not discovered by the scheduler later."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from schema.catalog import Catalog
+
+REQUIRED_COLUMNS: tuple[str, ...] = ("Timestamp", "DeviceId", "ReportId")
+# `{{Column}}` in an alert title or description is replaced by the matched row's value.
+PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
+# Defender's NRT rules take one table and no joins, unions or externaldata.
+_NRT_FORBIDDEN = re.compile(r"\|\s*(join|union|lookup)\b|\bexternaldata\b|^\s*union\b", re.I | re.M)
+
+
+@dataclass
+class RuleCheck:
+    ok: bool
+    errors: list[dict[str, Any]] = field(default_factory=list)
+    sql: str | None = None
+    columns: list[tuple[str, str]] = field(default_factory=list)
+    tables: set[str] = field(default_factory=set)
+
+
+def diagnostic_dict(d: Any) -> dict[str, Any]:
+    """A compiler Diagnostic in the API's error-entry shape."""
+    out: dict[str, Any] = {"code": getattr(d, "code", "error"), "message": getattr(d, "message", str(d))}
+    for key in ("severity", "line", "column", "end_line", "end_column", "hints"):
+        val = getattr(d, key, None)
+        if val is not None:
+            out[key] = val
+    return out
+
+
+def compile_rule(query: str, catalog: Catalog, now: datetime) -> Any:
+    """Compile ``query`` with ``now()``/``ago()`` fixed at ``now``."""
+    from kql import CompileOptions, compile_kql  # the compiler package, built separately
+
+    return compile_kql(query, catalog, CompileOptions(now=now))
+
+
+def check_rule(
+    query: str,
+    frequency: str,
+    catalog: Catalog,
+    now: datetime,
+    title: str = "",
+    description: str = "",
+) -> RuleCheck:
+    compiled = compile_rule(query, catalog, now)
+    errors = [diagnostic_dict(d) for d in compiled.diagnostics if getattr(d, "severity", "error") == "error"]
+    if not compiled.ok or compiled.sql is None:
+        return RuleCheck(False, errors or [{"code": "compile", "message": "the query did not compile"}])
+    names = [c[0] for c in compiled.columns]
+    types = dict(compiled.columns)
+    missing = [c for c in REQUIRED_COLUMNS if c not in types]
+    if missing:
+        errors.append(
+            {
+                "code": "missing_required_columns",
+                "message": (
+                    f"a detection query must return {', '.join(REQUIRED_COLUMNS)} (they identify the "
+                    f"event an alert points at); missing: {', '.join(missing)}. "
+                    f"The query returns: {', '.join(names) or 'no columns'}"
+                ),
+                "missing": missing,
+            }
+        )
+    elif types["Timestamp"] != "datetime":
+        errors.append(
+            {
+                "code": "type_mismatch",
+                "message": f"column Timestamp must be a datetime, the query returns {types['Timestamp']}",
+            }
+        )
+    if frequency == "continuous":
+        tables = sorted(compiled.tables)
+        if len(tables) != 1 or _NRT_FORBIDDEN.search(query):
+            errors.append(
+                {
+                    "code": "continuous_unsupported",
+                    "message": (
+                        "a continuous (near-real-time) rule must read exactly one table, without "
+                        f"join, union, lookup or externaldata; this query reads: {', '.join(tables)}"
+                    ),
+                }
+            )
+        else:
+            table = catalog.table(tables[0])
+            if table is None or not table.nrt_supported:
+                errors.append(
+                    {
+                        "code": "continuous_unsupported",
+                        "message": f"table {tables[0]} is not supported by continuous rules; use a scheduled frequency",
+                    }
+                )
+    for where, text in (("alertTitle", title), ("alertDescription", description)):
+        for m in PLACEHOLDER.finditer(text or ""):
+            if m.group(1) not in types:
+                errors.append(
+                    {
+                        "code": "unknown_column",
+                        "message": (
+                            f"{where} names column {m.group(1)!r}, which the query does not return; "
+                            f"available: {', '.join(names)}"
+                        ),
+                        "field": where,
+                    }
+                )
+    return RuleCheck(not errors, errors, compiled.sql, list(compiled.columns), set(compiled.tables))
+
+
+def render_template(text: str, row: dict[str, Any]) -> str:
+    def sub(m: re.Match[str]) -> str:
+        val = row.get(m.group(1))
+        return "" if val is None else str(val)
+
+    return PLACEHOLDER.sub(sub, text)
