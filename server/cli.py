@@ -98,6 +98,10 @@ def build_parser() -> argparse.ArgumentParser:
     kc.add_argument("--name")
     kc.add_argument("--data-dir")
     kc.set_defaults(func=_keys_create)
+
+    from server.query.cli import add_query_parser
+
+    add_query_parser(sub)
     return p
 
 

@@ -133,6 +133,12 @@ class QueryResourceLimit(QueryError):
     outcome = "resource_limit"
 
 
+class QueryUnavailable(QueryError):
+    status = 503
+    code = "unavailable"
+    outcome = "execution_error"
+
+
 class QueryExecutionError(QueryError):
     status = 400
     code = "execution_error"
@@ -341,9 +347,9 @@ class QueryRunner:
     def _connection(self) -> _Closing:
         try:
             con = self.storage.connect()
-        except duckdb.Error as e:
-            log.exception("cannot open a query connection")
-            raise QueryExecutionError(f"storage is not available: {e}") from None
+        except (duckdb.Error, RuntimeError) as e:  # RuntimeError: StorageClosed
+            log.warning("cannot open a query connection: %s", e)
+            raise QueryUnavailable(f"storage is not available: {e}") from None
         return _Closing(con)
 
     def _restrict(self, con: duckdb.DuckDBPyConnection, tables: set[str], tr: TimeRange | None) -> None:

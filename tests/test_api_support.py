@@ -1,0 +1,160 @@
+"""Helpers for the hunting API tests: a real uvicorn server in a thread on a free loopback port,
+keys, and fixture events posted through the real ingest API.
+
+The fixture events are written relative to the server's real clock (the seed query uses
+``ago(2h)``), so the expected rows are known from the table below, not from running the query.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import uvicorn
+
+from server.app import create_app
+from server.auth import create_key
+from server.settings import Settings
+
+SEED_QUERY = (
+    "DeviceProcessEvents | where Timestamp > ago(2h) "
+    '| where ProcessCommandLine contains "/Volume" | sort by Timestamp asc'
+)
+
+
+class LiveServer:
+    """The real app under uvicorn, in a thread, on 127.0.0.1 with a port chosen at run time."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.app = create_app(settings)
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", 0))
+        self.sock = sock
+        self.port = sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = uvicorn.Config(self.app, log_level="warning", lifespan="on", timeout_graceful_shutdown=2)
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]}, daemon=True)
+        self.keys: dict[str, str] = {}
+
+    def start(self) -> LiveServer:
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the server did not start")
+            time.sleep(0.02)
+        for scope in ("ingest", "query", "admin"):
+            self.keys[scope] = create_key(self.app.state.metadata, scope, f"test-{scope}")
+        return self
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=15)
+        self.sock.close()
+
+    def client(self, scope: str | None = "query", timeout: float = 30.0) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {self.keys[scope]}"} if scope else {}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
+
+
+@contextmanager
+def live_server(data_dir: Path, **overrides: Any) -> Iterator[LiveServer]:
+    settings = Settings(data_dir=data_dir, scheduler_enabled=False, **overrides)
+    srv = LiveServer(settings).start()
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+
+
+def iso(t: dt.datetime) -> str:
+    return t.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+# Seed-query fixture: (id, minutes ago, command line). ReportId is the row's identity.
+#   1  90 min ago  "/Volumes/Installer"   matches
+#   2  30 min ago  "/VOLUMES/usb"         matches (contains is case-insensitive)
+#   3  10 min ago  "/Volumes/USB/"        matches
+#   4  180 min ago "/Volumes/old"         outside ago(2h)
+#   5  20 min ago  "ls /tmp"              no "/Volume"
+#   6  5 min ago   "/Volum"               no "/Volume" (prefix only)
+PROCESS_FIXTURE: list[tuple[int, int, str]] = [
+    (1, 90, "hdiutil attach /Volumes/Installer/app.dmg"),
+    (2, 30, "ls -la /VOLUMES/usb"),
+    (3, 10, "cp /Users/alice/secret.txt /Volumes/USB/"),
+    (4, 180, "ls /Volumes/old"),
+    (5, 20, "ls /tmp"),
+    (6, 5, "echo /Volum"),
+]
+SEED_EXPECTED_IDS = [1, 2, 3]  # sorted by Timestamp asc
+
+
+def process_events(now: dt.datetime) -> list[dict[str, Any]]:
+    rows = []
+    for rid, minutes, cmd in PROCESS_FIXTURE:
+        ts = now - dt.timedelta(minutes=minutes)
+        rows.append(
+            {
+                "Timestamp": iso(ts),
+                "DeviceId": f"dev{rid % 2}",
+                "DeviceName": f"mac-{rid % 2:02d}.contoso.com",
+                "ActionType": "ProcessCreated",
+                "FileName": cmd.split()[0],
+                "FolderPath": f"/usr/bin/{cmd.split()[0]}",
+                "ProcessCommandLine": cmd,
+                "ProcessId": 1000 + rid,
+                "ReportId": rid,
+                "AccountName": "alice",
+                "AdditionalFields": '{"Tags": ["usb"], "Score": 7}' if rid == 1 else None,
+            }
+        )
+    return rows
+
+
+def network_events(now: dt.datetime, n: int) -> list[dict[str, Any]]:
+    return [
+        {
+            "Timestamp": iso(now - dt.timedelta(seconds=10 + i)),
+            "DeviceId": f"dev{i % 5}",
+            "DeviceName": f"host-{i % 5}",
+            "ActionType": "ConnectionSuccess",
+            "RemoteIP": f"10.0.{i // 250}.{i % 250}",
+            "RemotePort": 443,
+            "ReportId": i,
+        }
+        for i in range(n)
+    ]
+
+
+def ingest(srv: LiveServer, table: str, rows: list[dict[str, Any]]) -> httpx.Response:
+    with srv.client("ingest") as c:
+        r = c.post(f"/api/ingest/{table}", json=rows)
+    assert r.status_code == 200, r.text
+    return r
+
+
+def assert_error_shape(r: httpx.Response, status: int, code: str | None = None) -> dict[str, Any]:
+    assert r.status_code == status, (r.status_code, r.text)
+    body = r.json()
+    assert body["ok"] is False
+    assert isinstance(body["error"], str) and body["error"]
+    assert isinstance(body["errors"], list) and body["errors"]
+    for e in body["errors"]:
+        assert isinstance(e["code"], str) and isinstance(e["message"], str)
+    if code is not None:
+        assert code in [e["code"] for e in body["errors"]], body
+    return body
