@@ -147,6 +147,7 @@ class Storage:
         self._sealed: list[Segment] = []
         self._unflushed = 0
         self._deferred: list[tuple[float, list[Path]]] = []
+        self._doomed: set[Path] = set()  # paths in _deferred
         self._flush_rate = 0.0  # rows/s of the last flush, for Retry-After estimates
         self._local = threading.local()
         self._cursors: list[duckdb.DuckDBPyConnection] = []
@@ -173,8 +174,8 @@ class Storage:
         self._recover_files()
         self._db = self._open_database()
         self._rebuild_views(self.catalog.tables)
-        self._replay()
-        self._wal.open_new().slot = 0
+        last_seq = self._replay()
+        self._wal.open_new(at_least=last_seq).slot = 0
         self._started = True
         self.apply_retention()
         self._thread = threading.Thread(target=self._run, name="quarry-storage", daemon=True)
@@ -325,8 +326,7 @@ class Storage:
         cur = self._tail_cursor()
         rel = cur.from_arrow(batch.select(present))
         exprs = ", ".join(f"count_if(NOT json_valid({_ident(c)}))" for c in present)
-        counts = rel.aggregate(exprs).fetchone()  # type: ignore[operator]  # stub says property
-        assert counts is not None
+        counts = rel.aggregate(exprs).fetchall()[0]  # type: ignore[operator]  # stub says property
         for c, bad in zip(present, counts, strict=True):
             if bad:
                 values = batch[c].to_pylist()
@@ -346,7 +346,7 @@ class Storage:
     def connect(self) -> duckdb.DuckDBPyConnection:
         """A fresh connection where each catalog table is a view over Parquet plus tail."""
         if self._db is None:
-            raise StorageClosed("storage is not started")
+            raise StorageClosed("storage is closed" if self._closed else "storage is not started")
         with self._ddl_lock:
             if self._db is None:
                 raise StorageClosed("storage is closed")
@@ -475,8 +475,10 @@ class Storage:
                 if files:
                     self._files[name][day] = files
 
-    def _replay(self) -> None:
-        """Flush every WAL segment left by the previous run into Parquet, exactly once."""
+    def _replay(self) -> int:
+        """Flush every WAL segment left by the previous run into Parquet, exactly once.
+        Returns the highest segment number seen."""
+        last_seq = 0
         cutoff = self.clock() - timedelta(days=self.settings.retention_days)
         for seq, path in list_segments(self._wal_dir):
             seg = Segment(seq, path, fd=-1, slot=0)
@@ -501,6 +503,8 @@ class Storage:
             self._unflushed += seg.rows
             self._sealed.append(seg)
             self._flush_segment(seg)
+            last_seq = max(last_seq, seq)
+        return last_seq
 
     # ------------------------------------------------------------------ flushing
 
@@ -540,12 +544,17 @@ class Storage:
         with self._inflight_cond:
             self._inflight_cond.wait_for(lambda: seg.inflight == 0)
         cur = self._maint_cursor()
+        cutoff_day = (self.clock() - timedelta(days=self.settings.retention_days)).date()
         for name in sorted(seg.tables):
             tbl = self.catalog.tables[name]
             slot = self._slot_name(name, seg.slot)
             date_expr = self._date_expr(tbl)
             days = [r[0] for r in cur.execute(f"SELECT DISTINCT {date_expr} FROM {slot}").fetchall()]
             for day in days:
+                if day < cutoff_day:
+                    # Expired while waiting in the WAL; its partition is (being) dropped.
+                    log.info("flush: %s rows of %s are past retention, not written", name, day)
+                    continue
                 ddir = self.data_dir / name / f"{DATE_PARTITION}={day.isoformat()}"
                 final = ddir / f"w{seg.seq:012d}.parquet"
                 if not final.exists():  # exists: written before a crash, the handoff is done
@@ -636,7 +645,9 @@ class Storage:
                 old = [
                     d
                     for d in tdir.iterdir()
-                    if (day := _parse_date_dir(d.name)) is not None and day < cutoff_day
+                    if (day := _parse_date_dir(d.name)) is not None
+                    and day < cutoff_day
+                    and d not in self._doomed
                 ]
                 if not old:
                     continue
@@ -652,6 +663,7 @@ class Storage:
     def _defer_delete(self, paths: list[Path]) -> None:
         grace = self.settings.query_timeout_s + 5.0
         self._deferred.append((time.monotonic() + grace, paths))
+        self._doomed.update(paths)
 
     def _run_deferred(self, force: bool = False) -> None:
         now = time.monotonic()
@@ -665,6 +677,7 @@ class Storage:
                         p.unlink(missing_ok=True)
                 if paths:
                     fsync_dir(paths[0].parent)
+                self._doomed.difference_update(paths)
             else:
                 keep.append((deadline, paths))
         self._deferred = keep
