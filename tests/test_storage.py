@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import shutil
 import threading
@@ -193,9 +194,8 @@ def test_interrupted_compaction_is_finished_or_undone_at_start(tmp_path: Path) -
     # Case 1: crash after the merged file landed but before its sources were deleted.
     merged = pa.concat_tables([pq.read_table(ddir / s) for s in sources])
     pq.write_table(merged, ddir / "cdeadbeef.parquet")
-    (ddir / "_compact-deadbeef.json").write_text(
-        '{"target": "cdeadbeef.parquet", "sources": %s}' % str(sources).replace("'", '"')
-    )
+    intent = {"target": "cdeadbeef.parquet", "sources": sources}
+    (ddir / "_compact-deadbeef.json").write_text(json.dumps(intent))
     with open_storage(tmp_path, clock=ManualClock(NOW)) as st:
         assert report_ids(st) == [0, 1, 2]
     assert sorted(p.name for p in ddir.iterdir()) == ["cdeadbeef.parquet"]
