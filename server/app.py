@@ -70,6 +70,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="Telemetry ingestion and KQL threat hunting over Defender Device* tables.",
         lifespan=lifespan,
         default_response_class=ORJSONResponse,
+        # Only /healthz is open (issue 2, section 5): the OpenAPI document is served below
+        # behind a query key instead of FastAPI's open /openapi.json, /docs and /redoc.
+        openapi_url=None,
+        docs_url=None,
+        redoc_url=None,
     )
     install_handlers(app)
     from server.api import devices as devices_api
@@ -105,6 +110,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(schema_router)
     app.include_router(kusto_router)
     app.include_router(metrics_router())
+
+    from fastapi import Depends
+
+    from server.auth import require
+
+    @app.get("/api/openapi.json", include_in_schema=False, dependencies=[Depends(require("query"))])
+    async def openapi_document() -> dict[str, object]:
+        return app.openapi()
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> dict[str, object]:
