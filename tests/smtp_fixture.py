@@ -2,7 +2,7 @@
 
 Use it from any test module::
 
-    from tests.smtp_fixture import smtp_server  # noqa: F401  (the fixture)
+    from tests.smtp_fixture import smtp_server_fixture  # noqa: F401  (registers smtp_server)
 
     def test_x(smtp_server):
         settings = Settings(..., **smtp_server.settings())
@@ -136,10 +136,14 @@ def stop_smtp_server(server: SmtpServer) -> None:
     server._controller.stop()
 
 
-@pytest.fixture
-def smtp_server() -> Iterator[SmtpServer]:
+@pytest.fixture(name="smtp_server")
+def smtp_server_fixture() -> Iterator[SmtpServer]:
     server = start_smtp_server()
     try:
         yield server
     finally:
         stop_smtp_server(server)
+
+
+# Importing either name makes the ``smtp_server`` fixture available to a test module.
+smtp_server = smtp_server_fixture

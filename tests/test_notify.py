@@ -19,7 +19,7 @@ from tests.notify_helpers import (
     settings_for,
     wait_until,
 )
-from tests.smtp_fixture import SmtpServer, smtp_server  # noqa: F401  (fixture)
+from tests.smtp_fixture import SmtpServer, smtp_server_fixture  # noqa: F401  (registers smtp_server)
 
 
 def _rule(c: httpx.Client, **body: Any) -> dict[str, Any]:
