@@ -230,7 +230,7 @@ class DetectionEngine:
         """Run the rule once and return the run record. Scheduled runs skip a rule that is
         already running; a manual run waits for it."""
         lock = self._lock(rule_id)
-        if not lock.acquire(blocking=trigger == "manual", timeout=-1 if trigger == "manual" else 0):
+        if not lock.acquire(blocking=trigger == "manual"):
             return {"ruleId": rule_id, "status": "skipped", "message": "the rule is already running"}
         try:
             return self._run_locked(rule_id, trigger, now)
