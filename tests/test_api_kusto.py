@@ -1,0 +1,212 @@
+"""The Kusto REST API over HTTP against the real server: the real ``azure-kusto-data`` client
+(token authentication with a Quarry query key), and the exact frame shapes of api_shapes.md (d)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+import pytest
+from azure.kusto.data import ClientRequestProperties, KustoClient, KustoConnectionStringBuilder
+from azure.kusto.data.exceptions import KustoApiError, KustoMultiApiError, KustoServiceError
+
+from schema import default_catalog
+from tests.test_api_support import (
+    SEED_EXPECTED_IDS,
+    SEED_QUERY,
+    LiveServer,
+    ingest,
+    live_server,
+    network_events,
+    process_events,
+    utcnow,
+)
+
+pytestmark = pytest.mark.slow
+
+CAP = 50
+HEAVY = "range i from 1 to 50000000000 step 1 | where i % 7 == 3 | summarize n = count()"
+
+
+@pytest.fixture(scope="module")
+def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    data: Path = tmp_path_factory.mktemp("kusto")
+    with live_server(data, max_rows=CAP) as s:
+        now = utcnow()
+        ingest(s, "DeviceProcessEvents", process_events(now))
+        ingest(s, "DeviceNetworkEvents", network_events(now, 80))
+        yield s
+
+
+@pytest.fixture(scope="module")
+def client(srv: LiveServer) -> Iterator[KustoClient]:
+    kcsb = KustoConnectionStringBuilder.with_aad_application_token_authentication(srv.url, srv.keys["query"])
+    c = KustoClient(kcsb)
+    try:
+        yield c
+    finally:
+        c.close()
+
+
+def test_real_client_seed_query(client: KustoClient) -> None:
+    response = client.execute("Quarry", SEED_QUERY)
+    table = response.primary_results[0]
+    names = [c.column_name for c in table.columns]
+    assert names == [c.name for c in default_catalog().tables["DeviceProcessEvents"].columns]
+    types = {c.column_name: c.column_type for c in table.columns}
+    assert types["Timestamp"] == "datetime" and types["ProcessId"] == "long"
+    rows = list(table)
+    assert [r["ReportId"] for r in rows] == SEED_EXPECTED_IDS
+    # the client parsed our datetimes into aware datetimes
+    assert isinstance(rows[0]["Timestamp"], dt.datetime) and rows[0]["Timestamp"].tzinfo is not None
+    assert rows[0]["Timestamp"] < rows[1]["Timestamp"] < rows[2]["Timestamp"]
+    assert response.errors_count == 0
+
+
+def test_real_client_types_and_dataframe(client: KustoClient) -> None:
+    from azure.kusto.data.helpers import dataframe_from_result_table
+
+    q = (
+        "DeviceProcessEvents | where ReportId == 1 | project d = parse_json(AdditionalFields), "
+        "span = datetime(2024-01-02 02:03:04.5) - datetime(2024-01-01), ok = true, n = ReportId"
+    )
+    table = client.execute("Quarry", q).primary_results[0]
+    row = list(table)[0]
+    assert row["d"] == {"Tags": ["usb"], "Score": 7}
+    assert row["span"] == dt.timedelta(days=1, hours=2, minutes=3, seconds=4, milliseconds=500)
+    assert row["ok"] is True and row["n"] == 1
+    try:
+        import pandas  # noqa: F401
+    except ImportError:
+        return
+    df = dataframe_from_result_table(table)
+    assert list(df.columns) == ["d", "span", "ok", "n"]
+
+
+def test_real_client_errors(client: KustoClient) -> None:
+    with pytest.raises(KustoApiError) as e:
+        client.execute("Quarry", "DeviceProcessEvnts | take 1")
+    assert "DeviceProcessEvnts" in str(e.value)
+    # a cut result is never mistaken for a whole one: Kusto's partial-failure record
+    with pytest.raises(KustoMultiApiError) as m:
+        client.execute("Quarry", "DeviceNetworkEvents")
+    assert "E_QUERY_RESULT_SET_TOO_LARGE" in str(m.value.get_api_errors()[0])
+    # servertimeout lowers the timeout: a heavy query is stopped
+    props = ClientRequestProperties()
+    props.set_option(ClientRequestProperties.request_timeout_option_name, dt.timedelta(seconds=1))
+    with pytest.raises(KustoServiceError) as t:
+        client.execute("Quarry", HEAVY, props)
+    assert "timeout" in str(t.value).lower()
+
+
+def test_real_client_truncation_option_and_mgmt(client: KustoClient) -> None:
+    props = ClientRequestProperties()
+    props.set_option("truncationmaxrecords", 1000)
+    table = client.execute("Quarry", "DeviceNetworkEvents | take 20", props).primary_results[0]
+    assert len(list(table)) == 20
+    tables = client.execute_mgmt("Quarry", ".show tables").primary_results[0]
+    assert [r["TableName"] for r in tables] == list(default_catalog().tables)
+    version = client.execute_mgmt("Quarry", ".show version").primary_results[0]
+    assert list(version)[0]["ServiceType"] == "Quarry"
+    schema = client.execute_mgmt("Quarry", ".show table DeviceInfo cslschema").primary_results[0]
+    assert list(schema)[0]["Schema"].startswith("Timestamp:datetime,DeviceId:string,")
+    with pytest.raises(KustoApiError):
+        client.execute_mgmt("Quarry", ".drop table DeviceInfo")
+
+
+def test_real_client_streaming_query(client: KustoClient) -> None:
+    """execute_streaming_query parses the frames incrementally: FrameType first, Rows last."""
+    response = client.execute_streaming_query("Quarry", SEED_QUERY)
+    table = next(response.iter_primary_results())
+    ids = [row["ReportId"] for row in table]
+    assert ids == SEED_EXPECTED_IDS
+
+
+def _post(srv: LiveServer, path: str, body: object) -> tuple[int, object]:
+    with srv.client() as c:
+        r = c.post(path, content=orjson.dumps(body), headers={"content-type": "application/json"})
+    return r.status_code, r.json()
+
+
+def test_v2_frame_shapes(srv: LiveServer) -> None:
+    # properties as a JSON string (the Python client) and as an object (the docs)
+    for props in ('{"Options": {}, "Parameters": {}}', {"Options": {"servertimeout": "00:04:00"}}):
+        status, frames = _post(srv, "/v2/rest/query", {"db": "NetDefaultDB", "csl": SEED_QUERY,
+                                                       "properties": props})
+        assert status == 200
+        assert isinstance(frames, list)
+        assert [f["FrameType"] for f in frames] == [
+            "DataSetHeader", "DataTable", "DataTable", "DataTable", "DataSetCompletion"]
+        for f in frames:
+            assert next(iter(f)) == "FrameType"  # first property: the streaming parser needs it
+        assert frames[0] == {"FrameType": "DataSetHeader", "IsProgressive": False, "Version": "v2.0"}
+        kinds = [f.get("TableKind") for f in frames[1:4]]
+        assert kinds == ["QueryProperties", "PrimaryResult", "QueryCompletionInformation"]
+        primary = frames[2]
+        assert list(primary) == ["FrameType", "TableId", "TableKind", "TableName", "Columns", "Rows"]
+        assert primary["Columns"][0] == {"ColumnName": "Timestamp", "ColumnType": "datetime"}
+        ts = primary["Rows"][0][0]
+        assert ts.endswith("Z") and len(ts.split(".")[1]) == 8  # 7 digits + Z
+        qci = frames[3]
+        assert {"Level", "ClientRequestId", "Payload"} <= {c["ColumnName"] for c in qci["Columns"]}
+        assert frames[4] == {"FrameType": "DataSetCompletion", "HasErrors": False, "Cancelled": False}
+
+
+def test_v1_query_shape(srv: LiveServer) -> None:
+    status, body = _post(srv, "/v1/rest/query", {"db": "Quarry", "csl": "DeviceProcessEvents "
+                                                 "| where ReportId == 1 | project Timestamp, ReportId"})
+    assert status == 200
+    assert isinstance(body, dict)
+    (table,) = body["Tables"]
+    assert table["TableName"] == "Table_0"
+    assert table["Columns"] == [
+        {"ColumnName": "Timestamp", "DataType": "DateTime", "ColumnType": "datetime"},
+        {"ColumnName": "ReportId", "DataType": "Int64", "ColumnType": "long"},
+    ]
+    assert table["Rows"][0][1] == 1
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "status"),
+    [
+        ("/v2/rest/query", {"db": "Quarry"}, 400),
+        ("/v2/rest/query", {"db": "Quarry", "csl": "Nope | take 1"}, 400),
+        ("/v2/rest/query", {"db": "Quarry", "csl": ".show tables"}, 400),
+        ("/v2/rest/query", {"db": "Quarry", "csl": SEED_QUERY, "properties": "{bad"}, 400),
+        ("/v2/rest/query", {"db": "Quarry", "csl": SEED_QUERY, "properties": {"Parameters": {"x": "1"}}}, 400),
+        ("/v2/rest/query", {"db": "Quarry", "csl": SEED_QUERY,
+                            "properties": {"Options": {"servertimeout": "soon"}}}, 400),
+        ("/v2/rest/query", [1, 2], 400),
+        ("/v1/rest/mgmt", {"db": "Quarry", "csl": "DeviceInfo"}, 400),
+        ("/v1/rest/mgmt", {"db": "Quarry", "csl": ".show table Nope cslschema"}, 400),
+    ],
+)
+def test_kusto_errors_are_oneapi_errors(srv: LiveServer, path: str, body: object, status: int) -> None:
+    got, reply = _post(srv, path, body)
+    assert got == status
+    assert isinstance(reply, dict)
+    err = reply["error"]
+    assert isinstance(err["code"], str) and isinstance(err["message"], str)
+    assert isinstance(err["@message"], str) and err["@message"]
+    assert isinstance(err["@permanent"], bool)
+
+
+def test_compile_error_keeps_diagnostics(srv: LiveServer) -> None:
+    _, reply = _post(srv, "/v2/rest/query", {"db": "Quarry", "csl": "DeviceProcessEvnts | take 1"})
+    assert isinstance(reply, dict)
+    inner = reply["error"]["innererror"]
+    assert inner["code"] == "unknown_table"
+    assert inner["diagnostics"][0]["line"] == 1
+    assert "DeviceProcessEvents" in inner["diagnostics"][0]["hints"][0]
+
+
+def test_truncation_is_a_partial_failure(srv: LiveServer) -> None:
+    status, frames = _post(srv, "/v2/rest/query", {"db": "Quarry", "csl": "DeviceNetworkEvents"})
+    assert status == 200
+    assert isinstance(frames, list)
+    primary = frames[2]
+    assert len(primary["Rows"]) == CAP + 1 and "OneApiErrors" in primary["Rows"][-1]
+    assert frames[-1]["HasErrors"] is True and frames[-1]["OneApiErrors"]
+    _ = network_events  # the 80 rows ingested above exceed the cap of 50
