@@ -330,3 +330,24 @@ def test_openapi_has_an_example_per_endpoint(srv: LiveServer) -> None:
             body = orjson.dumps(op.get("requestBody", {})).decode()
             refs = [s for s in spec.get("components", {}).get("schemas", {}).values() if "examples" in s]
             assert '"example' in body or "$ref" in body and refs, f"{path}: request body has no example"
+
+
+def test_defender_example_script(srv: LiveServer) -> None:
+    """docs/examples/defender_hunting.py, written against the Defender API docs alone, runs the
+    seed query against Quarry and prints the result."""
+    import os
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parent.parent / "docs" / "examples" / "defender_hunting.py"
+    env = {**os.environ, "API_URL": srv.url, "API_TOKEN": srv.keys["query"]}
+    p = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    lines = p.stdout.splitlines()
+    assert lines[0].startswith("Schema: Timestamp (DateTime), DeviceId (String)")
+    assert lines[1] == "3 result(s)"
+    assert [orjson.loads(line)["ReportId"] for line in lines[2:]] == SEED_EXPECTED_IDS
+    # a bad token: the script reports the HTTP error and fails
+    env["API_TOKEN"] = "qk_wrong"
+    p = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=60)
+    assert p.returncode == 1 and "HTTP 401" in p.stderr
