@@ -131,12 +131,21 @@ def test_project_reorder_and_keep() -> None:
 
 
 def test_extend_adds_and_replaces_columns() -> None:
-    assert_kql(
+    # extend-operator: a name that already exists is replaced by the new value (the page says
+    # it is removed and appended; only names and values are asserted, not that position).
+    r = run_kql(
         "DeviceInfo | where ReportId == 3 | project DeviceId, OSBuild"
-        " | extend Big = OSBuild > 20000, DeviceId = toupper(DeviceId)",
-        [("D2", 20348, True)],
-        columns=["DeviceId", "OSBuild", "Big"],
+        " | extend Big = OSBuild > 20000, DeviceId = toupper(DeviceId)"
     )
+    assert sorted(r.names) == ["Big", "DeviceId", "OSBuild"]
+    assert len(r.rows) == 1
+    assert dict(zip(r.names, r.rows[0], strict=True)) == {"DeviceId": "D2", "OSBuild": 20348, "Big": True}
+
+
+def test_extend_unnamed_expression_is_named_column1() -> None:
+    r = run_kql("DeviceInfo | where ReportId == 3 | project OSBuild | extend OSBuild * 2")
+    assert r.names == ["OSBuild", "Column1"]
+    assert r.rows == [(20348, 40696)]
 
 
 def test_extend_can_use_a_column_defined_earlier_in_the_same_extend() -> None:
