@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from tests.notify_helpers import live_server, settings_for
-from tests.smtp_fixture import SmtpServer, smtp_server  # noqa: F401  (the fixture)
+from tests.smtp_fixture import SmtpServer, smtp_server_fixture  # noqa: F401  (registers smtp_server)
 
 pytestmark = pytest.mark.slow
 
@@ -94,7 +94,7 @@ def mac_events(now: datetime) -> tuple[list[dict[str, Any]], list[dict[str, Any]
     return usb, processes
 
 
-def test_usb_copy_on_a_mac_end_to_end(tmp_path: Path, smtp_server: SmtpServer) -> None:  # noqa: F811
+def test_usb_copy_on_a_mac_end_to_end(tmp_path: Path, smtp_server: SmtpServer) -> None:
     settings = settings_for(tmp_path, **smtp_server.settings(), public_url="http://quarry.test:8080")
     with live_server(settings) as srv, srv.client() as admin:
         r = admin.post(
@@ -122,7 +122,15 @@ def test_usb_copy_on_a_mac_end_to_end(tmp_path: Path, smtp_server: SmtpServer) -
 
         usb, processes = mac_events(datetime.now(UTC))
         ingest_key = srv.key("ingest", "mac agent")
+        heartbeat = {
+            "Timestamp": iso(datetime.now(UTC) - timedelta(minutes=15)),
+            "DeviceId": MAC_ID,
+            "DeviceName": MAC_NAME,
+            "OSPlatform": "macOS",
+            "ReportId": 500,
+        }
         with srv.client(ingest_key) as agent:
+            assert agent.post("/api/ingest/DeviceInfo", json=[heartbeat]).status_code == 200
             assert agent.post("/api/ingest/DeviceEvents", json=usb).status_code == 200
             r = agent.post("/api/ingest/DeviceProcessEvents", json=processes)
             assert r.status_code == 200, r.text
