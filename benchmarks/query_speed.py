@@ -229,10 +229,12 @@ def build_data(data_dir: Path, rows: int, seed: int) -> tuple[dict[str, list[Pat
     con = duckdb.connect(":memory:")
     files = write_partitioned(con, tbl, data, data_dir, NOW)
     # A hash seen on a handful of devices, for the exact-match question.
-    sha = con.execute(
+    picked = con.execute(
         "SELECT SHA256 FROM read_parquet($1) WHERE SHA256 IS NOT NULL GROUP BY SHA256 "
         "ORDER BY count(DISTINCT DeviceId), SHA256 LIMIT 1", [[str(f) for f in files]]
-    ).fetchone()[0]
+    ).fetchone()
+    assert picked is not None, "no SHA256 in the generated data"
+    sha = str(picked[0])
     con.close()
     print(f"data: {data.num_rows:,} {TABLE} rows, {len(files)} day partitions under {data_dir} "
           f"({time.perf_counter() - t0:.1f}s)", file=sys.stderr)
