@@ -106,7 +106,13 @@ def _template_table() -> pa.Table:
 def _device_table(devices: int, seed: int) -> tuple[pa.Table, np.ndarray]:
     rng = np.random.default_rng([seed, 1])
     os_idx = rng.choice(3, size=devices, p=[0.55, 0.25, 0.20])
-    ids, names, domains, users, sids, upns, oids = [], [], [], [], [], [], []
+    ids: list[str] = []
+    names: list[str] = []
+    domains: list[str] = []
+    users: list[str] = []
+    sids: list[str | None] = []
+    upns: list[str | None] = []
+    oids: list[str | None] = []
     for i in range(devices):
         os = OSES[int(os_idx[i])]
         user = f"{FIRST_NAMES[i % len(FIRST_NAMES)]}{i // len(FIRST_NAMES) or ''}"

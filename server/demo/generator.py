@@ -261,7 +261,12 @@ class Simulation:
             plant_usb_scenario(self, mac, at)
         windows = [d for d in fleet if d.os == "Windows"]
         if windows:
-            when = self.start + span * 0.55
+            # During the user's last session, so Word's parent explorer.exe is already running.
+            shell = windows[0].procs.get("shell")
+            when = shell.created + timedelta(minutes=97, seconds=13) if shell else self.start + span * 0.55
+            if not (self.start <= when < self.end - timedelta(minutes=2)):
+                when = self.start + span * 0.55
+                windows[0].procs.pop("shell", None)
             powershell_cradle(self, windows[0], when)
 
 
