@@ -1,0 +1,148 @@
+"""The alert page in a real headless Chromium (Debian's /usr/bin/chromium driven by playwright):
+sign in through the form, then see the alert, its evidence and the process tree
+launchd > Terminal > zsh > cp, built by the same functions as the JSON API."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from server.web.alerts import render_alert
+from tests.notify_helpers import LiveServer, iso, live_server, settings_for
+
+pytestmark = pytest.mark.slow
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+MAC_ID = "mac-0001"
+MAC_NAME = "alice-macbook.contoso.com"
+
+
+def _events(now: datetime) -> list[dict[str, Any]]:
+    device = {"DeviceId": MAC_ID, "DeviceName": MAC_NAME, "AccountName": "alice", "ActionType": "ProcessCreated"}
+    term, zsh, cp = now - timedelta(hours=3), now - timedelta(minutes=11), now - timedelta(minutes=10)
+    return [
+        {**device, "Timestamp": iso(zsh), "FileName": "zsh", "ProcessId": 4242, "ProcessCommandLine": "-zsh",
+         "ProcessCreationTime": iso(zsh), "InitiatingProcessId": 4100, "InitiatingProcessFileName": "Terminal",
+         "InitiatingProcessCommandLine": "/System/Applications/Utilities/Terminal.app/Contents/MacOS/Terminal",
+         "InitiatingProcessCreationTime": iso(term), "InitiatingProcessParentId": 1,
+         "InitiatingProcessParentFileName": "launchd", "ReportId": 502},
+        {**device, "Timestamp": iso(cp), "FileName": "cp", "ProcessId": 4300,
+         "ProcessCommandLine": "cp Desktop/leak.txt /Volumes/TEST-USB/leak.txt", "ProcessCreationTime": iso(cp),
+         "InitiatingProcessId": 4242, "InitiatingProcessFileName": "zsh", "InitiatingProcessCommandLine": "-zsh",
+         "InitiatingProcessCreationTime": iso(zsh), "InitiatingProcessParentId": 4100,
+         "InitiatingProcessParentFileName": "Terminal", "InitiatingProcessParentCreationTime": iso(term),
+         "ReportId": 503},
+    ]
+
+
+def _create_alert(s: LiveServer) -> str:
+    """Ingest the Mac's process events over HTTP, then raise an alert on the cp event the way a
+    rule run does (detections' store and entity helpers), so this test does not depend on the
+    KQL compiler; the USB end-to-end test covers the rule path."""
+    from server.detections.entities import evidence_summary, extract_entities, jsonable
+    from server.detections.store import NewAlert, SqliteDetectionStore
+
+    with s.client(s.key("ingest")) as agent:
+        assert agent.post("/api/ingest/DeviceProcessEvents", json=_events(datetime.now(UTC))).status_code == 200
+    con = s.app.state.storage.connect()
+    try:
+        cur = con.execute('SELECT * FROM "DeviceProcessEvents" WHERE "ReportId" = 503')
+        names = [d[0] for d in cur.description or []]
+        [row] = [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
+    finally:
+        con.close()
+    row = {k: v for k, v in row.items() if not k.startswith("_") and k != "date"}
+    alert = NewAlert(
+        kind="detection", rule_id=None, rule_name="USB copy", run_id=None,
+        title=f"File copied to USB on {MAC_NAME}", description="alice copied a file to removable media",
+        recommended_actions="", severity="informational", category="Exfiltration", mitre_techniques=[],
+        device_id=MAC_ID, device_name=MAC_NAME, report_id="503", event_time=row["Timestamp"],
+        evidence=[{k: jsonable(v) for k, v in row.items()}], entities=extract_entities(row),
+        evidence_summary=evidence_summary(row),
+    )
+    [created] = SqliteDetectionStore(s.app.state.metadata).insert_alerts([alert], datetime.now(UTC), timedelta(hours=24))
+    return str(created["id"])
+
+
+@pytest.fixture
+def alert_server(tmp_path: Path) -> Iterator[tuple[LiveServer, str]]:
+    with live_server(settings_for(tmp_path)) as s:
+        yield s, _create_alert(s)
+
+
+def _browser() -> Any:
+    if not os.path.exists(CHROMIUM):
+        if os.environ.get("CI"):
+            pytest.fail(f"chromium is not installed at {CHROMIUM} (.ci/run installs it)")
+        pytest.skip("chromium is not installed")
+    from playwright.sync_api import sync_playwright
+
+    return sync_playwright()
+
+
+def test_alert_page_shows_the_process_tree_after_sign_in(alert_server: tuple[LiveServer, str]) -> None:
+    s, alert_id = alert_server
+    query_key, ingest_key = s.key("query", "analyst"), s.key("ingest")
+    with _browser() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
+        try:
+            page = browser.new_page()
+            resp = page.goto(f"{s.url}/alerts/{alert_id}")
+            assert resp is not None and resp.status == 401
+            assert page.locator("#key").count() == 1
+            # a key without query scope is refused with a reason
+            page.fill("#key", ingest_key)
+            page.click("#signin")
+            assert "scope 'ingest'" in page.content()
+            page.fill("#key", query_key)
+            page.click("#signin")
+            page.wait_for_selector("#process-tree")
+            assert page.url == f"{s.url}/alerts/{alert_id}"
+            assert page.inner_text("#alert-title") == f"File copied to USB on {MAC_NAME}"
+            assert page.inner_text("#alert-device") == MAC_NAME
+            # The tree nests launchd > Terminal > zsh > cp, and the alert's process is marked.
+            chain = page.eval_on_selector_all(
+                "#process-tree li.proc", "els => els.map(e => e.querySelector(':scope > .node .pname').textContent)"
+            )
+            assert chain == ["launchd", "Terminal", "zsh", "cp"]
+            nested = page.locator("#process-tree > li > ul > li > ul > li > ul > li.focus .pname")
+            assert nested.inner_text() == "cp"
+            text = page.inner_text("body")
+            assert "cp Desktop/leak.txt /Volumes/TEST-USB/leak.txt" in text
+            assert "-zsh" in text and "pid 4242" in text
+            assert "Evidence row 1" in text and "USB copy" in text
+            # the cookie opens the pages, not the JSON API
+            cookies = {c["name"]: c["value"] for c in page.context.cookies()}
+            assert cookies.get("quarry_key") == query_key
+            r = httpx.get(f"{s.url}/api/alerts/{alert_id}", cookies=cookies)
+            assert r.status_code == 401
+            missing = page.goto(f"{s.url}/alerts/no-such-alert")
+            assert missing is not None and missing.status == 404
+        finally:
+            browser.close()
+
+
+def test_login_redirect_stays_on_this_server(alert_server: tuple[LiveServer, str]) -> None:
+    s, _ = alert_server
+    key = s.key("query")
+    for target, expected in (("//evil.example/x", "/"), ("https://evil.example/", "/"), ("/alerts/1", "/alerts/1")):
+        r = httpx.post(f"{s.url}/login", data={"key": key, "next": target}, follow_redirects=False)
+        assert r.status_code == 303 and r.headers["location"] == expected
+        assert "httponly" in r.headers["set-cookie"].lower() and "samesite=lax" in r.headers["set-cookie"].lower()
+
+
+def test_page_escapes_alert_text() -> None:
+    html = render_alert(
+        {"id": "x", "title": "<script>alert(1)</script>", "deviceName": "<b>d</b>", "evidenceRows": [{"Cmd": "<img src=x>"}]},
+        {"roots": [{"fileName": "<i>p</i>", "commandLine": "a&b", "children": []}]},
+        None,
+    )
+    assert "<script>" not in html and "&lt;script&gt;" in html
+    assert "<img" not in html and "<i>p</i>" not in html and "a&amp;b" in html
