@@ -33,6 +33,7 @@ from server.demo import (
     arrow_schema,
     bulk_process_events,
     generate,
+    iter_bulk_process_events,
     usb_scenario,
 )
 from server.demo.load import DemoError, load_demo, marker_path
@@ -323,6 +324,17 @@ def test_bulk_process_events_full_schema_sorted_unique_deterministic() -> None:
     assert not small.equals(bulk_process_events(1000, start, end, seed=4))
     with pytest.raises(ValueError, match="after start"):
         bulk_process_events(10, end, start)
+
+
+def test_bulk_batches_are_time_ordered_with_continuing_report_ids() -> None:
+    start, end = datetime(2024, 6, 1), datetime(2024, 6, 2)
+    batches = list(iter_bulk_process_events(10_000, start, end, seed=5, batch_rows=3_000))
+    assert [b.num_rows for b in batches] == [3_000, 3_000, 3_000, 1_000]
+    whole = pa.concat_tables(batches)
+    ts = whole.column("Timestamp")
+    assert pc.sum(pc.less(ts.slice(1), ts.slice(0, len(ts) - 1))).as_py() == 0
+    assert whole.column("ReportId").to_pylist() == list(range(1, 10_001))
+    assert ts[0].as_py() >= start and ts[-1].as_py() < end
 
 
 # -- loading through Storage -------------------------------------------------------------------
