@@ -1,0 +1,57 @@
+"""The one public entry point: ``compile_kql(text, catalog, options) -> Compiled``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from kql.compiler import Compiler, Ctx
+from kql.diagnostics import ERROR, Diagnostic
+from kql.functions import DIALECTS
+from kql.parser import KqlSyntaxError, parse
+from schema.catalog import Catalog
+
+
+@dataclass(frozen=True)
+class CompileOptions:
+    dialect: str = "duckdb"
+    # Fixes now()/ago(); default: the time of compilation (UTC, naive like stored datetimes).
+    now: datetime | None = None
+
+
+@dataclass
+class Compiled:
+    sql: str | None
+    columns: list[tuple[str, str]]  # (name, KQL type)
+    diagnostics: list[Diagnostic]
+    tables: set[str] = field(default_factory=set)
+
+    @property
+    def ok(self) -> bool:
+        return not any(d.severity == ERROR for d in self.diagnostics)
+
+    @property
+    def errors(self) -> list[Diagnostic]:
+        return [d for d in self.diagnostics if d.severity == ERROR]
+
+
+def compile_kql(text: str, catalog: Catalog, options: CompileOptions | None = None) -> Compiled:
+    """Compile KQL to SQL for ``options.dialect``; never raises on bad input (see diagnostics)."""
+    options = options or CompileOptions()
+    if options.dialect not in DIALECTS:
+        raise ValueError(f"unknown dialect {options.dialect!r}; known: {', '.join(DIALECTS)}")
+    now = options.now or datetime.now(UTC).replace(tzinfo=None)
+    if now.tzinfo is not None:
+        now = now.astimezone(UTC).replace(tzinfo=None)
+    try:
+        tree = parse(text)
+    except KqlSyntaxError as e:
+        return Compiled(None, [], [e.diagnostic], set())
+    ctx = Ctx(text, catalog, now, options.dialect)
+    rel = Compiler(ctx).query(tree)
+    diags = sorted(ctx.diagnostics, key=lambda d: (d.start, d.end))
+    if rel is None or any(d.severity == ERROR for d in diags):
+        return Compiled(None, [], diags, set(ctx.tables))
+    sql = rel.select().sql(dialect=options.dialect)
+    columns = [(c, t if t != "unknown" else "string") for c, t in rel.cols.items()]
+    return Compiled(sql, columns, diags, set(ctx.tables))

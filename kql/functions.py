@@ -1,0 +1,847 @@
+"""Scalar and aggregate functions: KQL signatures (checked by the compiler) in one table, and
+the SQL each one becomes per target dialect in another (``DIALECTS``).
+
+A signature is (min args, max args, argument kinds, result type). Kinds: ``str``, ``num``,
+``dt`` (datetime), ``ts`` (timespan), ``bool``, ``dyn``, ``any``; ``*`` repeats the last kind.
+A result type is a KQL type name, ``arg0``/``arg1`` (the type of that argument), or ``common``
+(the common type of the value arguments).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import TYPE_CHECKING
+
+from sqlglot import exp
+
+from kql import sqlbuild as sb
+from kql.typed import NUMERIC, STRINGY, UNKNOWN, V, as_string, json_to_string, to_type
+
+if TYPE_CHECKING:
+    from kql.compiler import Ctx
+    from kql.nodes import Call
+
+
+@dataclass(frozen=True)
+class Sig:
+    min_args: int
+    max_args: int  # -1: any number
+    kinds: tuple[str, ...]
+    ret: str
+
+
+def _sig(min_a: int, max_a: int, kinds: str, ret: str) -> Sig:
+    return Sig(min_a, max_a, tuple(kinds.split()) if kinds else (), ret)
+
+
+# fmt: off
+SCALARS: dict[str, Sig] = {
+    "ago": _sig(1, 1, "ts", "datetime"),
+    "now": _sig(0, 1, "ts", "datetime"),
+    "bin": _sig(2, 2, "any any", "arg0"),
+    "floor": _sig(1, 2, "any any", "arg0"),
+    "bin_at": _sig(3, 3, "any any any", "arg0"),
+    "startofday": _sig(1, 2, "dt num", "datetime"),
+    "startofweek": _sig(1, 2, "dt num", "datetime"),
+    "startofmonth": _sig(1, 2, "dt num", "datetime"),
+    "startofyear": _sig(1, 2, "dt num", "datetime"),
+    "endofday": _sig(1, 2, "dt num", "datetime"),
+    "endofweek": _sig(1, 2, "dt num", "datetime"),
+    "endofmonth": _sig(1, 2, "dt num", "datetime"),
+    "datetime_diff": _sig(3, 3, "str dt dt", "long"),
+    "datetime_add": _sig(3, 3, "str num dt", "datetime"),
+    "datetime_part": _sig(2, 2, "str dt", "long"),
+    "format_datetime": _sig(2, 2, "dt str", "string"),
+    "dayofweek": _sig(1, 1, "dt", "timespan"),
+    "dayofmonth": _sig(1, 1, "dt", "int"),
+    "dayofyear": _sig(1, 1, "dt", "int"),
+    "hourofday": _sig(1, 1, "dt", "int"),
+    "monthofyear": _sig(1, 1, "dt", "int"),
+    "getmonth": _sig(1, 1, "dt", "int"),
+    "getyear": _sig(1, 1, "dt", "int"),
+    "todatetime": _sig(1, 1, "any", "datetime"),
+    "totimespan": _sig(1, 1, "any", "timespan"),
+    "unixtime_seconds_todatetime": _sig(1, 1, "num", "datetime"),
+    "unixtime_milliseconds_todatetime": _sig(1, 1, "num", "datetime"),
+    "tolower": _sig(1, 1, "str", "string"),
+    "toupper": _sig(1, 1, "str", "string"),
+    "strcat": _sig(1, -1, "any *", "string"),
+    "strcat_delim": _sig(2, -1, "str any *", "string"),
+    "strlen": _sig(1, 1, "str", "long"),
+    "substring": _sig(2, 3, "str num num", "string"),
+    "split": _sig(2, 3, "str str num", "dynamic"),
+    "extract": _sig(3, 4, "str num str any", "string"),
+    "extract_all": _sig(2, 3, "str any str", "dynamic"),
+    "replace_string": _sig(3, 3, "str str str", "string"),
+    "replace_regex": _sig(3, 3, "str str str", "string"),
+    "replace": _sig(3, 3, "str str str", "string"),
+    "trim": _sig(2, 2, "str str", "string"),
+    "trim_start": _sig(2, 2, "str str", "string"),
+    "trim_end": _sig(2, 2, "str str", "string"),
+    "indexof": _sig(2, 3, "str str num", "long"),
+    "reverse": _sig(1, 1, "str", "string"),
+    "parse_path": _sig(1, 1, "str", "dynamic"),
+    "parse_url": _sig(1, 1, "str", "dynamic"),
+    "base64_decode_tostring": _sig(1, 1, "str", "string"),
+    "base64_encode_tostring": _sig(1, 1, "str", "string"),
+    "url_decode": _sig(1, 1, "str", "string"),
+    "url_encode": _sig(1, 1, "str", "string"),
+    "tostring": _sig(1, 1, "any", "string"),
+    "toint": _sig(1, 1, "any", "int"),
+    "tolong": _sig(1, 1, "any", "long"),
+    "toreal": _sig(1, 1, "any", "real"),
+    "todouble": _sig(1, 1, "any", "real"),
+    "todecimal": _sig(1, 1, "any", "real"),
+    "tobool": _sig(1, 1, "any", "bool"),
+    "toboolean": _sig(1, 1, "any", "bool"),
+    "toguid": _sig(1, 1, "any", "guid"),
+    "parse_json": _sig(1, 1, "any", "dynamic"),
+    "todynamic": _sig(1, 1, "any", "dynamic"),
+    "array_length": _sig(1, 1, "dyn", "long"),
+    "bag_keys": _sig(1, 1, "dyn", "dynamic"),
+    "bag_has_key": _sig(2, 2, "dyn str", "bool"),
+    "pack": _sig(0, -1, "str any *", "dynamic"),
+    "bag_pack": _sig(0, -1, "str any *", "dynamic"),
+    "pack_array": _sig(0, -1, "any *", "dynamic"),
+    "set_has_element": _sig(2, 2, "dyn any", "bool"),
+    "array_index_of": _sig(2, 2, "dyn any", "long"),
+    "strcat_array": _sig(2, 2, "dyn str", "string"),
+    "extract_json": _sig(2, 3, "str str any", "string"),
+    "iff": _sig(3, 3, "bool any any", "common"),
+    "iif": _sig(3, 3, "bool any any", "common"),
+    "case": _sig(3, -1, "any *", "common"),
+    "coalesce": _sig(1, -1, "any *", "common"),
+    "isempty": _sig(1, 1, "any", "bool"),
+    "isnotempty": _sig(1, 1, "any", "bool"),
+    "isnull": _sig(1, 1, "any", "bool"),
+    "isnotnull": _sig(1, 1, "any", "bool"),
+    "not": _sig(1, 1, "bool", "bool"),
+    "round": _sig(1, 2, "num num", "real"),
+    "abs": _sig(1, 1, "num", "arg0"),
+    "log": _sig(1, 1, "num", "real"),
+    "log10": _sig(1, 1, "num", "real"),
+    "log2": _sig(1, 1, "num", "real"),
+    "exp": _sig(1, 1, "num", "real"),
+    "sqrt": _sig(1, 1, "num", "real"),
+    "pow": _sig(2, 2, "num num", "real"),
+    "power": _sig(2, 2, "num num", "real"),
+    "ceiling": _sig(1, 1, "num", "arg0"),
+    "max_of": _sig(1, -1, "any *", "common"),
+    "min_of": _sig(1, -1, "any *", "common"),
+    "rand": _sig(0, 1, "num", "real"),
+    "ipv4_is_private": _sig(1, 1, "str", "bool"),
+    "ipv4_is_in_range": _sig(2, 2, "str str", "bool"),
+    "ipv4_is_in_any_range": _sig(2, -1, "str any *", "bool"),
+    "parse_ipv4": _sig(1, 1, "str", "long"),
+    "countof": _sig(2, 3, "str str str", "long"),
+    "hash_sha256": _sig(1, 1, "str", "string"),
+    "hash_md5": _sig(1, 1, "str", "string"),
+    "string_size": _sig(1, 1, "str", "long"),
+    "translate": _sig(3, 3, "str str str", "string"),
+    "tohex": _sig(1, 2, "num num", "string"),
+    "new_guid": _sig(0, 0, "", "guid"),
+    "gettype": _sig(1, 1, "any", "string"),
+    "typeof": _sig(1, 1, "any", "string"),
+    "row_number": _sig(0, 2, "num any", "long"),
+    "prev": _sig(1, 3, "any num any", "arg0"),
+    "next": _sig(1, 3, "any num any", "arg0"),
+}
+
+AGGREGATES: dict[str, Sig] = {
+    "count": _sig(0, 1, "any", "long"),
+    "countif": _sig(1, 1, "bool", "long"),
+    "dcount": _sig(1, 2, "any num", "long"),
+    "count_distinct": _sig(1, 1, "any", "long"),
+    "dcountif": _sig(2, 3, "any bool num", "long"),
+    "sum": _sig(1, 1, "num", "sum"),
+    "sumif": _sig(2, 2, "num bool", "sum"),
+    "avg": _sig(1, 1, "num", "real"),
+    "avgif": _sig(2, 2, "num bool", "real"),
+    "min": _sig(1, 1, "any", "arg0"),
+    "max": _sig(1, 1, "any", "arg0"),
+    "minif": _sig(2, 2, "any bool", "arg0"),
+    "maxif": _sig(2, 2, "any bool", "arg0"),
+    "make_set": _sig(1, 2, "any num", "dynamic"),
+    "makeset": _sig(1, 2, "any num", "dynamic"),
+    "make_set_if": _sig(2, 3, "any bool num", "dynamic"),
+    "make_list": _sig(1, 2, "any num", "dynamic"),
+    "makelist": _sig(1, 2, "any num", "dynamic"),
+    "make_list_if": _sig(2, 3, "any bool num", "dynamic"),
+    "make_bag": _sig(1, 2, "dyn num", "dynamic"),
+    "take_any": _sig(1, -1, "any *", "arg0"),
+    "any": _sig(1, -1, "any *", "arg0"),
+    "take_anyif": _sig(2, 2, "any bool", "arg0"),
+    "percentile": _sig(2, 2, "any num", "arg0"),
+    "percentiles": _sig(2, -1, "any num *", "arg0"),
+    "stdev": _sig(1, 1, "num", "real"),
+    "variance": _sig(1, 1, "num", "real"),
+    "arg_max": _sig(2, -1, "any any *", "arg0"),
+    "arg_min": _sig(2, -1, "any any *", "arg0"),
+    "binary_all_or": _sig(1, 1, "num", "long"),
+    "binary_all_and": _sig(1, 1, "num", "long"),
+}
+
+# Default output column name per aggregate (Kusto: `count_`, `sum_X`, `dcount_X`, `set_X`...).
+AGG_PREFIX: dict[str, str] = {
+    "count": "count_", "countif": "countif_", "dcount": "dcount_", "count_distinct": "count_distinct_",
+    "dcountif": "dcountif_", "sum": "sum_", "sumif": "sumif_", "avg": "avg_", "avgif": "avgif_",
+    "min": "min_", "max": "max_", "minif": "minif_", "maxif": "maxif_", "make_set": "set_",
+    "makeset": "set_", "make_set_if": "set_", "make_list": "list_", "makelist": "list_",
+    "make_list_if": "list_", "make_bag": "bag_", "take_any": "any_", "any": "any_",
+    "take_anyif": "any_", "stdev": "stdev_", "variance": "variance_", "percentile": "percentile_",
+    "binary_all_or": "binary_all_or_", "binary_all_and": "binary_all_and_",
+}
+# fmt: on
+
+Builder = Callable[["Ctx", list[V], "Call"], exp.Expression]
+
+# ---------------------------------------------------------------- helpers for builders
+
+
+def _const_str(ctx: Ctx, v: V, node: Call, what: str) -> str | None:
+    if v.is_const and isinstance(v.const, str):
+        return v.const
+    ctx.error("unsupported", f"{node.name}(): {what} must be a constant string", node.span)
+    return None
+
+
+def _cint(v: V, default: int = 0) -> int:
+    return int(v.const) if v.is_const and v.const is not None else default
+
+
+def _epoch_origin() -> exp.Expression:
+    return sb.cast(sb.s("0001-01-01 00:00:00"), "datetime")
+
+
+def bin_value(ctx: Ctx, value: V, size: V) -> exp.Expression:
+    if value.type == "datetime":
+        return sb.fn("time_bucket", size.sql, value.sql, _epoch_origin())
+    if value.type == "timespan":
+        us = sb.fn("epoch_us", value.sql)
+        width = sb.fn("epoch_us", size.sql)
+        return sb.fn("to_microseconds", exp.Mul(this=sb.fn("floor", exp.Div(this=us, expression=width)), expression=width))
+    q = exp.Mul(
+        this=sb.fn("floor", exp.Div(this=sb.paren(value.sql), expression=sb.paren(size.sql))),
+        expression=sb.paren(size.sql),
+    )
+    return sb.cast(q, value.type) if value.type in ("long", "int") else q
+
+
+_DT_PARTS = {
+    "year": "year", "quarter": "quarter", "month": "month", "week": "week", "day": "day",
+    "hour": "hour", "minute": "minute", "second": "second", "millisecond": "millisecond",
+    "microsecond": "microsecond", "nanosecond": "microsecond", "dayofyear": "doy",
+    "weekofyear": "week", "weekday": "dow",
+}
+
+
+def _part(ctx: Ctx, v: V, node: Call) -> str:
+    text = _const_str(ctx, v, node, "the period")
+    if text is None:
+        return "day"
+    p = _DT_PARTS.get(text.lower())
+    if p is None:
+        ctx.error("invalid_argument", f"{node.name}(): unknown period {text!r}", node.args[0].span,
+                  ["periods: " + ", ".join(_DT_PARTS)])
+        return "day"
+    return p
+
+
+_FMT = [("yyyy", "%Y"), ("yy", "%y"), ("MM", "%m"), ("dd", "%d"), ("HH", "%H"), ("hh", "%I"),
+        ("mm", "%M"), ("ss", "%S"), ("fffffff", "%f0"), ("ffffff", "%f"), ("fff", "%g"), ("tt", "%p"),
+        ("M", "%-m"), ("d", "%-d"), ("H", "%-H"), ("h", "%-I"), ("m", "%-M"), ("s", "%-S")]
+
+
+def kusto_format_to_strftime(fmt: str) -> str:
+    out, i = [], 0
+    while i < len(fmt):
+        for k, v in _FMT:
+            if fmt.startswith(k, i):
+                out.append(v)
+                i += len(k)
+                break
+        else:
+            out.append(fmt[i].replace("%", "%%"))
+            i += 1
+    return "".join(out)
+
+
+def _startof(unit: str) -> Builder:
+    def build(ctx: Ctx, a: list[V], node: Call) -> exp.Expression:
+        dt = a[0].sql
+        offset = _cint(a[1]) if len(a) > 1 else 0
+        if unit == "week":
+            # Kusto weeks start on Sunday; DuckDB's date_trunc('week') is ISO (Monday)
+            day = exp.Interval(this=sb.s("1"), unit=exp.Var(this="DAY"))
+            start: exp.Expression = exp.Sub(
+                this=sb.cast(sb.fn("date_trunc", sb.s("week"), exp.Add(this=dt, expression=day)), "datetime"),
+                expression=day.copy(),
+            )
+        else:
+            start = sb.cast(sb.fn("date_trunc", sb.s(unit), dt), "datetime")
+        if offset:
+            start = exp.Add(this=start, expression=exp.Mul(
+                this=exp.Interval(this=sb.s("1"), unit=exp.Var(this=unit.upper())), expression=sb.num(offset)))
+        return start
+    return build
+
+
+def _endof(unit: str) -> Builder:
+    start = _startof(unit)
+
+    def build(ctx: Ctx, a: list[V], node: Call) -> exp.Expression:
+        one = exp.Interval(this=sb.s("1"), unit=exp.Var(this=unit.upper()))
+        tick = exp.Interval(this=sb.s("1"), unit=exp.Var(this="MICROSECOND"))
+        return exp.Sub(this=exp.Add(this=start(ctx, a, node), expression=one), expression=tick)
+    return build
+
+
+def ipv4_to_long(e: exp.Expression) -> exp.Expression:
+    parts = [sb.try_cast(sb.fn("split_part", e.copy(), sb.s("."), sb.num(i)), "long") for i in (1, 2, 3, 4)]
+    total: exp.Expression = parts[3]
+    for i, p in enumerate(parts[:3]):
+        total = exp.Add(this=exp.Mul(this=p, expression=sb.num(256 ** (3 - i))), expression=total)
+    valid = sb.fn("regexp_full_match", e.copy(), sb.s(r"(25[0-5]|2[0-4]\d|1?\d?\d)(\.(25[0-5]|2[0-4]\d|1?\d?\d)){3}"))
+    return exp.Case(ifs=[exp.If(this=valid, true=total)])
+
+
+def _in_ranges(ip: exp.Expression, cidrs: list[str]) -> exp.Expression:
+    n = ipv4_to_long(ip)
+    conds: list[exp.Expression] = []
+    for c in cidrs:
+        net = ipaddress.ip_network(c.strip(), strict=False)
+        conds.append(exp.Between(this=n.copy(), low=sb.num(int(net.network_address)),
+                                 high=sb.num(int(net.broadcast_address))))
+    out = conds[0]
+    for c in conds[1:]:
+        out = exp.Or(this=out, expression=c)
+    return sb.fn("coalesce", exp.Paren(this=out), exp.false())
+
+
+def _ipv4_in_range(ctx: Ctx, a: list[V], node: Call) -> exp.Expression:
+    ranges: list[str] = []
+    for v in a[1:]:
+        if v.is_const and isinstance(v.const, str):
+            ranges.append(v.const)
+        elif v.is_const and isinstance(v.const, list):
+            ranges.extend(str(x) for x in v.const)
+        else:
+            ctx.error("unsupported", f"{node.name}(): the range must be a constant", node.span)
+            return exp.false()
+    try:
+        return _in_ranges(as_string(a[0]), ranges)
+    except ValueError as e:
+        ctx.error("invalid_argument", f"{node.name}(): {e}", node.span)
+        return exp.false()
+
+
+def _extract(ctx: Ctx, a: list[V], node: Call) -> exp.Expression:
+    pattern = as_string(a[0])
+    out = sb.fn("regexp_extract", as_string(a[2]), pattern, a[1].sql)
+    if len(a) == 4 and a[3].is_const and isinstance(a[3].const, str):
+        return sb.try_cast(exp.Nullif(this=out, expression=sb.s("")), a[3].const)
+    return out
+
+
+def _extract_all(ctx: Ctx, a: list[V], node: Call) -> exp.Expression:
+    src = as_string(a[-1])
+    pat = _const_str(ctx, a[0], node, "the regular expression") or ""
+    try:
+        groups = re.compile(pat).groups
+    except re.error:
+        groups = 1
+    return sb.fn("to_json", sb.fn("regexp_extract_all", src, sb.s(pat), sb.num(1 if groups else 0)))
+
+
+def _trim(kind: str) -> Builder:
+    def build(ctx: Ctx, a: list[V], node: Call) -> exp.Expression:
+        pat = _const_str(ctx, a[0], node, "the regular expression") or ""
+        parts = []
+        if kind in ("both", "start"):
+            parts.append(f"^(?:{pat})+")
+        if kind in ("both", "end"):
+            parts.append(f"(?:{pat})+$")
+        return sb.fn("regexp_replace", as_string(a[1]), sb.s("|".join(parts)), sb.s(""), sb.s("g"))
+    return build
+
+
+def _parse_path(ctx: Ctx, a: list[V], node: Call) -> exp.Expression:
+    p = as_string(a[0])
+
+    def rx(pattern: str, src: exp.Expression | None = None) -> exp.Expression:
+        return sb.fn("regexp_extract", (src or p).copy(), sb.s(pattern), sb.num(1))
+
+    fname = rx(r"([^\\/]*)$")
+    return sb.fn(
+        "json_object",
+        sb.s("Scheme"), rx(r"^([A-Za-z][A-Za-z0-9+.-]*)://"),
+        sb.s("RootPath"), rx(r"^([A-Za-z]:\\|\\\\[^\\]+\\[^\\]+|/)"),
+        sb.s("DirectoryPath"), rx(r"^(.*)[\\/][^\\/]*$"),
+        sb.s("DirectoryName"), rx(r"([^\\/]*)[\\/][^\\/]*$"),
+        sb.s("Filename"), fname,
+        sb.s("Extension"), rx(r"\.([^.\\/]*)$", fname.copy()),
+        sb.s("AlternateDataStreamName"), rx(r":([^:\\/]*)$", fname.copy()),
+    )
+
+
+_URL_RE = r"^(?:([A-Za-z][A-Za-z0-9+.-]*)://)?(?:([^:@/]*)(?::([^@/]*))?@)?([^:/?#]*)(?::(\d+))?([^?#]*)(?:\?([^#]*))?(?:#(.*))?$"
+
+
+def _parse_url(ctx: Ctx, a: list[V], node: Call) -> exp.Expression:
+    u = as_string(a[0])
+    keys = ["Scheme", "Username", "Password", "Host", "Port", "Path", "Query", "Fragment"]
+    args: list[exp.Expression] = []
+    for i, k in enumerate(keys, start=1):
+        if k == "Query":
+            continue
+        args += [sb.s(k), sb.fn("regexp_extract", u.copy(), sb.s(_URL_RE), sb.num(i))]
+    # Query Parameters as a bag: split "a=1&b=2" into a JSON object
+    query = sb.fn("regexp_extract", u.copy(), sb.s(_URL_RE), sb.num(7))
+    pairs = sb.fn("string_split", query, sb.s("&"))
+    lam_keys = sb.fn("list_transform", pairs, exp.Lambda(
+        this=sb.fn("split_part", exp.column("p"), sb.s("="), sb.num(1)), expressions=[exp.to_identifier("p")]))
+    lam_vals = sb.fn("list_transform", pairs.copy(), exp.Lambda(
+        this=sb.fn("split_part", exp.column("p"), sb.s("="), sb.num(2)), expressions=[exp.to_identifier("p")]))
+    params = sb.fn("to_json", sb.fn("map_from_entries", sb.fn("list_zip", lam_keys, lam_vals)))
+    args += [sb.s("Query Parameters"), params]
+    return sb.fn("json_object", *args)
+
+
+def _strcat(ctx: Ctx, a: list[V], node: Call) -> exp.Expression:
+    return sb.fn("concat", *[as_string(v) for v in a])
+
+
+def _substring(ctx: Ctx, a: list[V], node: Call) -> exp.Expression:
+    start = exp.Add(this=sb.paren(a[1].sql), expression=sb.num(1))
+    args = [as_string(a[0]), start] + ([a[2].sql] if len(a) > 2 else [])
+    return sb.fn("substr", *args)
+
+
+def _split(ctx: Ctx, a: list[V], node: Call) -> exp.Expression:
+    parts = sb.fn("string_split", as_string(a[0]), as_string(a[1]))
+    if len(a) == 3:
+        idx = exp.Add(this=sb.paren(a[2].sql), expression=sb.num(1))
+        return sb.fn("to_json", exp.Array(expressions=[exp.Bracket(this=parts, expressions=[idx])]))
+    return sb.fn("to_json", parts)
+
+
+def _to_json_value(v: V) -> exp.Expression:
+    if v.type == "dynamic":
+        return v.sql
+    return sb.fn("to_json", v.sql)
+
+
+def _parse_json(ctx: Ctx, a: list[V], node: Call) -> exp.Expression:
+    v = a[0]
+    if v.type == "dynamic":
+        return v.sql
+    if v.type in STRINGY or v.type == UNKNOWN:
+        # Kusto: text that is not JSON becomes a dynamic string
+        return sb.fn("coalesce", sb.try_cast(v.sql, "dynamic"), sb.fn("to_json", v.sql.copy()))
+    return sb.fn("to_json", v.sql)
+
+
+def _isempty(v: V) -> exp.Expression:
+    if v.type in STRINGY:
+        return exp.Paren(this=exp.Or(this=exp.Is(this=v.sql, expression=exp.Null()),
+                                     expression=exp.EQ(this=v.sql.copy(), expression=sb.s(""))))
+    if v.type == "dynamic":
+        return exp.Paren(this=exp.Or(
+            this=exp.Is(this=v.sql, expression=exp.Null()),
+            expression=exp.In(this=sb.cast(v.sql.copy(), "string"),
+                              expressions=[sb.s(""), sb.s('""'), sb.s("null")])))
+    return exp.Is(this=v.sql, expression=exp.Null())
+
+
+def _case(ctx: Ctx, a: list[V], node: Call) -> exp.Expression:
+    target = ctx.common_type(a[1::2] + [a[-1]], node)
+    ifs = [exp.If(this=a[i].sql, true=to_type(a[i + 1], target)) for i in range(0, len(a) - 1, 2)]
+    return exp.Case(ifs=ifs, default=to_type(a[-1], target))
+
+
+def _iff(ctx: Ctx, a: list[V], node: Call) -> exp.Expression:
+    target = ctx.common_type(a[1:], node)
+    return exp.Case(ifs=[exp.If(this=a[0].sql, true=to_type(a[1], target))], default=to_type(a[2], target))
+
+
+def _coalesce(ctx: Ctx, a: list[V], node: Call) -> exp.Expression:
+    target = ctx.common_type(a, node)
+    vals = [to_type(v, target) for v in a]
+    if target in STRINGY:
+        # Kusto's coalesce skips empty strings as well as nulls
+        vals = [exp.Nullif(this=x, expression=sb.s("")) for x in vals]
+    return sb.fn("coalesce", *vals)
+
+
+def _todatetime(ctx: Ctx, a: list[V], node: Call) -> exp.Expression:
+    v = a[0]
+    if v.type == "datetime":
+        return v.sql
+    if v.type in NUMERIC:
+        # Kusto reads a number as .NET ticks (100 ns) since 0001-01-01
+        return sb.fn("make_timestamp", sb.cast(exp.Sub(
+            this=exp.Div(this=sb.paren(v.sql), expression=sb.num(10)), expression=sb.num(62135596800000000)), "long"))
+    s = as_string(v)
+    return sb.try_cast(sb.fn("regexp_replace", s, sb.s("Z$"), sb.s("")), "datetime")
+
+
+def _totimespan(ctx: Ctx, a: list[V], node: Call) -> exp.Expression:
+    from kql.parser import parse_timespan
+
+    v = a[0]
+    if v.type == "timespan":
+        return v.sql
+    if v.is_const and isinstance(v.const, str):
+        td = parse_timespan(v.const)
+        return sb.interval(td) if td is not None else sb.null("timespan")
+    if v.type in NUMERIC:  # ticks
+        return sb.fn("to_microseconds", sb.cast(exp.Div(this=sb.paren(v.sql), expression=sb.num(10)), "long"))
+    return sb.try_cast(as_string(v), "timespan")
+
+
+def _tobool(ctx: Ctx, a: list[V], node: Call) -> exp.Expression:
+    v = a[0]
+    if v.type == "bool":
+        return v.sql
+    if v.type in NUMERIC:
+        return exp.NEQ(this=v.sql, expression=sb.num(0))
+    return sb.try_cast(as_string(v), "bool")
+
+
+def _cast_to(t: str) -> Builder:
+    def build(ctx: Ctx, a: list[V], node: Call) -> exp.Expression:
+        v = a[0]
+        if v.type == t:
+            return v.sql
+        if v.type == "dynamic":
+            return sb.try_cast(json_to_string(v.sql), t)
+        if t in ("int", "long") and v.type in ("real", "decimal"):
+            return sb.try_cast(sb.fn("trunc", v.sql), t)  # Kusto truncates toward zero
+        if t in ("int", "long") and v.type == "timespan":
+            return sb.try_cast(exp.Div(this=sb.fn("epoch_us", v.sql), expression=sb.num(0.1)), t)
+        return sb.try_cast(v.sql, t)
+    return build
+
+
+def _dayofweek(ctx: Ctx, a: list[V], node: Call) -> exp.Expression:
+    return sb.fn("to_days", sb.cast(sb.fn("dayofweek", a[0].sql), "int"))
+
+
+def _format_datetime(ctx: Ctx, a: list[V], node: Call) -> exp.Expression:
+    fmt = _const_str(ctx, a[1], node, "the format") or "yyyy-MM-dd HH:mm:ss"
+    return sb.fn("strftime", a[0].sql, sb.s(kusto_format_to_strftime(fmt)))
+
+
+def _datetime_diff(ctx: Ctx, a: list[V], node: Call) -> exp.Expression:
+    return sb.fn("date_diff", sb.s(_part(ctx, a[0], node)), a[2].sql, a[1].sql)
+
+
+def _datetime_add(ctx: Ctx, a: list[V], node: Call) -> exp.Expression:
+    part = _part(ctx, a[0], node)
+    if part in ("doy", "dow"):
+        part = "day"
+    unit = exp.Interval(this=sb.s("1"), unit=exp.Var(this=part.upper()))
+    return exp.Add(this=a[2].sql, expression=exp.Mul(this=unit, expression=sb.paren(a[1].sql)))
+
+
+def _ago(ctx: Ctx, a: list[V], node: Call) -> exp.Expression:
+    if a[0].is_const and isinstance(a[0].const, timedelta):
+        return sb.timestamp(ctx.now - a[0].const)
+    return exp.Sub(this=sb.timestamp(ctx.now), expression=a[0].sql)
+
+
+def _now(ctx: Ctx, a: list[V], node: Call) -> exp.Expression:
+    if a and a[0].is_const and isinstance(a[0].const, timedelta):
+        return sb.timestamp(ctx.now + a[0].const)
+    return sb.timestamp(ctx.now)
+
+
+def _round(ctx: Ctx, a: list[V], node: Call) -> exp.Expression:
+    return sb.fn("round", sb.cast(a[0].sql, "real"), a[1].sql if len(a) > 1 else sb.num(0))
+
+
+def _indexof(ctx: Ctx, a: list[V], node: Call) -> exp.Expression:
+    src, needle = as_string(a[0]), as_string(a[1])
+    if len(a) == 3:
+        start = a[2].sql
+        sub = sb.fn("substr", src, exp.Add(this=sb.paren(start), expression=sb.num(1)))
+        pos = sb.fn("strpos", sub, needle)
+        return exp.Case(ifs=[exp.If(this=exp.EQ(this=pos, expression=sb.num(0)), true=sb.num(-1))],
+                        default=exp.Add(this=exp.Sub(this=pos.copy(), expression=sb.num(1)), expression=start.copy()))
+    return exp.Sub(this=sb.fn("strpos", src, needle), expression=sb.num(1))
+
+
+def _bag_pack(ctx: Ctx, a: list[V], node: Call) -> exp.Expression:
+    args: list[exp.Expression] = []
+    for i, v in enumerate(a):
+        args.append(as_string(v) if i % 2 == 0 else _to_json_value(v))
+    return sb.fn("json_object", *args)
+
+
+def _set_has_element(ctx: Ctx, a: list[V], node: Call) -> exp.Expression:
+    return sb.fn("coalesce", sb.fn("json_contains", sb.cast(a[0].sql, "dynamic"), _to_json_value(a[1])), exp.false())
+
+
+def _array_index_of(ctx: Ctx, a: list[V], node: Call) -> exp.Expression:
+    arr = exp.Cast(this=a[0].sql, to=exp.DataType.build("JSON[]"))
+    pos = sb.fn("list_position", arr, _to_json_value(a[1]))
+    return exp.Sub(this=sb.fn("coalesce", pos, sb.num(0)), expression=sb.num(1))
+
+
+def _strcat_array(ctx: Ctx, a: list[V], node: Call) -> exp.Expression:
+    arr = exp.Cast(this=a[0].sql, to=exp.DataType.build("JSON[]"))
+    strs = sb.fn("list_transform", arr, exp.Lambda(
+        this=sb.fn("json_extract_string", exp.column("x"), sb.s("$")), expressions=[exp.to_identifier("x")]))
+    return sb.fn("array_to_string", strs, as_string(a[1]))
+
+
+def _countof(ctx: Ctx, a: list[V], node: Call) -> exp.Expression:
+    src, sub = as_string(a[0]), as_string(a[1])
+    if len(a) == 3 and a[2].is_const and a[2].const == "regex":
+        return sb.fn("len", sb.fn("regexp_extract_all", src, sub))
+    removed = sb.fn("length", sb.fn("replace", src.copy(), sub, sb.s("")))
+    return exp.IntDiv(this=exp.Sub(this=sb.fn("length", src), expression=removed), expression=sb.fn("length", sub.copy()))
+
+
+def _minmax_of(name: str) -> Builder:
+    def build(ctx: Ctx, a: list[V], node: Call) -> exp.Expression:
+        target = ctx.common_type(a, node)
+        return sb.fn(name, *[to_type(v, target) for v in a])
+    return build
+
+
+def _typeof(ctx: Ctx, a: list[V], node: Call) -> exp.Expression:
+    return sb.s(a[0].type)
+
+
+def _prevnext(name: str) -> Builder:
+    def build(ctx: Ctx, a: list[V], node: Call) -> exp.Expression:
+        args = [a[0].sql] + [v.sql for v in a[1:]]
+        return exp.Window(this=sb.fn(name, *args))
+    return build
+
+
+def _simple(name: str, conv: Callable[[V], exp.Expression] = as_string) -> Builder:
+    def build(ctx: Ctx, a: list[V], node: Call) -> exp.Expression:
+        return sb.fn(name, *[conv(v) for v in a])
+    return build
+
+
+def _raw(name: str) -> Builder:
+    def build(ctx: Ctx, a: list[V], node: Call) -> exp.Expression:
+        return sb.fn(name, *[v.sql for v in a])
+    return build
+
+
+def _bin(ctx: Ctx, a: list[V], node: Call) -> exp.Expression:
+    if len(a) == 1:
+        return sb.fn("floor", a[0].sql)
+    return bin_value(ctx, a[0], a[1])
+
+
+def _json_extract(ctx: Ctx, a: list[V], node: Call) -> exp.Expression:
+    return sb.fn("json_extract_string", sb.cast(as_string(a[1]), "dynamic"), as_string(a[0]))
+
+
+DUCKDB: dict[str, Builder] = {
+    "ago": _ago,
+    "now": _now,
+    "bin": _bin,
+    "floor": _bin,
+    "bin_at": lambda c, a, n: exp.Add(this=bin_value(c, V(exp.Sub(this=a[0].sql, expression=a[2].sql), "timespan" if a[0].type == "datetime" else a[0].type), a[1]), expression=a[2].sql),
+    "startofday": _startof("day"),
+    "startofweek": _startof("week"),
+    "startofmonth": _startof("month"),
+    "startofyear": _startof("year"),
+    "endofday": _endof("day"),
+    "endofweek": _endof("week"),
+    "endofmonth": _endof("month"),
+    "datetime_diff": _datetime_diff,
+    "datetime_add": _datetime_add,
+    "datetime_part": lambda c, a, n: sb.fn("date_part", sb.s(_part(c, a[0], n)), a[1].sql),
+    "format_datetime": _format_datetime,
+    "dayofweek": _dayofweek,
+    "dayofmonth": _raw("dayofmonth"),
+    "dayofyear": _raw("dayofyear"),
+    "hourofday": _raw("hour"),
+    "monthofyear": _raw("month"),
+    "getmonth": _raw("month"),
+    "getyear": _raw("year"),
+    "todatetime": _todatetime,
+    "totimespan": _totimespan,
+    "unixtime_seconds_todatetime": lambda c, a, n: sb.fn("make_timestamp", sb.cast(exp.Mul(this=sb.paren(a[0].sql), expression=sb.num(1000000)), "long")),
+    "unixtime_milliseconds_todatetime": lambda c, a, n: sb.fn("make_timestamp", sb.cast(exp.Mul(this=sb.paren(a[0].sql), expression=sb.num(1000)), "long")),
+    "tolower": _simple("lower"),
+    "toupper": _simple("upper"),
+    "strcat": _strcat,
+    "strcat_delim": _simple("concat_ws"),
+    "strlen": _simple("length"),
+    "substring": _substring,
+    "split": _split,
+    "extract": _extract,
+    "extract_all": _extract_all,
+    "replace_string": _simple("replace"),
+    "replace_regex": lambda c, a, n: sb.fn("regexp_replace", as_string(a[0]), as_string(a[1]), as_string(a[2]), sb.s("g")),
+    "replace": lambda c, a, n: sb.fn("regexp_replace", as_string(a[2]), as_string(a[0]), as_string(a[1]), sb.s("g")),
+    "trim": _trim("both"),
+    "trim_start": _trim("start"),
+    "trim_end": _trim("end"),
+    "indexof": _indexof,
+    "reverse": _simple("reverse"),
+    "parse_path": _parse_path,
+    "parse_url": _parse_url,
+    "base64_decode_tostring": lambda c, a, n: sb.fn("try", sb.fn("decode", sb.fn("from_base64", as_string(a[0])))),
+    "base64_encode_tostring": lambda c, a, n: sb.fn("to_base64", sb.fn("encode", as_string(a[0]))),
+    "url_decode": lambda c, a, n: sb.fn("try", sb.fn("url_decode", as_string(a[0]))),
+    "url_encode": _simple("url_encode"),
+    "tostring": lambda c, a, n: as_string(a[0]),
+    "toint": _cast_to("int"),
+    "tolong": _cast_to("long"),
+    "toreal": _cast_to("real"),
+    "todouble": _cast_to("real"),
+    "todecimal": _cast_to("real"),
+    "tobool": _tobool,
+    "toboolean": _tobool,
+    "toguid": lambda c, a, n: as_string(a[0]),
+    "parse_json": _parse_json,
+    "todynamic": _parse_json,
+    "array_length": lambda c, a, n: sb.fn("json_array_length", sb.cast(a[0].sql, "dynamic")),
+    "bag_keys": lambda c, a, n: sb.fn("to_json", sb.fn("json_keys", sb.cast(a[0].sql, "dynamic"))),
+    "bag_has_key": lambda c, a, n: exp.Not(this=exp.Is(this=sb.fn("json_extract", sb.cast(a[0].sql, "dynamic"), exp.DPipe(this=sb.s('$."'), expression=exp.DPipe(this=as_string(a[1]), expression=sb.s('"')))), expression=exp.Null())),
+    "pack": _bag_pack,
+    "bag_pack": _bag_pack,
+    "pack_array": lambda c, a, n: sb.fn("json_array", *[_to_json_value(v) for v in a]),
+    "set_has_element": _set_has_element,
+    "array_index_of": _array_index_of,
+    "strcat_array": _strcat_array,
+    "extract_json": _json_extract,
+    "iff": _iff,
+    "iif": _iff,
+    "case": _case,
+    "coalesce": _coalesce,
+    "isempty": lambda c, a, n: _isempty(a[0]),
+    "isnotempty": lambda c, a, n: exp.Not(this=_isempty(a[0])),
+    "isnull": lambda c, a, n: exp.Is(this=a[0].sql, expression=exp.Null()),
+    "isnotnull": lambda c, a, n: exp.Not(this=exp.Is(this=a[0].sql, expression=exp.Null())),
+    "not": lambda c, a, n: exp.Not(this=sb.paren(a[0].sql)),
+    "round": _round,
+    "abs": _raw("abs"),
+    "log": _raw("ln"),
+    "log10": _raw("log10"),
+    "log2": _raw("log2"),
+    "exp": _raw("exp"),
+    "sqrt": _raw("sqrt"),
+    "pow": _raw("pow"),
+    "power": _raw("pow"),
+    "ceiling": _raw("ceil"),
+    "max_of": _minmax_of("greatest"),
+    "min_of": _minmax_of("least"),
+    "rand": lambda c, a, n: exp.Mul(this=sb.fn("random"), expression=a[0].sql) if a else sb.fn("random"),
+    "ipv4_is_private": lambda c, a, n: _in_ranges(as_string(a[0]), ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"]),
+    "ipv4_is_in_range": _ipv4_in_range,
+    "ipv4_is_in_any_range": _ipv4_in_range,
+    "parse_ipv4": lambda c, a, n: ipv4_to_long(as_string(a[0])),
+    "countof": _countof,
+    "hash_sha256": _simple("sha256"),
+    "hash_md5": _simple("md5"),
+    "string_size": lambda c, a, n: sb.fn("octet_length", sb.fn("encode", as_string(a[0]))),
+    "translate": lambda c, a, n: sb.fn("translate", as_string(a[2]), as_string(a[0]), as_string(a[1])),
+    "tohex": lambda c, a, n: sb.fn("lower", sb.fn("to_hex", a[0].sql)),
+    "new_guid": lambda c, a, n: sb.cast(sb.fn("uuid"), "string"),
+    "gettype": _typeof,
+    "typeof": _typeof,
+    "row_number": lambda c, a, n: exp.Window(this=sb.fn("row_number")),
+    "prev": _prevnext("lag"),
+    "next": _prevnext("lead"),
+}
+
+DIALECTS: dict[str, dict[str, Builder]] = {"duckdb": DUCKDB}
+
+# Functions that exist in Kusto but that Quarry cannot offer (data from outside, plugins...).
+UNSUPPORTED_FUNCTIONS = {
+    "geo_info_from_ip_address": "needs a geo-IP database, which Quarry does not ship",
+    "FileProfile": "needs Microsoft's file reputation service",
+    "DeviceFromIP": "needs Microsoft's device inventory service",
+    "AssignedIPAddresses": "needs Microsoft's device inventory service",
+    "SeenBy": "needs Microsoft's device inventory service",
+    "parse_command_line": "is not supported yet",
+    "parse_xml": "is not supported yet",
+    "series_decompose_anomalies": "time series functions are not supported",
+}
+
+
+def agg_sql(name: str, a: list[V], ctx: Ctx, node: Call) -> tuple[exp.Expression, str]:
+    """SQL and KQL result type of an aggregate call."""
+    def flt(e: exp.Expression, cond: exp.Expression) -> exp.Expression:
+        return exp.Filter(this=e, expression=exp.Where(this=cond))
+
+    def jlist(e: exp.Expression) -> exp.Expression:
+        return sb.fn("coalesce", sb.fn("to_json", e), sb.cast(sb.s("[]"), "dynamic"))
+
+    def cap(e: exp.Expression, limit: V | None) -> exp.Expression:
+        if limit is None:
+            return e
+        return sb.fn("list_slice", e, sb.num(1), limit.sql)
+
+    t0 = a[0].type if a else "long"
+    notnull = exp.Not(this=exp.Is(this=a[0].sql, expression=exp.Null())) if a else None
+    if name == "count":
+        if a:
+            return sb.fn("count", a[0].sql), "long"
+        return exp.Count(this=exp.Star()), "long"
+    if name == "countif":
+        return sb.fn("count_if", a[0].sql), "long"
+    if name in ("dcount", "count_distinct"):
+        return exp.Count(this=exp.Distinct(expressions=[a[0].sql])), "long"
+    if name == "dcountif":
+        return flt(exp.Count(this=exp.Distinct(expressions=[a[0].sql])), a[1].sql), "long"
+    if name in ("sum", "sumif"):
+        rt = "real" if t0 in ("real", "decimal") else ("timespan" if t0 == "timespan" else "long")
+        e = sb.fn("sum", a[0].sql)
+        if rt == "long":
+            e = sb.cast(e, "long")
+        return (flt(e, a[1].sql) if name == "sumif" else e), rt
+    if name in ("avg", "avgif"):
+        e = sb.fn("avg", a[0].sql)
+        return (flt(e, a[1].sql) if name == "avgif" else e), "real"
+    if name in ("min", "max", "minif", "maxif"):
+        e = sb.fn(name[:3], a[0].sql)
+        return (flt(e, a[1].sql) if name.endswith("if") else e), t0
+    if name in ("make_set", "makeset", "make_set_if", "make_list", "makelist", "make_list_if"):
+        is_set = "set" in name
+        cond: exp.Expression = notnull  # type: ignore[assignment]
+        limit = None
+        if name.endswith("_if"):
+            cond = exp.And(this=cond, expression=a[1].sql)
+            limit = a[2] if len(a) > 2 else None
+        else:
+            limit = a[1] if len(a) > 1 else None
+        val = a[0].sql if a[0].type != "dynamic" else a[0].sql
+        inner: exp.Expression = sb.fn("list", exp.Distinct(expressions=[val]) if is_set else val)
+        return jlist(cap(flt(inner, cond), limit)), "dynamic"
+    if name == "make_bag":
+        bags = flt(sb.fn("list", sb.cast(a[0].sql, "dynamic")), notnull)  # type: ignore[arg-type]
+        merged = sb.fn("list_reduce", bags, exp.Lambda(
+            this=sb.fn("json_merge_patch", exp.column("x"), exp.column("y")),
+            expressions=[exp.to_identifier("x"), exp.to_identifier("y")]))
+        return sb.fn("coalesce", merged, sb.cast(sb.s("{}"), "dynamic")), "dynamic"
+    if name in ("take_any", "any"):
+        return sb.fn("any_value", a[0].sql), t0
+    if name == "take_anyif":
+        return flt(sb.fn("any_value", a[0].sql), a[1].sql), t0
+    if name == "percentile":
+        p = exp.Div(this=sb.cast(a[1].sql, "real"), expression=sb.num(100.0))
+        return sb.fn("quantile_disc", a[0].sql, p), t0
+    if name == "stdev":
+        return sb.fn("stddev_samp", a[0].sql), "real"
+    if name == "variance":
+        return sb.fn("var_samp", a[0].sql), "real"
+    if name == "binary_all_or":
+        return sb.fn("bit_or", a[0].sql), "long"
+    if name == "binary_all_and":
+        return sb.fn("bit_and", a[0].sql), "long"
+    raise KeyError(name)

@@ -1,0 +1,562 @@
+"""Parse KQL text into the syntax tree of ``kql.nodes`` (Lark LALR, built once and cached)."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timedelta
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from lark import Lark, Token, Transformer, v_args
+from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
+
+from kql import nodes as n
+from kql.diagnostics import Diagnostic, make
+
+GRAMMAR = Path(__file__).with_name("grammar.lark")
+
+
+@cache
+def _lark() -> Lark:
+    return Lark(
+        GRAMMAR.read_text(),
+        parser="lalr",
+        lexer="contextual",
+        propagate_positions=True,
+        maybe_placeholders=True,
+        cache=False,
+    )
+
+
+class KqlSyntaxError(Exception):
+    def __init__(self, diagnostic: Diagnostic) -> None:
+        super().__init__(diagnostic.message)
+        self.diagnostic = diagnostic
+
+
+# ---------------------------------------------------------------- literal decoding
+
+_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\", '"': '"', "'": "'", "0": "\0"}
+
+
+def decode_string(raw: str) -> str:
+    if raw[:1] in "hH" and len(raw) > 1 and raw[1] in "@\"'`":
+        raw = raw[1:]  # obfuscated strings (h"...") only hide the value from logs
+    if raw.startswith("@"):
+        q = raw[1]
+        return raw[2:-1].replace(q + q, q)
+    if raw.startswith("```") or raw.startswith("'''"):
+        return raw[3:-3]
+    body = raw[1:-1]
+    if "\\" not in body:
+        return body
+    out: list[str] = []
+    i = 0
+    while i < len(body):
+        c = body[i]
+        if c == "\\" and i + 1 < len(body):
+            nxt = body[i + 1]
+            if nxt == "u" and re.fullmatch(r"[0-9A-Fa-f]{4}", body[i + 2 : i + 6]):
+                out.append(chr(int(body[i + 2 : i + 6], 16)))
+                i += 6
+                continue
+            if nxt == "x" and re.fullmatch(r"[0-9A-Fa-f]{2}", body[i + 2 : i + 4]):
+                out.append(chr(int(body[i + 2 : i + 4], 16)))
+                i += 4
+                continue
+            out.append(_ESCAPES.get(nxt, "\\" + nxt))
+            i += 2
+            continue
+        out.append(c)
+        i += 1
+    return "".join(out)
+
+
+_UNITS: dict[str, float] = {}
+for _names, _us in (
+    (("d", "day", "days"), 86_400_000_000),
+    (("h", "hr", "hrs", "hour", "hours"), 3_600_000_000),
+    (("m", "min", "minute", "minutes"), 60_000_000),
+    (("s", "sec", "second", "seconds"), 1_000_000),
+    (("ms", "milli", "millis", "millisecond", "milliseconds"), 1_000),
+    (("micro", "micros", "microsecond", "microseconds"), 1),
+    (("tick", "ticks"), 0.1),
+):
+    for _n in _names:
+        _UNITS[_n] = _us
+
+_TIMESPAN_RE = re.compile(r"(\d+(?:\.\d+)?)([a-z]+)")
+
+
+def parse_timespan(text: str) -> timedelta | None:
+    """`1d`, `1.5h`, `100ms`; and the `time()` forms `1.02:03:04`, `02:03`, `10m`."""
+    text = text.strip().strip("\"'")
+    m = _TIMESPAN_RE.fullmatch(text)
+    if m and m.group(2) in _UNITS:
+        return timedelta(microseconds=round(float(m.group(1)) * _UNITS[m.group(2)]))
+    m = re.fullmatch(r"(-)?(?:(\d+)\.)?(\d+):(\d+)(?::(\d+(?:\.\d+)?))?", text)
+    if m:
+        td = timedelta(
+            days=int(m.group(2) or 0),
+            hours=int(m.group(3)),
+            minutes=int(m.group(4)),
+            seconds=float(m.group(5) or 0),
+        )
+        return -td if m.group(1) else td
+    if re.fullmatch(r"\d+(\.\d+)?", text):
+        return timedelta(days=float(text))  # time(2) is two days
+    return None
+
+
+_DT_FORMATS = ("%m/%d/%Y %H:%M:%S", "%m/%d/%Y %H:%M", "%m/%d/%Y", "%Y%m%d", "%d %b %Y", "%Y-%m-%d %H")
+
+
+def parse_datetime(text: str) -> datetime | None:
+    s = text.strip().strip("\"'").strip()
+    if s.endswith("Z") or s.endswith("z"):
+        s = s[:-1]
+    # fromisoformat rejects more than 6 fractional digits, which Kusto prints (ticks)
+    s = re.sub(r"(\.\d{6})\d+", r"\1", s)
+    try:
+        dt = datetime.fromisoformat(s)
+    except ValueError:
+        dt = None
+        for fmt in _DT_FORMATS:
+            try:
+                dt = datetime.strptime(s, fmt)
+                break
+            except ValueError:
+                continue
+    if dt is None:
+        return None
+    if dt.tzinfo is not None:
+        from datetime import UTC
+
+        dt = dt.astimezone(UTC).replace(tzinfo=None)
+    return dt
+
+
+# ---------------------------------------------------------------- tree building
+
+
+def _span(meta: Any) -> n.Span:
+    if getattr(meta, "empty", True):
+        return n.NO_SPAN
+    return n.Span(meta.start_pos, meta.end_pos)
+
+
+def _tspan(tok: Token) -> n.Span:
+    return n.Span(tok.start_pos or 0, tok.end_pos or 0)
+
+
+def _nodes(items: Any) -> tuple[Any, ...]:
+    return tuple(i for i in items if i is not None)
+
+
+@v_args(meta=True)
+class Builder(Transformer[Token, n.Node]):
+    # statements
+    def start(self, meta: Any, ch: list[Any]) -> n.Query:
+        return n.Query(_span(meta), _nodes(ch))
+
+    def let_stmt(self, meta: Any, ch: list[Any]) -> n.Let:
+        name, value = ch
+        return n.Let(_span(meta), name.name, name.span, value)
+
+    def fn_def(self, meta: Any, ch: list[Any]) -> n.FnDef:
+        body = ch[-1]
+        return n.FnDef(_span(meta), _nodes(ch[:-1]), body)
+
+    def fn_body(self, meta: Any, ch: list[Any]) -> tuple[n.Node, ...]:
+        return _nodes(ch)
+
+    def param(self, meta: Any, ch: list[Any]) -> n.Param:
+        name, typ, default = ch
+        return n.Param(_span(meta), name.name, typ, default)
+
+    def scalar_param(self, meta: Any, ch: list[Any]) -> str:
+        return str(ch[0].name)
+
+    def table_param_any(self, meta: Any, ch: list[Any]) -> None:
+        return None
+
+    def table_param_cols(self, meta: Any, ch: list[Any]) -> None:
+        return None
+
+    def col_decl(self, meta: Any, ch: list[Any]) -> tuple[str, str, n.Span]:
+        return (ch[0].name, ch[1].name, ch[1].span)
+
+    def set_stmt(self, meta: Any, ch: list[Any]) -> n.SetStmt:
+        return n.SetStmt(_span(meta), ch[0].name)
+
+    # pipelines and sources
+    def pipe(self, meta: Any, ch: list[Any]) -> n.Pipe:
+        return n.Pipe(_span(meta), ch[0], ch[1])
+
+    def union_src(self, meta: Any, ch: list[Any]) -> n.Source:
+        return n.Source(_span(meta), "union", params=ch[0], items=_nodes(ch[1:]))
+
+    def print_src(self, meta: Any, ch: list[Any]) -> n.Source:
+        return n.Source(_span(meta), "print", exprs=ch[0])
+
+    def range_src(self, meta: Any, ch: list[Any]) -> n.Source:
+        return n.Source(_span(meta), "range", items=tuple(ch[1:]), extra=ch[0].name)
+
+    def datatable_src(self, meta: Any, ch: list[Any]) -> n.Source:
+        cols = tuple(c for c in ch[:-1] if c is not None)
+        values = ch[-1] or ()
+        return n.Source(_span(meta), "datatable", items=tuple(values), extra=cols)
+
+    def externaldata(self, meta: Any, ch: list[Any]) -> n.Source:
+        return n.Source(_span(meta), "externaldata")
+
+    # operators
+    def _op(self, meta: Any, kind: str, **kw: Any) -> n.Operator:
+        return n.Operator(_span(meta), kind, **kw)
+
+    def where_op(self, meta: Any, ch: list[Any]) -> n.Operator:
+        return self._op(meta, "where", operand=ch[0])
+
+    def project_op(self, meta: Any, ch: list[Any]) -> n.Operator:
+        return self._op(meta, "project", exprs=ch[0])
+
+    def project_away_op(self, meta: Any, ch: list[Any]) -> n.Operator:
+        return self._op(meta, "project-away", names=tuple(ch))
+
+    def project_keep_op(self, meta: Any, ch: list[Any]) -> n.Operator:
+        return self._op(meta, "project-keep", names=tuple(ch))
+
+    def project_rename_op(self, meta: Any, ch: list[Any]) -> n.Operator:
+        return self._op(meta, "project-rename", renames=tuple(ch))
+
+    def rename(self, meta: Any, ch: list[Any]) -> tuple[n.Name, n.Name]:
+        return (ch[0], ch[1])
+
+    def project_reorder_op(self, meta: Any, ch: list[Any]) -> n.Operator:
+        return self._op(meta, "project-reorder", names=tuple(c[0] for c in ch), extra=ch)
+
+    def reorder_item(self, meta: Any, ch: list[Any]) -> tuple[Any, str | None]:
+        return (ch[0], str(ch[1]) if ch[1] is not None else None)
+
+    def col_pattern(self, meta: Any, ch: list[Any]) -> n.Node:
+        c = ch[0]
+        if isinstance(c, Token):
+            return n.WildName(_tspan(c), str(c))
+        return c  # type: ignore[no-any-return]
+
+    def extend_op(self, meta: Any, ch: list[Any]) -> n.Operator:
+        return self._op(meta, "extend", exprs=ch[0])
+
+    def summarize_op(self, meta: Any, ch: list[Any]) -> n.Operator:
+        return self._op(meta, "summarize", params=ch[0], exprs=ch[1] or (), by=ch[2] or ())
+
+    def sort_op(self, meta: Any, ch: list[Any]) -> n.Operator:
+        return self._op(meta, "sort", sort=tuple(ch))
+
+    def sort_item(self, meta: Any, ch: list[Any]) -> n.SortItem:
+        expr, d, nulls = ch
+        nl = None if nulls is None else str(nulls).split()[-1]
+        return n.SortItem(_span(meta), expr, str(d) if d is not None else None, nl)
+
+    def take_op(self, meta: Any, ch: list[Any]) -> n.Operator:
+        return self._op(meta, "take", operand=ch[0])
+
+    def top_op(self, meta: Any, ch: list[Any]) -> n.Operator:
+        return self._op(meta, "top", operand=ch[0], sort=(ch[1],))
+
+    def distinct_op(self, meta: Any, ch: list[Any]) -> n.Operator:
+        if isinstance(ch[0], Token):
+            return self._op(meta, "distinct", extra="*")
+        return self._op(meta, "distinct", exprs=ch[0])
+
+    def count_op(self, meta: Any, ch: list[Any]) -> n.Operator:
+        return self._op(meta, "count")
+
+    def join_op(self, meta: Any, ch: list[Any]) -> n.Operator:
+        return self._op(meta, "join", params=ch[0], operand=ch[1], conds=_nodes(ch[2:]))
+
+    def lookup_op(self, meta: Any, ch: list[Any]) -> n.Operator:
+        return self._op(meta, "lookup", params=ch[0], operand=ch[1], conds=_nodes(ch[2:]))
+
+    def union_op(self, meta: Any, ch: list[Any]) -> n.Operator:
+        return self._op(meta, "union", params=ch[0], conds=_nodes(ch[1:]))
+
+    def wild_table(self, meta: Any, ch: list[Any]) -> n.WildName:
+        return n.WildName(_span(meta), str(ch[0]))
+
+    def mv_expand_op(self, meta: Any, ch: list[Any]) -> n.Operator:
+        items = tuple(c for c in ch[1:-1] if c is not None)
+        return self._op(meta, "mv-expand", params=ch[0], exprs=items, operand=ch[-1])
+
+    def mv_item(self, meta: Any, ch: list[Any]) -> n.NamedExpr:
+        ne: n.NamedExpr = ch[0]
+        return ne  # `to typeof(t)` only states the element type; values keep their own type
+
+    def parse_op(self, meta: Any, ch: list[Any]) -> n.Operator:
+        return self._op(meta, "parse", params=ch[0], operand=ch[1], extra=tuple(ch[2:]))
+
+    def parse_literal(self, meta: Any, ch: list[Any]) -> tuple[str, Any]:
+        return ("lit", ch[0].value)
+
+    def parse_column(self, meta: Any, ch: list[Any]) -> tuple[str, Any]:
+        return ("col", (ch[0], ch[1].name if ch[1] is not None else "string"))
+
+    def parse_star(self, meta: Any, ch: list[Any]) -> tuple[str, Any]:
+        return ("star", None)
+
+    def as_op(self, meta: Any, ch: list[Any]) -> n.Operator:
+        return self._op(meta, "as", params=ch[0], names=(ch[1],))
+
+    def serialize_op(self, meta: Any, ch: list[Any]) -> n.Operator:
+        return self._op(meta, "serialize", exprs=ch[0] or ())
+
+    def invoke_op(self, meta: Any, ch: list[Any]) -> n.Operator:
+        name = ch[0]
+        return self._op(meta, "invoke", operand=n.Call(_span(meta), name.name, name.span, ch[1] or ()))
+
+    def getschema_op(self, meta: Any, ch: list[Any]) -> n.Operator:
+        return self._op(meta, "getschema")
+
+    def sample_op(self, meta: Any, ch: list[Any]) -> n.Operator:
+        return self._op(meta, "sample", operand=ch[0])
+
+    def other_op(self, meta: Any, ch: list[Any]) -> n.Operator:
+        text = str(ch[0])
+        word = re.match(r"[\w-]+", text)
+        return self._op(meta, "other", extra=(word.group(0) if word else text, text))
+
+    def op_params(self, meta: Any, ch: list[Any]) -> tuple[n.OpParam, ...]:
+        return tuple(ch)
+
+    def op_param(self, meta: Any, ch: list[Any]) -> n.OpParam:
+        key = str(ch[0]).rstrip("=").strip()
+        val = ch[1]
+        value = val.name if isinstance(val, n.Name) else getattr(val, "value", val)
+        return n.OpParam(_span(meta), key, value)
+
+    def named_list(self, meta: Any, ch: list[Any]) -> tuple[n.NamedExpr, ...]:
+        return tuple(ch)
+
+    def named_expr(self, meta: Any, ch: list[Any]) -> n.NamedExpr:
+        return n.NamedExpr(_span(meta), (), ch[0])
+
+    def assign(self, meta: Any, ch: list[Any]) -> n.NamedExpr:
+        return n.NamedExpr(_span(meta), (ch[0].name,), ch[1])
+
+    def tuple_assign(self, meta: Any, ch: list[Any]) -> n.NamedExpr:
+        return n.NamedExpr(_span(meta), tuple(c.name for c in ch[:-1]), ch[-1])
+
+    # expressions
+    def or_(self, meta: Any, ch: list[Any]) -> n.Binary:
+        return n.Binary(_span(meta), "or", ch[0], ch[1], _span(meta))
+
+    def and_(self, meta: Any, ch: list[Any]) -> n.Binary:
+        return n.Binary(_span(meta), "and", ch[0], ch[1], _span(meta))
+
+    def compare(self, meta: Any, ch: list[Any]) -> n.Binary:
+        op = "!=" if str(ch[1]) == "<>" else str(ch[1])
+        return n.Binary(_span(meta), op, ch[0], ch[2], _tspan(ch[1]))
+
+    def binop(self, meta: Any, ch: list[Any]) -> n.Binary:
+        return n.Binary(_span(meta), str(ch[1]), ch[0], ch[2], _tspan(ch[1]))
+
+    def strop(self, meta: Any, ch: list[Any]) -> n.StrOp:
+        return n.StrOp(_span(meta), str(ch[1]), ch[0], ch[2], _tspan(ch[1]))
+
+    def in_(self, meta: Any, ch: list[Any]) -> n.InOp:
+        return n.InOp(_span(meta), str(ch[1]), ch[0], tuple(ch[2] or ()), _tspan(ch[1]))
+
+    def between(self, meta: Any, ch: list[Any]) -> n.Between:
+        return n.Between(_span(meta), str(ch[1]).startswith("!"), ch[0], ch[2], ch[3])
+
+    def matches(self, meta: Any, ch: list[Any]) -> n.Matches:
+        return n.Matches(_span(meta), ch[0], ch[1])
+
+    def neg(self, meta: Any, ch: list[Any]) -> n.Node:
+        op, operand = str(ch[0]), ch[1]
+        if isinstance(operand, n.Literal) and operand.type in ("long", "real", "timespan"):
+            value = operand.value if op == "+" else -operand.value
+            return n.Literal(_span(meta), value, operand.type)
+        return n.Neg(_span(meta), op, operand)
+
+    def member(self, meta: Any, ch: list[Any]) -> n.Member:
+        return n.Member(_span(meta), ch[0], ch[1].name)
+
+    def index(self, meta: Any, ch: list[Any]) -> n.Index:
+        return n.Index(_span(meta), ch[0], ch[1])
+
+    def ref(self, meta: Any, ch: list[Any]) -> n.Node:
+        node: n.Node = ch[0]
+        return node
+
+    def call(self, meta: Any, ch: list[Any]) -> n.Call:
+        name = ch[0]
+        return n.Call(_span(meta), name.name, name.span, tuple(ch[1] or ()))
+
+    def paren(self, meta: Any, ch: list[Any]) -> n.Paren:
+        return n.Paren(_span(meta), ch[0])
+
+    def array(self, meta: Any, ch: list[Any]) -> n.ArrayLit:
+        return n.ArrayLit(_span(meta), tuple(ch[0] or ()))
+
+    def object(self, meta: Any, ch: list[Any]) -> n.ObjectLit:
+        return n.ObjectLit(_span(meta), tuple(c for c in ch if c is not None))
+
+    def pair(self, meta: Any, ch: list[Any]) -> tuple[str, n.Node]:
+        return (ch[0].value, ch[1])
+
+    def side_ref(self, meta: Any, ch: list[Any]) -> n.SideRef:
+        return n.SideRef(_span(meta), str(ch[0])[1:], ch[1].name)
+
+    def bracket_name(self, meta: Any, ch: list[Any]) -> n.Name:
+        return n.Name(_span(meta), ch[0].value, bracketed=True)
+
+    def args(self, meta: Any, ch: list[Any]) -> tuple[n.Node, ...]:
+        return tuple(ch)
+
+    def star_arg(self, meta: Any, ch: list[Any]) -> n.Star:
+        return n.Star(_span(meta))
+
+    def named_arg(self, meta: Any, ch: list[Any]) -> n.NamedArg:
+        return n.NamedArg(_span(meta), ch[0].name, ch[1])
+
+    def arg_list(self, meta: Any, ch: list[Any]) -> tuple[n.Node, ...]:
+        return tuple(ch)
+
+    def string(self, meta: Any, ch: list[Any]) -> n.Literal:
+        return n.Literal(_span(meta), "".join(decode_string(str(t)) for t in ch), "string")
+
+    def int_lit(self, meta: Any, ch: list[Any]) -> n.Literal:
+        return n.Literal(_span(meta), int(str(ch[0]), 0), "long")
+
+    def real_lit(self, meta: Any, ch: list[Any]) -> n.Literal:
+        return n.Literal(_span(meta), float(str(ch[0])), "real")
+
+    def bool_lit(self, meta: Any, ch: list[Any]) -> n.Literal:
+        return n.Literal(_span(meta), str(ch[0]) == "true", "bool")
+
+    def timespan(self, meta: Any, ch: list[Any]) -> n.Literal:
+        return n.Literal(_span(meta), parse_timespan(str(ch[0])), "timespan")
+
+    def time_lit(self, meta: Any, ch: list[Any]) -> n.Node:
+        inner = str(ch[0])[str(ch[0]).index("(") + 1 : -1].strip()
+        if inner == "null":
+            return n.Literal(_span(meta), None, "timespan")
+        td = parse_timespan(inner)
+        if td is None:
+            return n.Call(_span(meta), "time", _span(meta), (n.Literal(_span(meta), inner, "string"),))
+        return n.Literal(_span(meta), td, "timespan")
+
+    def datetime_lit(self, meta: Any, ch: list[Any]) -> n.Node:
+        inner = str(ch[0])[str(ch[0]).index("(") + 1 : -1].strip()
+        if inner == "null":
+            return n.Literal(_span(meta), None, "datetime")
+        dt = parse_datetime(inner)
+        if dt is None:
+            # leave it to the checker to report, with the text it could not read
+            return n.Call(_span(meta), "datetime", _span(meta), (n.Literal(_span(meta), inner, "string"),))
+        return n.Literal(_span(meta), dt, "datetime")
+
+    def name(self, meta: Any, ch: list[Any]) -> n.Name:
+        return n.Name(_tspan(ch[0]), str(ch[0]))
+
+
+# Lark terminal names in KQL words, for syntax errors.
+_TERMINAL_WORDS = {
+    "NAME": "a name",
+    "STRING": "a string",
+    "INT": "a number",
+    "REAL": "a number",
+    "TIMESPAN": "a timespan such as 1d",
+    "VBAR": "'|'",
+    "LPAR": "'('",
+    "RPAR": "')'",
+    "LSQB": "'['",
+    "RSQB": "']'",
+    "LBRACE": "'{'",
+    "RBRACE": "'}'",
+    "COMMA": "','",
+    "DOT": "'.'",
+    "_SEMI": "';'",
+    "EQUAL": "'='",
+    "COLON": "':'",
+    "STAR": "'*'",
+    "CMP_OP": "a comparison (==, !=, <, >, =~ ...)",
+    "STR_OP": "a string operator (has, contains, startswith ...)",
+    "IN_OP": "in / !in / in~ / has_any",
+    "ADD_OP": "'+' or '-'",
+    "MUL_OP": "'*', '/' or '%'",
+    "AND": "'and'",
+    "OR": "'or'",
+    "_BY": "'by'",
+    "_ON": "'on'",
+    "ORDER_DIR": "asc or desc",
+    "NULLS_POS": "nulls first / nulls last",
+    "$END": "the end of the query",
+    "DATETIME_LIT": "datetime(...)",
+    "PARAM_NAME": "an operator parameter such as kind=",
+    "WILD_NAME": "a name pattern such as Device*",
+}
+
+
+def _expected_words(expected: set[str]) -> list[str]:
+    words: list[str] = []
+    ops = sorted(e for e in expected if re.fullmatch(r"[A-Z_]+", e) is None or e.startswith("__"))
+    for e in sorted(expected):
+        w = _TERMINAL_WORDS.get(e)
+        if w is None:
+            pat = _lark().get_terminal(e).pattern if e in _terminal_names() else None
+            w = f"'{pat.value}'" if pat is not None and pat.type == "str" else None
+        if w is None and e not in ops:
+            w = e.lower()
+        if w and w not in words:
+            words.append(w)
+    return words
+
+
+@cache
+def _terminal_names() -> frozenset[str]:
+    return frozenset(t.name for t in _lark().terminals)
+
+
+def parse(text: str) -> n.Query:
+    """Parse a whole query; raises KqlSyntaxError with a positioned diagnostic."""
+    try:
+        tree = _lark().parse(text)
+    except UnexpectedInput as e:
+        raise KqlSyntaxError(_syntax_diagnostic(text, e)) from None
+    result = Builder().transform(tree)
+    assert isinstance(result, n.Query)
+    return result
+
+
+def _syntax_diagnostic(text: str, e: UnexpectedInput) -> Diagnostic:
+    pos = e.pos_in_stream if e.pos_in_stream is not None else len(text)
+    if isinstance(e, UnexpectedToken):
+        tok = e.token
+        if tok.type == "$END":
+            found = "the end of the query"
+            span = n.Span(len(text), len(text))
+        else:
+            found = repr(str(tok))
+            span = n.Span(tok.start_pos or pos, tok.end_pos or pos + 1)
+        words = _expected_words(set(e.expected))
+    elif isinstance(e, UnexpectedCharacters):
+        ch = text[pos] if pos < len(text) else ""
+        found = f"character {ch!r}"
+        span = n.Span(pos, pos + 1)
+        words = _expected_words(set(e.allowed or ()))
+    elif isinstance(e, UnexpectedEOF):
+        found = "the end of the query"
+        span = n.Span(len(text), len(text))
+        words = _expected_words(set(e.expected))
+    else:  # pragma: no cover - lark has no other kinds
+        found, span, words = "input", n.Span(pos, pos + 1), []
+    msg = f"syntax error: unexpected {found}"
+    hints = []
+    if words:
+        shown = ", ".join(words[:12]) + (", ..." if len(words) > 12 else "")
+        msg += f"; expected {shown}"
+        hints.append("expected one of: " + ", ".join(words))
+    return make(text, "syntax", msg, span, hints)

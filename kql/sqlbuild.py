@@ -1,0 +1,142 @@
+"""Small helpers that build sqlglot nodes. User values only ever become literals here."""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlglot import exp
+
+SQL_TYPES = {
+    "string": "VARCHAR",
+    "guid": "VARCHAR",
+    "long": "BIGINT",
+    "int": "INTEGER",
+    "real": "DOUBLE",
+    "decimal": "DOUBLE",
+    "bool": "BOOLEAN",
+    "datetime": "TIMESTAMP",
+    "timespan": "INTERVAL",
+    "dynamic": "JSON",
+}
+
+
+def ident(name: str) -> exp.Identifier:
+    return exp.Identifier(this=name, quoted=True)
+
+
+def col(name: str, table: str | None = None) -> exp.Column:
+    return exp.Column(this=ident(name), table=ident(table) if table else None)
+
+
+def fn(name: str, *args: exp.Expression) -> exp.Expression:
+    return exp.Anonymous(this=name, expressions=list(args))
+
+
+def s(value: str) -> exp.Literal:
+    return exp.Literal.string(value)
+
+
+def num(value: int | float) -> exp.Expression:
+    if isinstance(value, float) and (math.isnan(value) or math.isinf(value)):
+        return cast(s(str(value)), "real")
+    if value < 0:
+        return exp.Neg(this=exp.Literal.number(-value))
+    return exp.Literal.number(value)
+
+
+def cast(e: exp.Expression, kql_type: str) -> exp.Expression:
+    return exp.Cast(this=e, to=exp.DataType.build(SQL_TYPES.get(kql_type, "VARCHAR")))
+
+
+def try_cast(e: exp.Expression, kql_type: str) -> exp.Expression:
+    return exp.TryCast(this=e, to=exp.DataType.build(SQL_TYPES.get(kql_type, "VARCHAR")))
+
+
+def null(kql_type: str | None = None) -> exp.Expression:
+    return cast(exp.Null(), kql_type) if kql_type else exp.Null()
+
+
+def interval(td: timedelta) -> exp.Expression:
+    us = td.days * 86_400_000_000 + td.seconds * 1_000_000 + td.microseconds
+    neg = us < 0
+    us = abs(us)
+    for unit, size in (
+        ("DAY", 86_400_000_000),
+        ("HOUR", 3_600_000_000),
+        ("MINUTE", 60_000_000),
+        ("SECOND", 1_000_000),
+        ("MILLISECOND", 1_000),
+        ("MICROSECOND", 1),
+    ):
+        if us % size == 0:
+            # whole days stay days: DuckDB compares 1 DAY and 24 HOUR as equal anyway
+            e: exp.Expression = exp.Interval(this=s(str(us // size)), unit=exp.Var(this=unit))
+            return exp.Neg(this=exp.Paren(this=e)) if neg else e
+    raise AssertionError("unreachable")
+
+
+def timestamp(dt: datetime) -> exp.Expression:
+    return cast(s(dt.isoformat(sep=" ")), "datetime")
+
+
+def literal(value: Any, kql_type: str) -> exp.Expression:
+    if value is None:
+        return null(kql_type)
+    if kql_type == "bool":
+        return exp.Boolean(this=bool(value))
+    if kql_type in ("long", "int", "real", "decimal"):
+        return num(value)
+    if kql_type == "datetime":
+        return timestamp(value)
+    if kql_type == "timespan":
+        return interval(value)
+    if kql_type == "dynamic":
+        import json
+
+        return cast(s(json.dumps(value, default=str, separators=(",", ":"))), "dynamic")
+    return s(str(value))
+
+
+def and_all(conds: list[exp.Expression]) -> exp.Expression | None:
+    out: exp.Expression | None = None
+    for c in conds:
+        out = c if out is None else exp.And(this=out, expression=c)
+    return out
+
+
+def paren(e: exp.Expression) -> exp.Expression:
+    if isinstance(e, exp.Column | exp.Literal | exp.Anonymous | exp.Paren | exp.Func):
+        return e
+    return exp.Paren(this=e)
+
+
+def not_true(pred: exp.Expression) -> exp.Expression:
+    """Negation where a null input counts as "not matched" (Kusto has no three-valued logic
+    for strings: an empty or missing string simply does not contain the term)."""
+    return exp.Not(this=fn("coalesce", pred, exp.false()))
+
+
+def like_escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def ilike(e: exp.Expression, pattern: str, escaped: bool) -> exp.Expression:
+    node: exp.Expression = exp.ILike(this=e, expression=s(pattern))
+    if escaped:
+        node = exp.Escape(this=node, expression=s("\\"))
+    return node
+
+
+def like(e: exp.Expression, pattern: str, escaped: bool) -> exp.Expression:
+    node: exp.Expression = exp.Like(this=e, expression=s(pattern))
+    if escaped:
+        node = exp.Escape(this=node, expression=s("\\"))
+    return node
+
+
+def alias(e: exp.Expression, name: str) -> exp.Expression:
+    if isinstance(e, exp.Column) and e.name == name and not e.table:
+        return e
+    return exp.Alias(this=e, alias=ident(name))
