@@ -52,7 +52,13 @@ def check_rule(
     title: str = "",
     description: str = "",
 ) -> RuleCheck:
-    compiled = compile_rule(query, catalog, now)
+    try:
+        compiled = compile_rule(query, catalog, now)
+    except Exception as e:  # a compiler bug must be a clear refusal, never a 500
+        return RuleCheck(
+            False,
+            [{"code": "compile_error", "message": f"the compiler failed on this query ({type(e).__name__}: {e})"}],
+        )
     errors = [diagnostic_dict(d) for d in compiled.diagnostics if getattr(d, "severity", "error") == "error"]
     if not compiled.ok or compiled.sql is None:
         return RuleCheck(False, errors or [{"code": "compile", "message": "the query did not compile"}])

@@ -216,22 +216,20 @@ class SqliteDetectionStore:
 
     # -- alerts ------------------------------------------------------------------------------
     def new_dedup_keys(self, rule_id: int, keys: list[tuple[str, str, str]]) -> set[tuple[str, str, str]]:
-        """The (DeviceId, ReportId, Timestamp) keys among ``keys`` that have no alert yet."""
+        """The (DeviceId, ReportId, Timestamp) keys among ``keys`` that have no alert from the
+        rule yet (looked up in chunks through the de-duplication index)."""
         seen: set[tuple[str, str, str]] = set()
-        rows = self.db.query(
-            "SELECT device_id, report_id, event_time FROM alerts WHERE kind = 'detection' AND rule_id = ?",
-            (rule_id,),
-        ) if len(keys) > 200 else []
-        if rows:
-            seen = {(r[0], r[1], r[2]) for r in rows}
-        else:
-            for k in keys:
-                if self.db.query(
-                    "SELECT 1 FROM alerts WHERE kind = 'detection' AND rule_id = ? AND device_id = ? "
-                    "AND report_id = ? AND event_time = ?",
-                    (rule_id, *k),
-                ):
-                    seen.add(k)
+        chunk = 300  # 3 parameters a key, well under SQLite's parameter limit
+        for i in range(0, len(keys), chunk):
+            part = keys[i : i + chunk]
+            values = ", ".join("(?, ?, ?)" for _ in part)
+            rows = self.db.query(
+                f"WITH k(d, r, t) AS (VALUES {values}) "
+                "SELECT k.d, k.r, k.t FROM k JOIN alerts a ON a.kind = 'detection' AND a.rule_id = ? "
+                "AND a.device_id = k.d AND a.report_id = k.r AND a.event_time = k.t",
+                (*[x for key in part for x in key], rule_id),
+            )
+            seen.update((str(r[0]), str(r[1]), str(r[2])) for r in rows)
         return {k for k in keys if k not in seen}
 
     def insert_alerts(self, alerts: list[NewAlert], now: datetime, window: timedelta) -> list[dict[str, Any]]:
