@@ -102,6 +102,10 @@ def build_parser() -> argparse.ArgumentParser:
     from server.query.cli import add_query_parser
 
     add_query_parser(sub)
+
+    from kql.cli import add_kql_parsers
+
+    add_kql_parsers(sub)
     return p
 
 
