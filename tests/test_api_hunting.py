@@ -319,9 +319,9 @@ MY_PATHS = {
 
 
 def test_openapi_has_an_example_per_endpoint(srv: LiveServer) -> None:
-    with srv.client(None) as c:
-        assert c.get("/docs").status_code == 200
-        spec = c.get("/openapi.json").json()
+    # The OpenAPI document is served behind a query key (only /healthz is open: issue 2).
+    with srv.client() as c:
+        spec = c.get("/api/openapi.json").json()
     for path, method in MY_PATHS.items():
         op = spec["paths"][path][method]
         text = orjson.dumps(op).decode()

@@ -215,7 +215,21 @@ class QueryRunner:
                 [{"code": "syntax", "message": "the query is empty", "line": 1, "column": 1, "hints": []}],
             )
         t0 = time.perf_counter()
-        compiled = compile_kql(text, self.catalog, CompileOptions(now=now or self.clock()))
+        try:
+            compiled = compile_kql(text, self.catalog, CompileOptions(now=now or self.clock()))
+        except RecursionError:
+            raise CompileFailed(
+                "the query is nested too deeply to compile",
+                [{"code": "too_complex", "message": "the query is nested too deeply", "hints": []}],
+            ) from None
+        except Exception:
+            # A compiler bug must not turn a user's query into a 500: say what failed, log why.
+            log.exception("the compiler failed on a query")
+            raise CompileFailed(
+                "internal error while compiling the query",
+                [{"code": "internal_compiler_error", "message": "the compiler failed on this query; "
+                  "this is a Quarry bug, please report the query", "hints": []}],
+            ) from None
         compile_ms = (time.perf_counter() - t0) * 1000
         errors = [d for d in compiled.diagnostics if _is_error(d)]
         if errors or not compiled.ok or compiled.sql is None:
