@@ -195,7 +195,7 @@ def test_interrupted_compaction_is_finished_or_undone_at_start(tmp_path: Path) -
     merged = pa.concat_tables([pq.read_table(ddir / s) for s in sources])
     pq.write_table(merged, ddir / "cdeadbeef.parquet")
     intent = {"target": "cdeadbeef.parquet", "sources": sources}
-    (ddir / "_compact-deadbeef.json").write_text(json.dumps(intent))
+    (ddir / "_compact-deadbeef.done").write_text(json.dumps(intent))
     with open_storage(tmp_path, clock=ManualClock(NOW)) as st:
         assert report_ids(st) == [0, 1, 2]
     assert sorted(p.name for p in ddir.iterdir()) == ["cdeadbeef.parquet"]
@@ -205,6 +205,23 @@ def test_interrupted_compaction_is_finished_or_undone_at_start(tmp_path: Path) -
     with open_storage(tmp_path, clock=ManualClock(NOW)) as st:
         assert report_ids(st) == [0, 1, 2]
     assert sorted(p.name for p in ddir.iterdir()) == ["cdeadbeef.parquet"]
+    # Case 3: the merged file is in place but the merge was not committed: it is the one undone.
+    shutil.copy(ddir / "cdeadbeef.parquet", ddir / "cfeed.parquet")
+    (ddir / "_compact-feed.json").write_text('{"target": "cfeed.parquet", "sources": ["cdeadbeef.parquet"]}')
+    with open_storage(tmp_path, clock=ManualClock(NOW)) as st:
+        assert report_ids(st) == [0, 1, 2]
+    assert sorted(p.name for p in ddir.iterdir()) == ["cdeadbeef.parquet"]
+    # Case 4: two committed merges chained (the first merge's output merged again), listed in
+    # any order: every source of both goes, only the last output stays.
+    shutil.copy(ddir / "cdeadbeef.parquet", ddir / "cfinal.parquet")
+    (ddir / "_compact-a.done").write_text('{"target": "cfinal.parquet", "sources": ["cmid.parquet"]}')
+    (ddir / "_compact-b.done").write_text(
+        '{"target": "cmid.parquet", "sources": ["cdeadbeef.parquet"]}'
+    )
+    shutil.copy(ddir / "cdeadbeef.parquet", ddir / "cmid.parquet")
+    with open_storage(tmp_path, clock=ManualClock(NOW)) as st:
+        assert report_ids(st) == [0, 1, 2]
+    assert sorted(p.name for p in ddir.iterdir()) == ["cfinal.parquet"]
 
 
 def test_date_filter_prunes_files(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ Data layout under ``settings.data_dir``::
     <Table>/date=YYYY-MM-DD/w<seq>.parquet   flushed from WAL segment <seq>
     <Table>/date=YYYY-MM-DD/c<id>.parquet    merged by compaction
     <Table>/date=YYYY-MM-DD/_compact-<id>.json  compaction in progress (sources, target)
+    <Table>/date=YYYY-MM-DD/_compact-<id>.done  committed; sources not yet deleted
 
 How the pieces fit:
 
@@ -461,12 +462,16 @@ class Storage:
                 day = _parse_date_dir(ddir.name)
                 if day is None or not ddir.is_dir():
                     continue
+                # A committed merge supersedes its sources; an uncommitted one is undone. The
+                # decision rests on the marker alone, never on which files exist: a merged file
+                # may itself have been merged again (and deleted) since.
+                for done in ddir.glob("_compact-*.done"):
+                    for src in orjson.loads(done.read_bytes())["sources"]:
+                        (ddir / src).unlink(missing_ok=True)
+                    fsync_dir(ddir)
+                    done.unlink()
                 for intent in ddir.glob("_compact-*.json"):
-                    spec = orjson.loads(intent.read_bytes())
-                    target = ddir / spec["target"]
-                    if target.exists():  # the merge landed: its sources are superseded
-                        for src in spec["sources"]:
-                            (ddir / src).unlink(missing_ok=True)
+                    (ddir / orjson.loads(intent.read_bytes())["target"]).unlink(missing_ok=True)
                     fsync_dir(ddir)
                     intent.unlink()
                 for tmp in ddir.glob(".*.tmp"):
@@ -614,9 +619,11 @@ class Storage:
         target = ddir / f"c{cid}.parquet"
         tmp = ddir / f".{target.name}.tmp"
         intent = ddir / f"_compact-{cid}.json"
-        # The intent makes the swap recoverable: if the target exists after a crash the sources
-        # are stale and deleted, otherwise the half-written target is.
-        atomic_write(intent, orjson.dumps({"target": target.name, "sources": [p.name for p in sources]}))
+        # Crash safety: the intent names target and sources; renaming it to ``.done`` after the
+        # target is in place is the commit point. At start-up a ``.done`` deletes its sources and
+        # a bare intent deletes its target (see _recover_files).
+        spec = {"target": target.name, "sources": [p.name for p in sources]}
+        atomic_write(intent, orjson.dumps(spec))
         lits = ", ".join(_literal(str(p)) for p in sources)
         self._maint_cursor().execute(
             f"COPY (SELECT {self._stored_cols(tbl)} FROM read_parquet([{lits}]) "
@@ -626,11 +633,14 @@ class Storage:
         fsync_file(tmp)
         os.replace(tmp, target)
         fsync_dir(ddir)
+        done = intent.with_suffix(".done")
+        os.replace(intent, done)
+        fsync_dir(ddir)
         files = self._files[tbl.name][day]
         files.difference_update(sources)
         files.add(target)
         self._rebuild_views([tbl.name])
-        self._defer_delete([*sources, intent])
+        self._defer_delete([*sources, done])
         log.info("compacted %d files of %s %s into %s", len(sources), tbl.name, day, target.name)
 
     # ------------------------------------------------------------------ retention
