@@ -237,6 +237,10 @@ class Notifier:
         if not rows:
             return
         rules = list_rules(self.metadata, enabled_only=True)
+        if self._storage is not None and self.storage is None and any(r.device_groups for r in rules):
+            # Storage is configured but not open yet (app start-up, replaying the WAL): matching
+            # groups now would judge devices without their DeviceInfo. Wait for it.
+            return
         cache: dict[str, DeviceFacts] = {}
         for row in rows:
             alert = orjson.loads(row["payload"])
