@@ -290,7 +290,7 @@ def rec(table: str, props: dict[str, Any]) -> dict[str, Any]:
 def test_streaming_event_hub_and_blob(live: LiveServer, client: httpx.Client) -> None:
     p1 = ev(MachineGroup="Servers", AppGuardContainerId="", AdditionalFields=None,
             SomeColumn2031={"new": True})
-    n1 = {"Timestamp": "2024-05-01T12:00:00.1234567Z", "DeviceId": "4f5e", "RemotePort": 443,
+    n1 = {"Timestamp": ev()["Timestamp"], "DeviceId": "4f5e", "RemotePort": 443,
           "RemoteIP": "10.0.0.1", "ActionType": "ConnectionSuccess", "ReportId": 9,
           "MachineGroup": None}
     r = client.post("/api/ingest/streaming",

@@ -93,6 +93,15 @@ def test_fast_path_matches_python_path() -> None:
     assert fast.table.column("InitiatingProcessFileName").to_pylist()[:2] == ["x", ""]
 
 
+def test_iso_looking_strings_stay_strings() -> None:
+    # pyarrow's JSON inference turns all-ISO string columns into timestamps; a string column
+    # must still get the exact text back.
+    rows = [ev(FileName="2021-04-14T10:00:00Z", ProcessCommandLine="2021-04-14") for _ in range(3)]
+    conv = convert_ndjson(DPE, ndjson(rows)) or convert_records(DPE, rows, allow_unknown=False)
+    assert conv.table.column("FileName").to_pylist() == ["2021-04-14T10:00:00Z"] * 3
+    assert conv.table.column("ProcessCommandLine").to_pylist() == ["2021-04-14"] * 3
+
+
 BAD_ROWS: list[tuple[dict[str, Any], str, str]] = [
     (ev(ProcessId="42"), "wrong_type", "ProcessId"),  # numbers must be JSON numbers
     (ev(ProcessId=1.5), "wrong_type", "ProcessId"),
