@@ -269,3 +269,54 @@ def test_continuous_rules_take_one_table_without_joins() -> None:
     assert "continuous_unsupported" in [e["code"] for e in bad.errors]
     titled = check_rule(VOLUME_RULE, "1h", default_catalog(), T0, title="USB copy by {{NoSuch}}")
     assert [e["code"] for e in titled.errors] == ["unknown_column"]
+
+
+def test_process_tree_walks_ancestors_and_children(tmp_path: Path) -> None:
+    from server.detections.process_tree import build_tree
+
+    with detection_env(tmp_path) as env:
+        t_term, t_zsh, t_cp, t_ls = (T0 - timedelta(hours=5), T0 - timedelta(minutes=30), T0 - timedelta(minutes=20), T0 - timedelta(minutes=19))
+        common = {"DeviceId": "mac-1", "DeviceName": "mac-1.corp", "ActionType": "ProcessCreated"}
+
+        def created(ts, rid, name, pid, cmd, parent):  # type: ignore[no-untyped-def]
+            pname, ppid, pcreated, pcmd, gp = parent
+            return {
+                **common, "Timestamp": ts, "ReportId": rid, "FileName": name, "ProcessId": pid,
+                "ProcessCommandLine": cmd, "ProcessCreationTime": ts, "InitiatingProcessFileName": pname,
+                "InitiatingProcessId": ppid, "InitiatingProcessCreationTime": pcreated,
+                "InitiatingProcessCommandLine": pcmd, "InitiatingProcessParentFileName": gp,
+            }
+
+        env.ingest(
+            "DeviceProcessEvents",
+            [
+                created(t_term, 1, "Terminal", 100, "/Applications/Terminal", ("launchd", 1, None, None, "kernel_task")),
+                created(t_zsh, 2, "zsh", 200, "-zsh", ("Terminal", 100, t_term, "/Applications/Terminal", "launchd")),
+                created(t_cp, 3, "cp", 300, "cp a /Volumes/U/a", ("zsh", 200, t_zsh, "-zsh", "Terminal")),
+                created(t_ls, 4, "ls", 301, "ls /Volumes/U", ("zsh", 200, t_zsh, "-zsh", "Terminal")),
+                # Same pid 200 on another day: a different process, not a child of this zsh.
+                created(t_ls, 5, "rm", 302, "rm x", ("zsh", 200, t_zsh - timedelta(days=1), "-zsh", "Terminal")),
+            ],
+        )
+        rid = env.rule('DeviceProcessEvents | where ProcessCommandLine == "-zsh"')
+        env.engine.run_rule(rid, "manual")
+        [alert] = env.alerts(rid)
+        con = env.storage.connect()
+        try:
+            tree = build_tree(con, env.engine.store.get_alert(alert["id"]) or {})
+        finally:
+            con.close()
+        # Terminal's creation event names launchd (no event of its own) and launchd's parent.
+        assert tree["path"] == ["kernel_task", "launchd", "Terminal", "zsh"]
+        assert [a["source"] for a in tree["ancestors"]] == [
+            "InitiatingProcessParent columns",
+            "InitiatingProcess columns",
+            "DeviceProcessEvents",
+        ]
+        assert tree["ancestors"][2]["commandLine"] == "/Applications/Terminal"
+        assert [(c["fileName"], c["commandLine"]) for c in tree["children"]] == [
+            ("cp", "cp a /Volumes/U/a"),
+            ("ls", "ls /Volumes/U"),
+        ]
+        zsh = tree["tree"]["children"][0]["children"][0]["children"][0]
+        assert zsh["isAlertProcess"] is True and len(zsh["children"]) == 2
