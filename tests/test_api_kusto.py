@@ -27,7 +27,10 @@ from tests.test_api_support import (
 pytestmark = pytest.mark.slow
 
 CAP = 50
-HEAVY = "range i from 1 to 50000000000 step 1 | where i % 7 == 3 | summarize n = count()"
+HEAVY = (
+    "range i from 1 to 200000 step 1 | extend k = 1 "
+    "| join kind=inner (range j from 1 to 200000 step 1 | extend k = 1) on k | summarize n = count()"
+)
 
 
 @pytest.fixture(scope="module")
