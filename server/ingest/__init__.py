@@ -8,6 +8,7 @@ raised as ``server.errors.ApiError`` in the one error shape.
 
 from server.ingest.body import decode_body
 from server.ingest.convert import (
+    BatchRejected,
     Converted,
     convert_ndjson,
     convert_records,
@@ -17,6 +18,7 @@ from server.ingest.convert import (
 from server.ingest.parse import parse_records, parse_streaming
 
 __all__ = [
+    "BatchRejected",
     "Converted",
     "convert_ndjson",
     "convert_records",
