@@ -207,3 +207,26 @@ def test_usb_copy_on_a_mac_end_to_end(tmp_path: Path, smtp_server: SmtpServer) -
         )
         assert body2["comments"][0]["comment"] == "Alice backs up to her own stick"
         assert body2["resolvedDateTime"] is not None
+
+
+def test_continuous_rule_alerts_on_newly_ingested_rows_with_the_scheduler_on(tmp_path: Path) -> None:
+    settings = settings_for(tmp_path, scheduler_enabled=True, continuous_poll_s=0.5, scheduler_tick_s=0.5)
+    with live_server(settings) as srv, srv.client() as admin:
+        r = admin.post(
+            "/api/detections/rules",
+            json={"name": "usb nrt", "query": 'DeviceProcessEvents | where ProcessCommandLine contains "/Volume"',
+                  "frequency": "continuous", "severity": "high"},
+        )
+        assert r.status_code == 201, r.text
+        _, processes = mac_events(datetime.now(UTC))
+        with srv.client(srv.key("ingest")) as agent:
+            assert agent.post("/api/ingest/DeviceProcessEvents", json=processes).status_code == 200
+        deadline = time.monotonic() + 20  # a bound for a slow CI machine, not a measurement
+        alerts: list[dict[str, Any]] = []
+        while time.monotonic() < deadline and not alerts:
+            alerts = admin.get("/api/alerts", params={"kind": "detection"}).json()["value"]
+            time.sleep(0.1)
+        assert [a["reportId"] for a in alerts] == ["503"]
+        runs = admin.get(f"/api/detections/rules/{r.json()['id']}/runs").json()["value"]
+        assert {x["trigger"] for x in runs} == {"scheduled"}
+        assert sum(x["alertsCreated"] for x in runs) == 1
