@@ -69,6 +69,25 @@ def test_datetimes_valid(text: str | None, expected: datetime | None) -> None:
     assert arr.to_pylist() == [expected]
 
 
+def test_datetimes_mixed_batch_and_ranges() -> None:
+    # One array through each path: all zoned (nanosecond cast), years outside the nanosecond
+    # range, zone-less mixed with zoned, and truncation (not rounding) of the 7th digit.
+    cases = {
+        ("2021-04-14T18:49:17.9999999Z", "2021-04-14T18:49:17+01:00"): [
+            datetime(2021, 4, 14, 18, 49, 17, 999999), datetime(2021, 4, 14, 17, 49, 17)],
+        ("0001-01-01T00:00:00Z", "9999-12-31T23:59:59.9999999Z"): [
+            datetime(1, 1, 1), datetime(9999, 12, 31, 23, 59, 59, 999999)],
+        ("2021-04-14T18:49:17Z", "2021-04-14 18:49:17", "2021-04-14"): [
+            datetime(2021, 4, 14, 18, 49, 17), datetime(2021, 4, 14, 18, 49, 17),
+            datetime(2021, 4, 14)],
+    }
+    for texts, expected in cases.items():
+        arr, bad = parse_datetimes(pa.array(list(texts), pa.string()))
+        assert bad == [] and arr.to_pylist() == expected
+    arr, bad = parse_datetimes(pa.array(["2021-04-14T00:00:00Z", "2021-13-14T00:00:00Z"]))
+    assert bad == [1] and arr.to_pylist() == [datetime(2021, 4, 14), None]
+
+
 @pytest.mark.parametrize(
     "text",
     ["yesterday", "2021-13-01T00:00:00Z", "2021-02-30T00:00:00Z", "2021-04-14T25:00:00Z",
