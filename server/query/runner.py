@@ -27,6 +27,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 import duckdb
@@ -269,7 +270,7 @@ class QueryRunner:
             cap = self.limits.max_rows if max_rows is None else max(0, min(max_rows, self.limits.max_rows))
             with self._slot(deadline), self._connection() as con:
                 self._restrict(con, prepared.tables, time_range)
-                partitions = self._partitions(con, prepared.sql)
+                partitions = self._partitions(con, prepared.sql, prepared.tables)
                 rows = self._execute(con, _limited(prepared.sql, cap + 1), timeout_s, cap + 1)
             truncated = len(rows) > cap
             if truncated:
@@ -401,19 +402,37 @@ class QueryRunner:
             )
             con.execute(view.sql(dialect="duckdb"))
 
-    def _partitions(self, con: duckdb.DuckDBPyConnection, sql: str) -> int:
-        """Parquet files the plan scans, from EXPLAIN's "Scanning Files: n/m" (pruned count)."""
+    def _partitions(self, con: duckdb.DuckDBPyConnection, sql: str, tables: set[str]) -> int:
+        """Parquet files the plan reads (each file is one date partition's part).
+
+        From EXPLAIN, which costs no execution: a Parquet scan with a partition filter reports
+        "Scanning Files: n/m" (n after pruning); one without a filter reads every file of its
+        table, which EXPLAIN does not count, so those are counted on disk, the table told apart
+        by the columns the scan projects. A count answered from file metadata scans no file."""
         try:
             plan = con.execute("EXPLAIN (FORMAT json) " + _wrap(sql)).fetchall()
         except duckdb.Error:
             return 0
-        total = 0
+        scans: list[dict[str, Any]] = []
         for _kind, text in plan:
             try:
-                total += _scanned_files(orjson.loads(text))
+                _parquet_scans(orjson.loads(text), scans)
             except (orjson.JSONDecodeError, TypeError, ValueError):
                 continue
+        total = 0
+        for info in scans:
+            scanning = info.get("Scanning Files")
+            if isinstance(scanning, str) and "/" in scanning:
+                total += int(scanning.split("/", 1)[0])
+            else:
+                total += self._table_files(_scan_table(info, tables, self.catalog))
         return total
+
+    def _table_files(self, table: str | None) -> int:
+        data_dir = getattr(self.storage, "data_dir", None)
+        if table is None or data_dir is None:
+            return 0
+        return sum(1 for _ in Path(data_dir, table).glob("*/*.parquet"))
 
     def _execute(
         self, con: duckdb.DuckDBPyConnection, sql: str, timeout_s: float | None, limit: int
@@ -449,18 +468,29 @@ class QueryRunner:
         return QueryExecutionError(f"the query failed while running: {first}")
 
 
-def _scanned_files(node: Any) -> int:
-    count = 0
+def _parquet_scans(node: Any, out: list[dict[str, Any]]) -> None:
     if isinstance(node, list):
-        return sum(_scanned_files(n) for n in node)
-    if isinstance(node, dict):
-        info = node.get("extra_info") or {}
-        scanning = info.get("Scanning Files") if isinstance(info, dict) else None
-        if isinstance(scanning, str) and "/" in scanning:
-            count += int(scanning.split("/", 1)[0])
+        for n in node:
+            _parquet_scans(n, out)
+    elif isinstance(node, dict):
+        info = node.get("extra_info")
+        if isinstance(info, dict) and str(info.get("Function", node.get("name", ""))).upper() == "READ_PARQUET":
+            out.append(info)
         for child in node.get("children") or []:
-            count += _scanned_files(child)
-    return count
+            _parquet_scans(child, out)
+
+
+def _scan_table(info: dict[str, Any], tables: set[str], catalog: Catalog) -> str | None:
+    """Which of the query's tables a Parquet scan reads: the one whose columns hold every
+    column it projects (the first such, in name order, when tables share them)."""
+    projected = info.get("Projections", [])
+    names = {projected} if isinstance(projected, str) else {str(p) for p in projected}
+    names = {n.strip().strip('"') for n in names} - {DATE_PARTITION, "_ingestion_time", "_extra"}
+    for name in sorted(tables):
+        table = catalog.table(name)
+        if table is not None and names <= set(table.column_names):
+            return name
+    return None
 
 
 def _wrap(sql: str) -> str:
