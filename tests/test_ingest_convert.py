@@ -13,7 +13,7 @@ import pyarrow as pa
 import pytest
 
 from schema import default_catalog
-from schema.catalog import EXTRA_COLUMN
+from schema.catalog import EXTRA_COLUMN, Table
 from server.errors import ApiError
 from server.ingest.body import decode_body
 from server.ingest.convert import (
@@ -26,8 +26,15 @@ from server.ingest.convert import (
 from server.ingest.parse import parse_records, parse_streaming
 
 CAT = default_catalog()
-DPE = CAT.table("DeviceProcessEvents")
-assert DPE is not None
+
+
+def table(name: str) -> Table:
+    t = CAT.table(name)
+    assert t is not None
+    return t
+
+
+DPE = table("DeviceProcessEvents")
 
 
 def ev(**kw: Any) -> dict[str, Any]:
