@@ -12,17 +12,22 @@ Data layout under ``settings.data_dir``::
 
 How the pieces fit:
 
-* One in-memory DuckDB database per ``Storage`` holds, per catalog table, two "slot" tables
-  (``_quarry."<Table>$0"``/``$1``): the hot tail of the open WAL segment and of the segment being
-  flushed. Every catalog table is a view in ``main``: the live Parquet files (an explicit list,
-  so a half-written or superseded file is never read) ``UNION ALL`` both slots.
-* ``append`` conforms the batch, writes it to the WAL, waits for the group fsync, then inserts
-  it into the open segment's slot: it is queryable as soon as ``append`` returns.
-* The flusher seals the open segment (a new one takes the other slot), writes its rows as
-  ``w<seq>.parquet`` per table and date (atomic rename), then in ONE DuckDB transaction points
-  the views at the new files and empties the slot, so a query sees each row exactly once. Only
-  then is the segment deleted. Replaying a segment after a crash skips any ``w<seq>`` file that
-  already exists, which makes the segment -> Parquet handoff idempotent.
+* The hot tail (rows not yet in Parquet) is kept as Arrow chunks per table and WAL segment,
+  each chunk tagged with its segment number (``_seg``). One in-memory DuckDB database per
+  ``Storage`` exposes it as a persistent view ``"__tail__<Table>"`` over an Arrow snapshot,
+  replaced after each append (concurrent appends share one replacement). Inserting into a DuckDB
+  table instead was measured at ~40 ms per 1,000 full-width rows, ten times the whole append.
+* Every catalog table is a view in ``main``: the live Parquet files (an explicit list, so a
+  half-written or superseded file is never read) ``UNION ALL`` the tail rows whose segment is
+  newer than the last one flushed for that table (``_seg > W``). The file list and ``W`` change
+  in one statement, and the tail drops a segment only after that, so whenever a query binds it
+  sees each row exactly once.
+* ``append`` conforms the batch, writes it to the WAL, waits for the group fsync, then adds it
+  to the tail: it is queryable as soon as ``append`` returns.
+* The flusher seals the open segment, writes its rows as ``w<seq>.parquet`` per table and date
+  (atomic rename), moves the views, drops the segment from the tail, and only then deletes the
+  segment. Replaying a segment after a crash skips any ``w<seq>`` file that already exists,
+  which makes the segment -> Parquet handoff idempotent.
 * ``connect()`` is a cursor on that database: the database is locked down (no file access
   outside the table directories, no extensions, configuration locked) and the views already
   exist, so a connection costs well under a millisecond.
@@ -50,6 +55,7 @@ import duckdb
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from schema.catalog import (
     DATE_PARTITION,
@@ -74,7 +80,12 @@ log = logging.getLogger("quarry.storage")
 
 Clock = Callable[[], datetime]
 
-TAIL_SCHEMA = "_quarry"
+TAIL_PREFIX = "__tail__"
+SEG_COLUMN = "_seg"
+# The tail merges every run of this many small Arrow chunks (appends) into one contiguous chunk.
+TAIL_MERGE_CHUNKS = 32
+TAIL_MERGE_ROWS = 16_384
+ROW_GROUP_ROWS = 100_000  # small enough for Timestamp min/max to prune inside a file
 # Compaction merges the files of a date smaller than this into one; bigger files are left alone
 # so that an old, large file is not rewritten every time a few late events arrive.
 COMPACT_TARGET_BYTES = 256 * 1024 * 1024
@@ -146,6 +157,13 @@ class Storage:
         self._ddl_lock = threading.Lock()  # the root connection: DDL and cursor creation
         self._files: dict[str, dict[date, set[Path]]] = {t: {} for t in catalog.tables}
         self._sealed: list[Segment] = []
+        # Hot tail: table -> segment -> Arrow chunks (with _seg), guarded by _tail_lock.
+        self._tail: dict[str, dict[int, list[pa.Table]]] = {t: {} for t in catalog.tables}
+        self._tail_lock = threading.Lock()
+        self._tail_version: dict[str, int] = dict.fromkeys(catalog.tables, 0)
+        self._published: dict[str, int] = dict.fromkeys(catalog.tables, 0)
+        self._flushed_seg: dict[str, int] = dict.fromkeys(catalog.tables, 0)  # W per table
+        self._stored_schema = {t.name: self._schema_for(t) for t in catalog.tables.values()}
         self._unflushed = 0
         self._deferred: list[tuple[float, list[Path]]] = []
         self._doomed: set[Path] = set()  # paths in _deferred
@@ -174,9 +192,11 @@ class Storage:
                 p.unlink()
         self._recover_files()
         self._db = self._open_database()
+        for name in self.catalog.tables:
+            self._publish_tail(name)
         self._rebuild_views(self.catalog.tables)
         last_seq = self._replay()
-        self._wal.open_new(at_least=last_seq).slot = 0
+        self._wal.open_new(at_least=last_seq)
         self._started = True
         self.apply_retention()
         self._thread = threading.Thread(target=self._run, name="quarry-storage", daemon=True)
@@ -241,7 +261,7 @@ class Storage:
             self._unflushed += n
         try:
             self._wal.sync(record_no)
-            self._tail_cursor().from_arrow(rows).insert_into(self._slot_name(table, seg.slot))
+            self._add_to_tail(table, seg.seq, rows)
         finally:
             with self._inflight_cond:
                 seg.inflight -= 1
@@ -296,10 +316,12 @@ class Storage:
         if tbl.has_timestamp and n:
             cutoff = now - timedelta(days=self.settings.retention_days)
             ts = names_arrays["Timestamp"]
-            keep = pc.or_kleene(pc.is_null(ts), pc.greater_equal(ts, pa.scalar(cutoff, _TS)))
-            kept = names_arrays.filter(keep)
-            expired = n - kept.num_rows
-            names_arrays = kept
+            oldest = pc.min(ts).as_py()
+            if oldest is not None and oldest < cutoff:  # the common case skips the filter
+                keep = pc.or_kleene(pc.is_null(ts), pc.greater_equal(ts, pa.scalar(cutoff, _TS)))
+                kept = names_arrays.filter(keep)
+                expired = n - kept.num_rows
+                names_arrays = kept
         return names_arrays, expired
 
     @staticmethod
@@ -342,6 +364,79 @@ class Storage:
                         ) from None
                 raise BatchError(f"{table}.{c}: {bad} values are not JSON text")
 
+    # ------------------------------------------------------------------ hot tail
+
+    def _schema_for(self, tbl: Table) -> pa.Schema:
+        """Arrow schema of a stored row: dynamic columns and _extra as Arrow JSON, so DuckDB
+        types them JSON both in the tail and in the Parquet files written from it."""
+        fields = [
+            pa.field(c.name, pa.json_() if c.type.name == "dynamic" else c.type.arrow)
+            for c in tbl.columns
+        ]
+        fields += [pa.field(INGESTION_TIME_COLUMN, _TS), pa.field(EXTRA_COLUMN, pa.json_())]
+        return pa.schema(fields)
+
+    def _add_to_tail(self, table: str, seq: int, rows: pa.Table) -> None:
+        schema = self._stored_schema[table]
+        cols = [
+            pa.chunked_array(
+                [pa.ExtensionArray.from_storage(pa.json_(), c) for c in col.chunks], pa.json_()
+            )
+            if f.type == pa.json_()
+            else col
+            for f, col in zip(schema, rows.columns, strict=True)
+        ]
+        chunk = pa.Table.from_arrays(cols, schema=schema).append_column(
+            SEG_COLUMN, pa.repeat(pa.scalar(seq, pa.int64()), rows.num_rows)
+        )
+        with self._tail_lock:
+            chunks = self._tail[table].setdefault(seq, [])
+            chunks.append(chunk)
+            self._tail_version[table] += 1
+            version = self._tail_version[table]
+            run = chunks[-TAIL_MERGE_CHUNKS:]
+            merge = len(run) == TAIL_MERGE_CHUNKS and all(
+                c.num_rows < TAIL_MERGE_ROWS for c in run
+            )
+        self._publish_tail(table, version)
+        if merge:
+            self._merge_tail_chunks(table, seq, run)
+
+    def _merge_tail_chunks(self, table: str, seq: int, run: list[pa.Table]) -> None:
+        """Replace a run of small tail chunks by one contiguous table: DuckDB scanned 300
+        chunks of 1,000 rows 2.5x slower than the same rows in big chunks."""
+        merged = pa.concat_tables(run).combine_chunks()
+        with self._tail_lock:
+            chunks = self._tail[table].get(seq)
+            if chunks is None:
+                return  # flushed meanwhile
+            for i, c in enumerate(chunks):
+                if c is run[0]:
+                    if len(chunks) >= i + len(run) and all(
+                        a is b for a, b in zip(chunks[i : i + len(run)], run, strict=True)
+                    ):
+                        chunks[i : i + len(run)] = [merged]
+                        self._tail_version[table] += 1
+                    break
+
+    def _publish_tail(self, table: str, version: int = 0) -> None:
+        """Point ``"__tail__<table>"`` at the current tail snapshot (if nobody did since
+        ``version``): one view replacement serves every append that finished before it."""
+        with self._ddl_lock:
+            if self._published[table] >= version and version:
+                return
+            with self._tail_lock:
+                chunks = [c for seg in sorted(self._tail[table]) for c in self._tail[table][seg]]
+                current = self._tail_version[table]
+            if chunks:
+                snapshot = pa.concat_tables(chunks)
+            else:
+                schema = self._stored_schema[table].append(pa.field(SEG_COLUMN, pa.int64()))
+                snapshot = schema.empty_table()
+            assert self._db is not None
+            self._db.from_arrow(snapshot).create_view(TAIL_PREFIX + table, replace=True)
+            self._published[table] = current
+
     # ------------------------------------------------------------------ reading
 
     def connect(self) -> duckdb.DuckDBPyConnection:
@@ -377,14 +472,6 @@ class Storage:
         db.execute("SET GLOBAL TimeZone = 'UTC'")
         db.execute("SET GLOBAL parquet_metadata_cache = true")
         db.execute(f"SET GLOBAL temp_directory = {_literal(str(self._tmp_dir))}")
-        db.execute(f"CREATE SCHEMA {TAIL_SCHEMA}")
-        for tbl in self.catalog.tables.values():
-            cols = ", ".join(f"{_ident(c.name)} {c.type.duckdb}" for c in tbl.columns)
-            for slot in (0, 1):
-                db.execute(
-                    f"CREATE TABLE {self._slot_name(tbl.name, slot)} ({cols}, "
-                    f"{_ident(INGESTION_TIME_COLUMN)} TIMESTAMP, {_ident(EXTRA_COLUMN)} JSON)"
-                )
         # Only the table directories (reads, and our own COPY ... TO) and the spill directory.
         allowed = [str(self.data_dir / t) + os.sep for t in self.catalog.tables]
         allowed.append(str(self._tmp_dir) + os.sep)
@@ -392,9 +479,6 @@ class Storage:
         db.execute("SET GLOBAL enable_external_access = false")
         db.execute("SET GLOBAL lock_configuration = true")
         return db
-
-    def _slot_name(self, table: str, slot: int) -> str:
-        return f"{TAIL_SCHEMA}.{_ident(f'{table}${slot}')}"
 
     def _date_expr(self, tbl: Table) -> str:
         ing = f"CAST({_ident(INGESTION_TIME_COLUMN)} AS DATE)"
@@ -419,34 +503,22 @@ class Storage:
                 f"SELECT {cols}, {_ident(DATE_PARTITION)} FROM read_parquet([{lits}], "
                 f"hive_partitioning = true, hive_types = {{'{DATE_PARTITION}': 'DATE'}})"
             )
-        date_expr = self._date_expr(tbl)
-        for slot in (0, 1):
-            parts.append(
-                f"SELECT {cols}, {date_expr} AS {_ident(DATE_PARTITION)} "
-                f"FROM {self._slot_name(tbl.name, slot)}"
-            )
+        parts.append(
+            f"SELECT {cols}, {self._date_expr(tbl)} AS {_ident(DATE_PARTITION)} "
+            f"FROM {_ident(TAIL_PREFIX + tbl.name)} "
+            f"WHERE {_ident(SEG_COLUMN)} > {int(self._flushed_seg[tbl.name])}"
+        )
         return f"CREATE OR REPLACE VIEW main.{_ident(tbl.name)} AS " + " UNION ALL ".join(parts)
 
-    def _rebuild_views(self, tables: Iterable[str], clear_slot: int | None = None) -> None:
-        """Point the views of ``tables`` at the current file lists, in one transaction with
-        emptying their ``clear_slot`` tables, so no query sees a row twice or not at all."""
+    def _rebuild_views(self, tables: Iterable[str]) -> None:
+        """Point the views of ``tables`` at the current file lists and flushed segments."""
         assert self._db is not None
         with self._ddl_lock:
             db = self._db
             db.execute("BEGIN TRANSACTION")
             try:
                 for name in tables:
-                    tbl = self.catalog.tables[name]
-                    db.execute(self._view_sql(tbl))
-                    if clear_slot is not None:
-                        # DROP + CREATE frees the memory at once; DELETE would keep row groups.
-                        slot = self._slot_name(name, clear_slot)
-                        cols = ", ".join(f"{_ident(c.name)} {c.type.duckdb}" for c in tbl.columns)
-                        db.execute(f"DROP TABLE {slot}")
-                        db.execute(
-                            f"CREATE TABLE {slot} ({cols}, {_ident(INGESTION_TIME_COLUMN)} "
-                            f"TIMESTAMP, {_ident(EXTRA_COLUMN)} JSON)"
-                        )
+                    db.execute(self._view_sql(self.catalog.tables[name]))
                 db.execute("COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")
@@ -486,7 +558,7 @@ class Storage:
         last_seq = 0
         cutoff = self.clock() - timedelta(days=self.settings.retention_days)
         for seq, path in list_segments(self._wal_dir):
-            seg = Segment(seq, path, fd=-1, slot=0)
+            seg = Segment(seq, path, fd=-1)
             replayed = 0
             for table, batch in read_segment(path):
                 tbl = self.catalog.table(table)
@@ -500,7 +572,7 @@ class Storage:
                         pc.or_kleene(pc.is_null(ts), pc.greater_equal(ts, pa.scalar(cutoff, _TS)))
                     )
                 if batch.num_rows:
-                    self._tail_cursor().from_arrow(batch).insert_into(self._slot_name(table, 0))
+                    self._add_to_tail(table, seq, batch)
                     seg.tables.add(table)
                     seg.rows += batch.num_rows
                     replayed += batch.num_rows
@@ -525,9 +597,6 @@ class Storage:
         if cur is None or cur.rows == 0:
             return
         sealed = self._wal.rotate()
-        new = self._wal.current
-        assert new is not None
-        new.slot = 1 - sealed.slot
         self._sealed.append(sealed)
         self._flush_segment(sealed)
 
@@ -548,14 +617,22 @@ class Storage:
         started = time.monotonic()
         with self._inflight_cond:
             self._inflight_cond.wait_for(lambda: seg.inflight == 0)
-        cur = self._maint_cursor()
         cutoff_day = (self.clock() - timedelta(days=self.settings.retention_days)).date()
         for name in sorted(seg.tables):
             tbl = self.catalog.tables[name]
-            slot = self._slot_name(name, seg.slot)
-            date_expr = self._date_expr(tbl)
-            days = [r[0] for r in cur.execute(f"SELECT DISTINCT {date_expr} FROM {slot}").fetchall()]
-            for day in days:
+            with self._tail_lock:
+                chunks = list(self._tail[name].get(seg.seq, ()))
+            if not chunks:
+                continue
+            data = pa.concat_tables(chunks).drop_columns([SEG_COLUMN])
+            day_col = pc.cast(data[INGESTION_TIME_COLUMN], pa.date32())
+            if tbl.has_timestamp:
+                day_col = pc.coalesce(pc.cast(data["Timestamp"], pa.date32()), day_col)
+            order = "Timestamp" if tbl.has_timestamp else INGESTION_TIME_COLUMN
+            data = data.append_column("__day", day_col).sort_by(
+                [("__day", "ascending"), (order, "ascending")]
+            )
+            for day in sorted(pc.unique(day_col).to_pylist()):
                 if day < cutoff_day:
                     # Expired while waiting in the WAL; its partition is (being) dropped.
                     log.info("flush: %s rows of %s are past retention, not written", name, day)
@@ -563,20 +640,32 @@ class Storage:
                 ddir = self.data_dir / name / f"{DATE_PARTITION}={day.isoformat()}"
                 final = ddir / f"w{seg.seq:012d}.parquet"
                 if not final.exists():  # exists: written before a crash, the handoff is done
+                    part = data.filter(pc.equal(data["__day"], pa.scalar(day, pa.date32())))
                     ddir.mkdir(exist_ok=True)
                     tmp = ddir / f".{final.name}.tmp"
-                    cur.execute(
-                        f"COPY (SELECT {self._stored_cols(tbl)} FROM {slot} "
-                        f"WHERE {date_expr} = DATE '{day.isoformat()}' "
-                        f"ORDER BY {self._order_col(tbl)}) TO {_literal(str(tmp))} "
-                        "(FORMAT parquet, COMPRESSION zstd)"
-                    )
-                    fsync_file(tmp)
+                    with open(tmp, "wb") as f:
+                        pq.write_table(
+                            part.drop_columns(["__day"]),
+                            f,
+                            compression="zstd",
+                            row_group_size=ROW_GROUP_ROWS,
+                        )
+                        f.flush()
+                        os.fsync(f.fileno())
                     os.replace(tmp, final)
                     fsync_dir(ddir)
                     fsync_dir(ddir.parent)
                 self._files[name].setdefault(day, set()).add(final)
-        self._rebuild_views(sorted(seg.tables), clear_slot=seg.slot)
+            self._flushed_seg[name] = seg.seq
+        # Views first (files in, this segment's tail rows filtered out), then the tail forgets
+        # the segment: a query binding at any moment in between sees each row once.
+        self._rebuild_views(sorted(seg.tables))
+        for name in sorted(seg.tables):
+            with self._tail_lock:
+                self._tail[name].pop(seg.seq, None)
+                self._tail_version[name] += 1
+                version = self._tail_version[name]
+            self._publish_tail(name, version)
         seg.path.unlink(missing_ok=True)
         fsync_dir(self._wal_dir)
         self._sealed.remove(seg)
@@ -628,7 +717,7 @@ class Storage:
         self._maint_cursor().execute(
             f"COPY (SELECT {self._stored_cols(tbl)} FROM read_parquet([{lits}]) "
             f"ORDER BY {self._order_col(tbl)}) TO {_literal(str(tmp))} "
-            "(FORMAT parquet, COMPRESSION zstd)"
+            f"(FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE {ROW_GROUP_ROWS})"
         )
         fsync_file(tmp)
         os.replace(tmp, target)
