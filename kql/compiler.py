@@ -60,6 +60,9 @@ class Rel:
     base: Table | None = None  # src is this catalog table (system and partition columns visible)
     qualify: exp.Expression | None = None
     name: str | None = None  # table name, for union withsource
+    # Sentinel's copies of the Device tables call the event time TimeGenerated; queries written
+    # for Sentinel use it, so it resolves to Timestamp (kept through projections of Timestamp).
+    aliases: dict[str, str] = field(default_factory=dict)
 
     @property
     def open(self) -> bool:
@@ -242,8 +245,8 @@ class Compiler:
         if isinstance(node, n.Name):
             b = env.get(node.name)
             if b is not None:
-                return b.kind in ("tabular", "rel")
-            return self.ctx.catalog.table(node.name) is not None or node.name[:1].isupper() and not node.bracketed
+                return b.kind in ("tabular", "rel") or (b.kind == "function" and not b.value.params)
+            return self.ctx.catalog.table(node.name) is not None
         if isinstance(node, n.Call):
             if node.name in ("materialize", "table", "view"):
                 return True
@@ -281,10 +284,16 @@ class Compiler:
             if b.kind == "rel":
                 rel: Rel = b.value
                 return wrap_copy(rel, self.ctx)
+            if b.kind == "function" and not b.value.params:
+                return self.tabular_call(n.Call(node.span, node.name, node.span, ()), env)
             raise self.ctx.fail("type_mismatch", f"{node.name!r} is a {b.kind}, not a table", node.span)
         table = self.ctx.catalog.table(node.name)
         if table is None:
+            from kql.known_tables import KNOWN_TABLES
+
             hints = name_hints(node.name, list(self.ctx.catalog.tables), "tables")
+            if node.name in KNOWN_TABLES:
+                raise self.ctx.fail("unsupported", f"table {node.name!r} is not in Quarry's catalog (Quarry replicates the Defender device tables)", node.span, hints)
             raise self.ctx.fail("unknown_table", f"unknown table {node.name!r}", node.span, hints)
         return self.base_rel(table)
 
@@ -297,6 +306,7 @@ class Compiler:
             src=src,
             base=table,
             name=table.name,
+            aliases={"TimeGenerated": "Timestamp"} if table.has_timestamp else {},
         )
 
     def tabular_call(self, node: n.Call, env: Env) -> Rel:
@@ -410,13 +420,15 @@ class Compiler:
     def src_union(self, node: n.Source, env: Env) -> Rel:
         return self.union(None, node.params, node.items, env, node.span)
 
-    def wrap_select(self, sel: exp.Select, cols: dict[str, str], name: str | None = None) -> Rel:
+    def wrap_select(self, sel: exp.Select, cols: dict[str, str], name: str | None = None,
+                    aliases: dict[str, str] | None = None) -> Rel:
         alias = self.ctx.alias()
         sub = exp.Subquery(this=sel, alias=exp.TableAlias(this=sb.ident(alias)))
-        return Rel(cols=dict(cols), exprs={c: sb.col(c) for c in cols}, src=sub, name=name)
+        kept = {a: t for a, t in (aliases or {}).items() if t in cols and a not in cols}
+        return Rel(cols=dict(cols), exprs={c: sb.col(c) for c in cols}, src=sub, name=name, aliases=kept)
 
     def wrap(self, rel: Rel) -> Rel:
-        return self.wrap_select(rel.select(), rel.cols, rel.name)
+        return self.wrap_select(rel.select(), rel.cols, rel.name, rel.aliases)
 
     # -------------------------------------------------------------- operators
 
@@ -493,7 +505,7 @@ class Compiler:
 
     @staticmethod
     def _is_ts(node: n.Node) -> bool:
-        return isinstance(node, n.Name) and node.name == "Timestamp"
+        return isinstance(node, n.Name) and node.name in ("Timestamp", "TimeGenerated")
 
     def const_datetime(self, node: n.Node, env: Env) -> datetime | None:
         try:
@@ -574,6 +586,8 @@ class Compiler:
         assert isinstance(pat, n.Name)
         if pat.name in rel.cols:
             return [pat.name]
+        if rel.aliases.get(pat.name) in rel.cols:
+            return [rel.aliases[pat.name]]
         self.unknown_column(pat.name, pat.span, rel)
         return []
 
@@ -736,7 +750,7 @@ class Compiler:
         if target.type == "dynamic":
             raise self.ctx.fail("type_mismatch", f"{call.name}(): cannot order by a dynamic value", call.args[0].span)
         wanted: list[tuple[str, V]] = []
-        tname = item.names[0] if item.names else (self.column_name(call.args[0]) or
+        tname = item.names[0] if len(item.names) == 1 else (self.column_name(call.args[0]) or
                                                    ("max_" if call.name == "arg_max" else "min_") + "expr")
         wanted.append((tname, target))
         for a in call.args[1:]:
@@ -752,6 +766,10 @@ class Compiler:
             name = self.column_name(a) or self.unique(cols, "Column1")
             if name not in (w[0] for w in wanted) and name not in cols:
                 wanted.append((name, v))
+        if len(item.names) > 1:
+            if len(item.names) > len(wanted):
+                raise self.ctx.fail("wrong_arguments", f"{call.name}() returns {len(wanted)} columns, {len(item.names)} names given", item.span)
+            wanted = [(item.names[i], v) if i < len(item.names) else (nm, v) for i, (nm, v) in enumerate(wanted)]
         # One struct per row so every returned column comes from the same row.
         alias = f"__{call.name}_{len(post)}"
         struct = exp.Struct(expressions=[
@@ -850,6 +868,8 @@ class Compiler:
         call = op.operand
         assert isinstance(call, n.Call)
         b = env.get(call.name)
+        if (b is None or b.kind != "function") and call.name in F.UNSUPPORTED_FUNCTIONS:
+            raise self.ctx.fail("unsupported", f"{call.name}() {F.UNSUPPORTED_FUNCTIONS[call.name]}", call.name_span)
         if b is None or b.kind != "function":
             raise self.ctx.fail("unknown_function", f"unknown function {call.name!r}", call.name_span,
                                 name_hints(call.name, [k for k in env.all_names() if (env.get(k) or Binding('', None)).kind == 'function'], "functions"))
@@ -1142,6 +1162,9 @@ class Compiler:
         rel = scope.rel
         if rel is not None and node.name in rel.cols:
             return V(rel.exprs[node.name].copy(), rel.cols[node.name])
+        if rel is not None and rel.aliases.get(node.name) in rel.cols:
+            target = rel.aliases[node.name]
+            return V(rel.exprs[target].copy(), rel.cols[target])
         b = scope.env.get(node.name)
         if b is not None:
             if b.kind == "scalar":
@@ -1253,6 +1276,16 @@ class Compiler:
             return V(exp.false(), "bool")
         if ta == "dynamic" and tb == "dynamic":
             a, b = V(as_string(a), "string"), V(as_string(b), "string")
+        if (ta == "bool") != (tb == "bool") and UNKNOWN not in (ta, tb) and not (a.is_const and a.const is None) and not (b.is_const and b.const is None):
+            a = V(sb.cast(a.sql, "int"), "int") if ta == "bool" else a
+            b = V(sb.cast(b.sql, "int"), "int") if tb == "bool" else b
+        if op in ("==", "!=") and (ta in STRINGY or tb in STRINGY):
+            # Kusto has no null strings: a missing string equals ""
+            lit = b if b.is_const else a if a.is_const else None
+            other = a if lit is b else b
+            if lit is not None and lit.const == "":
+                empty = F._isempty(V(other.sql, "string"))
+                return V(empty if op == "==" else exp.Not(this=empty), "bool")
         cls = {"==": exp.EQ, "!=": exp.NEQ, "<": exp.LT, "<=": exp.LTE, ">": exp.GT, ">=": exp.GTE}[op]
         if op == "!=" and (ta in STRINGY or tb in STRINGY):
             # a missing string is an empty string in Kusto: it differs from any non-empty value
@@ -1265,8 +1298,8 @@ class Compiler:
             return True
         if other.is_const and other.const is None:
             return True
-        if ta in NUMERIC and tb in NUMERIC:
-            return True
+        if ta in NUMERIC | {"bool"} and tb in NUMERIC | {"bool"}:
+            return True  # Kusto compares bools with numbers as 1/0
         if ta in STRINGY and tb in STRINGY:
             return True
         if "dynamic" in (ta, tb):
@@ -1354,7 +1387,10 @@ class Compiler:
         if base in ("has_any", "has_all"):
             self.expect_string(a, node.left, op)
             if sub is not None:
-                raise self.ctx.fail("unsupported", f"{base} with a tabular argument is not supported", node.span)
+                if base == "has_all":
+                    raise self.ctx.fail("unsupported", "has_all with a tabular argument is not supported", node.span)
+                pred = has_any_subquery(as_string(a), sub, self.ctx)
+                return V(sb.not_true(pred) if neg else pred, "bool")
             terms: list[str] = []
             for v in vals:
                 if not (v.is_const and v.const is not None):
@@ -1373,6 +1409,15 @@ class Compiler:
             return V(sb.not_true(pred) if neg else pred, "bool")
         if not vals:
             return V(exp.true() if neg else exp.false(), "bool")
+        if len(vals) == 1 and vals[0].type == "dynamic" and not vals[0].is_const:
+            # a computed array, e.g. toscalar(... | summarize make_set(x))
+            needle = self.case_fold(a) if ci else a.sql
+            hay = vals[0].sql
+            if ci:
+                hay = sb.fn("lower", sb.cast(hay, "string"))
+                hay = sb.cast(hay, "dynamic")
+            pred = sb.fn("coalesce", sb.fn("json_contains", hay, sb.fn("to_json", needle)), exp.false())
+            return V(sb.not_true(pred) if neg else pred, "bool")
         if ci:
             lhs = self.case_fold(a)
             rhs = [self.case_fold(v) for v in vals]
@@ -1713,6 +1758,19 @@ def has_any(a: exp.Expression, terms: list[str]) -> exp.Expression:
         return exp.Paren(this=out)
     alts = "|".join(_term_regex(t, True) for t in terms if t)
     return sb.fn("regexp_matches", a, sb.s("(?i)(?:" + alts + ")"))
+
+
+def has_any_subquery(a: exp.Expression, sub: exp.Select, ctx: Ctx) -> exp.Expression:
+    """has_any over a tabular list: one regex of all the terms, built once by a scalar subquery."""
+    inner = sub.expressions[0].alias_or_name
+    term = sb.col(inner)
+    piece = exp.DPipe(this=exp.DPipe(this=sb.s("(?:^|[^0-9A-Za-z])"), expression=sb.fn("regexp_escape", sb.cast(term, "string"))),
+                      expression=sb.s("(?:$|[^0-9A-Za-z])"))
+    agg = sb.fn("string_agg", piece, sb.s("|"))
+    pattern = exp.DPipe(this=exp.DPipe(this=sb.s("(?i)(?:"), expression=agg), expression=sb.s(")"))
+    build = exp.Select(expressions=[pattern]).from_(
+        exp.Subquery(this=sub, alias=exp.TableAlias(this=sb.ident(ctx.alias()))))
+    return sb.fn("coalesce", sb.fn("regexp_matches", a, exp.Subquery(this=build)), exp.false())
 
 
 def has_all(a: exp.Expression, terms: list[str]) -> exp.Expression:

@@ -121,7 +121,7 @@ SCALARS: dict[str, Sig] = {
     "isnotnull": _sig(1, 1, "any", "bool"),
     "not": _sig(1, 1, "bool", "bool"),
     "round": _sig(1, 2, "num num", "real"),
-    "abs": _sig(1, 1, "num", "arg0"),
+    "abs": _sig(1, 1, "any", "arg0"),
     "log": _sig(1, 1, "num", "real"),
     "log10": _sig(1, 1, "num", "real"),
     "log2": _sig(1, 1, "num", "real"),
@@ -147,6 +147,18 @@ SCALARS: dict[str, Sig] = {
     "gettype": _sig(1, 1, "any", "string"),
     "typeof": _sig(1, 1, "any", "string"),
     "row_number": _sig(0, 2, "num any", "long"),
+    "parse_version": _sig(1, 1, "str", "decimal"),
+    "set_difference": _sig(2, -1, "dyn dyn *", "dynamic"),
+    "set_union": _sig(2, -1, "dyn dyn *", "dynamic"),
+    "set_intersect": _sig(2, -1, "dyn dyn *", "dynamic"),
+    "array_concat": _sig(1, -1, "dyn *", "dynamic"),
+    "array_sort_asc": _sig(1, 1, "dyn", "dynamic"),
+    "array_sort_desc": _sig(1, 1, "dyn", "dynamic"),
+    "array_slice": _sig(3, 3, "dyn num num", "dynamic"),
+    "ipv4_is_match": _sig(2, 3, "str str num", "bool"),
+    "indexof_regex": _sig(2, 2, "str str", "long"),
+    "range": _sig(2, 3, "any any any", "dynamic"),
+    "isascii": _sig(1, 1, "str", "bool"),
     "prev": _sig(1, 3, "any num any", "arg0"),
     "next": _sig(1, 3, "any num any", "arg0"),
 }
@@ -183,6 +195,13 @@ AGGREGATES: dict[str, Sig] = {
     "arg_min": _sig(2, -1, "any any *", "arg0"),
     "binary_all_or": _sig(1, 1, "num", "long"),
     "binary_all_and": _sig(1, 1, "num", "long"),
+}
+
+# Older or alternative spellings Kusto still accepts, mapped to one name.
+ALIASES: dict[str, str] = {
+    "extractjson": "extract_json", "pack_dictionary": "bag_pack", "base64_decodestring": "base64_decode_tostring",
+    "argmax": "arg_max", "argmin": "arg_min", "todouble": "toreal", "make_dictionary": "make_bag",
+    "tohex": "tohex", "series_stats": "series_stats", "isnotempty": "isnotempty", "format_ipv4": "format_ipv4",
 }
 
 # Default output column name per aggregate (Kusto: `count_`, `sum_X`, `dcount_X`, `set_X`...).
@@ -729,7 +748,7 @@ DUCKDB: dict[str, Builder] = {
     "isnotnull": lambda c, a, n: exp.Not(this=exp.Is(this=a[0].sql, expression=exp.Null())),
     "not": lambda c, a, n: exp.Not(this=sb.paren(a[0].sql)),
     "round": _round,
-    "abs": _raw("abs"),
+    "abs": lambda c, a, n: sb.fn("to_microseconds", sb.fn("abs", sb.fn("epoch_us", a[0].sql))) if a[0].type == "timespan" else sb.fn("abs", a[0].sql),
     "log": _raw("ln"),
     "log10": _raw("log10"),
     "log2": _raw("log2"),
@@ -758,6 +777,66 @@ DUCKDB: dict[str, Builder] = {
     "prev": _prevnext("lag"),
     "next": _prevnext("lead"),
 }
+
+def _json_list(v: V) -> exp.Expression:
+    return exp.Cast(this=sb.cast(v.sql, "dynamic") if v.type != "dynamic" else v.sql, to=exp.DataType.build("JSON[]"))
+
+
+def _set_op(kind: str) -> Builder:
+    def build(ctx: Ctx, a: list[V], node: Call) -> exp.Expression:
+        lam = exp.to_identifier("x")
+        out: exp.Expression = sb.fn("list_distinct", _json_list(a[0]))
+        for other in a[1:]:
+            if kind == "union":
+                out = sb.fn("list_distinct", sb.fn("list_concat", out, _json_list(other)))
+                continue
+            has = sb.fn("list_contains", _json_list(other), exp.column("x"))
+            cond = exp.Not(this=has) if kind == "difference" else has
+            out = sb.fn("list_filter", out, exp.Lambda(this=cond, expressions=[lam]))
+        return sb.fn("to_json", out)
+    return build
+
+
+def _parse_version(ctx: Ctx, a: list[V], node: Call) -> exp.Expression:
+    # Kusto: up to four numeric parts, 8 digits each, as one comparable decimal
+    s_ = as_string(a[0])
+    valid = sb.fn("regexp_full_match", s_, sb.s(r"\d{1,8}(\.\d{1,8}){0,3}"))
+    total: exp.Expression = sb.num(0)
+    for i in range(4):
+        part = sb.fn("coalesce", exp.TryCast(this=exp.Nullif(this=sb.fn("split_part", s_.copy(), sb.s("."), sb.num(i + 1)), expression=sb.s("")), to=exp.DataType.build("HUGEINT")), sb.num(0))
+        total = exp.Add(this=total, expression=exp.Mul(this=part, expression=exp.Cast(this=sb.num(10 ** (8 * (3 - i))), to=exp.DataType.build("HUGEINT"))))
+    return exp.Case(ifs=[exp.If(this=valid, true=total)])
+
+
+def _ipv4_is_match(ctx: Ctx, a: list[V], node: Call) -> exp.Expression:
+    if len(a) == 3:
+        ctx.error("unsupported", "ipv4_is_match() with a prefix argument is not supported", node.span)
+        return exp.false()
+    if a[1].is_const and isinstance(a[1].const, str):
+        return _ipv4_in_range(ctx, a, node)
+    return exp.EQ(this=ipv4_to_long(as_string(a[0])), expression=ipv4_to_long(as_string(a[1])))
+
+
+def _indexof_regex(ctx: Ctx, a: list[V], node: Call) -> exp.Expression:
+    src, pat = as_string(a[0]), as_string(a[1])
+    pos = exp.Sub(this=sb.fn("strpos", src, sb.fn("regexp_extract", src.copy(), pat)), expression=sb.num(1))
+    return exp.Case(ifs=[exp.If(this=sb.fn("regexp_matches", src.copy(), pat.copy()), true=pos)], default=sb.num(-1))
+
+
+DUCKDB.update({
+    "parse_version": _parse_version,
+    "set_difference": _set_op("difference"),
+    "set_union": _set_op("union"),
+    "set_intersect": _set_op("intersect"),
+    "array_concat": lambda c, a, n: sb.fn("to_json", sb.fn("list_concat", *[_json_list(v) for v in a])) if len(a) > 1 else sb.cast(a[0].sql, "dynamic"),
+    "array_sort_asc": lambda c, a, n: sb.fn("to_json", sb.fn("list_sort", _json_list(a[0]))),
+    "array_sort_desc": lambda c, a, n: sb.fn("to_json", sb.fn("list_reverse_sort", _json_list(a[0]))),
+    "array_slice": lambda c, a, n: sb.fn("to_json", sb.fn("list_slice", _json_list(a[0]), exp.Add(this=sb.paren(a[1].sql), expression=sb.num(1)), exp.Add(this=sb.paren(a[2].sql), expression=sb.num(1)))),
+    "ipv4_is_match": _ipv4_is_match,
+    "indexof_regex": _indexof_regex,
+    "range": lambda c, a, n: sb.fn("to_json", sb.fn("generate_series", *[v.sql for v in a])),
+    "isascii": lambda c, a, n: sb.fn("regexp_full_match", as_string(a[0]), sb.s(r"[\x00-\x7F]*")),
+})
 
 DIALECTS: dict[str, dict[str, Builder]] = {"duckdb": DUCKDB}
 

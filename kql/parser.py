@@ -154,6 +154,16 @@ def _nodes(items: Any) -> tuple[Any, ...]:
     return tuple(i for i in items if i is not None)
 
 
+def _balanced(op: str, items: list[n.Node]) -> n.Node:
+    """A balanced tree keeps recursion depth logarithmic in the number of terms."""
+    if len(items) == 1:
+        return items[0]
+    mid = len(items) // 2
+    left, right = _balanced(op, items[:mid]), _balanced(op, items[mid:])
+    span = n.Span(left.span.start, right.span.end)
+    return n.Binary(span, op, left, right, span)
+
+
 @v_args(meta=True)
 class Builder(Transformer[Token, n.Node]):
     # statements
@@ -344,15 +354,21 @@ class Builder(Transformer[Token, n.Node]):
     def assign(self, meta: Any, ch: list[Any]) -> n.NamedExpr:
         return n.NamedExpr(_span(meta), (ch[0].name,), ch[1])
 
+    def bracket_target(self, meta: Any, ch: list[Any]) -> n.Name:
+        return n.Name(_span(meta), ch[0].value, bracketed=True)
+
+    def bracket_ref(self, meta: Any, ch: list[Any]) -> n.NamedExpr:
+        return n.NamedExpr(_span(meta), (), ch[0])
+
     def tuple_assign(self, meta: Any, ch: list[Any]) -> n.NamedExpr:
         return n.NamedExpr(_span(meta), tuple(c.name for c in ch[:-1]), ch[-1])
 
     # expressions
-    def or_(self, meta: Any, ch: list[Any]) -> n.Binary:
-        return n.Binary(_span(meta), "or", ch[0], ch[1], _span(meta))
+    def or_(self, meta: Any, ch: list[Any]) -> n.Node:
+        return _balanced("or", ch)
 
-    def and_(self, meta: Any, ch: list[Any]) -> n.Binary:
-        return n.Binary(_span(meta), "and", ch[0], ch[1], _span(meta))
+    def and_(self, meta: Any, ch: list[Any]) -> n.Node:
+        return _balanced("and", ch)
 
     def compare(self, meta: Any, ch: list[Any]) -> n.Binary:
         op = "!=" if str(ch[1]) == "<>" else str(ch[1])
@@ -362,7 +378,10 @@ class Builder(Transformer[Token, n.Node]):
         return n.Binary(_span(meta), str(ch[1]), ch[0], ch[2], _tspan(ch[1]))
 
     def strop(self, meta: Any, ch: list[Any]) -> n.StrOp:
-        return n.StrOp(_span(meta), str(ch[1]), ch[0], ch[2], _tspan(ch[1]))
+        op = str(ch[1])
+        if op.startswith("not"):  # notcontains: the old spelling of !contains
+            op = "!" + op[3:]
+        return n.StrOp(_span(meta), op, ch[0], ch[2], _tspan(ch[1]))
 
     def in_(self, meta: Any, ch: list[Any]) -> n.InOp:
         return n.InOp(_span(meta), str(ch[1]), ch[0], tuple(ch[2] or ()), _tspan(ch[1]))
@@ -391,8 +410,10 @@ class Builder(Transformer[Token, n.Node]):
         return node
 
     def call(self, meta: Any, ch: list[Any]) -> n.Call:
+        from kql.functions import ALIASES
+
         name = ch[0]
-        return n.Call(_span(meta), name.name, name.span, tuple(ch[1] or ()))
+        return n.Call(_span(meta), ALIASES.get(name.name, name.name), name.span, tuple(ch[1] or ()))
 
     def paren(self, meta: Any, ch: list[Any]) -> n.Paren:
         return n.Paren(_span(meta), ch[0])
