@@ -272,7 +272,8 @@ def test_torn_wal_tail_is_ignored_and_whole_records_replayed(tmp_path: Path) -> 
     with open_storage(tmp_path / "scratch", clock=ManualClock(NOW)) as scratch:
         ok1, _ = scratch._prepare(default_catalog().tables[TABLE], process_batch([1], [NOW]), NOW)
         ok2, _ = scratch._prepare(default_catalog().tables[TABLE], process_batch([2], [NOW]), NOW)
-    rec1, rec2 = encode_record(TABLE, ok1), encode_record(TABLE, ok2)
+    rec1 = b"".join(bytes(b) for b in encode_record(TABLE, ok1))
+    rec2 = b"".join(bytes(b) for b in encode_record(TABLE, ok2))
     segment_path(wal, 7).write_bytes(rec1 + rec2[: len(rec2) // 2])
     with open_storage(tmp_path, clock=ManualClock(NOW)) as st:
         assert report_ids(st) == [1]

@@ -164,11 +164,23 @@ class Storage:
         self._published: dict[str, int] = dict.fromkeys(catalog.tables, 0)
         self._flushed_seg: dict[str, int] = dict.fromkeys(catalog.tables, 0)  # W per table
         self._stored_schema = {t.name: self._schema_for(t) for t in catalog.tables.values()}
+        # What ingest hands over (schema columns, then _extra) and what the WAL holds (the same
+        # with _ingestion_time before _extra); dynamic columns as plain JSON text.
+        self._ingest_schema: dict[str, pa.Schema] = {}
+        self._row_schema: dict[str, pa.Schema] = {}
+        self._json_columns: dict[str, list[str]] = {}
+        for t in catalog.tables.values():
+            fields = [pa.field(c.name, c.type.arrow) for c in t.columns]
+            self._ingest_schema[t.name] = pa.schema([*fields, pa.field(EXTRA_COLUMN, pa.string())])
+            self._row_schema[t.name] = pa.schema(
+                [*fields, pa.field(INGESTION_TIME_COLUMN, _TS), pa.field(EXTRA_COLUMN, pa.string())]
+            )
+            dyn = [c.name for c in t.columns if c.type.name == "dynamic"]
+            self._json_columns[t.name] = [*dyn, EXTRA_COLUMN]
         self._unflushed = 0
         self._deferred: list[tuple[float, list[Path]]] = []
         self._doomed: set[Path] = set()  # paths in _deferred
         self._flush_rate = 0.0  # rows/s of the last flush, for Retry-After estimates
-        self._local = threading.local()
         self._cursors: list[duckdb.DuckDBPyConnection] = []
         self._db: duckdb.DuckDBPyConnection | None = None
         self._stop = threading.Event()
@@ -285,44 +297,43 @@ class Storage:
         """Conform ``batch`` to the stored schema, drop expired rows, stamp ingestion time."""
         if isinstance(batch, pa.RecordBatch):
             batch = pa.Table.from_batches([batch])
-        known = set(tbl.column_names) | {EXTRA_COLUMN}
-        unknown = [c for c in batch.column_names if c not in known]
-        if unknown:
-            raise BatchError(f"{tbl.name}: columns not in the schema: {', '.join(unknown)}")
         n = batch.num_rows
-        arrays: list[pa.ChunkedArray | pa.Array] = []
-        names: list[str] = []
-        json_cols: list[str] = []
-        for col in tbl.columns:
-            target = col.type.arrow
-            if col.type.name == "dynamic":
-                json_cols.append(col.name)
-            if col.name in batch.column_names:
-                arrays.append(self._cast(tbl.name, col.name, batch[col.name], target))
-            else:
-                arrays.append(pa.nulls(n, target))
-            names.append(col.name)
-        arrays.append(pa.repeat(pa.scalar(now, _TS), n))
-        names.append(INGESTION_TIME_COLUMN)
-        if EXTRA_COLUMN in batch.column_names:
-            arrays.append(self._cast(tbl.name, EXTRA_COLUMN, batch[EXTRA_COLUMN], pa.string()))
+        ingest_schema = self._ingest_schema[tbl.name]
+        if batch.schema.equals(ingest_schema):
+            # Ingest hands over exactly this schema: no per-column work.
+            arrays = list(batch.columns)
         else:
-            arrays.append(pa.nulls(n, pa.string()))
-        names.append(EXTRA_COLUMN)
-        json_cols.append(EXTRA_COLUMN)
-        names_arrays = pa.Table.from_arrays(arrays, names=names)
-        self._check_json(tbl.name, names_arrays, json_cols)
+            arrays = self._conform(tbl, batch, ingest_schema)
+        arrays.insert(len(tbl.columns), pa.repeat(pa.scalar(now, _TS), n))
+        rows = pa.Table.from_arrays(arrays, schema=self._row_schema[tbl.name])
+        self._check_json(tbl, rows)
         expired = 0
         if tbl.has_timestamp and n:
             cutoff = now - timedelta(days=self.settings.retention_days)
-            ts = names_arrays["Timestamp"]
+            ts = rows["Timestamp"]
             oldest = pc.min(ts).as_py()
             if oldest is not None and oldest < cutoff:  # the common case skips the filter
                 keep = pc.or_kleene(pc.is_null(ts), pc.greater_equal(ts, pa.scalar(cutoff, _TS)))
-                kept = names_arrays.filter(keep)
+                kept = rows.filter(keep)
                 expired = n - kept.num_rows
-                names_arrays = kept
-        return names_arrays, expired
+                rows = kept
+        return rows, expired
+
+    def _conform(self, tbl: Table, batch: pa.Table, ingest_schema: pa.Schema) -> list[Any]:
+        """Columns of ``ingest_schema`` from a batch that has a subset of them, in any order and
+        castable types (missing columns are null)."""
+        present = set(batch.column_names)
+        unknown = [c for c in batch.column_names if c not in ingest_schema.names]
+        if unknown:
+            raise BatchError(f"{tbl.name}: columns not in the schema: {', '.join(unknown)}")
+        if len(present) != batch.num_columns:
+            raise BatchError(f"{tbl.name}: duplicate column names in the batch")
+        return [
+            self._cast(tbl.name, f.name, batch[f.name], f.type)
+            if f.name in present
+            else pa.nulls(batch.num_rows, f.type)
+            for f in ingest_schema
+        ]
 
     @staticmethod
     def _cast(table: str, column: str, arr: pa.ChunkedArray, target: pa.DataType) -> pa.ChunkedArray:
@@ -340,29 +351,22 @@ class Storage:
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
             raise BatchError(f"{table}.{column}: cannot store {arr.type} as {target}: {e}") from e
 
-    def _check_json(self, table: str, batch: pa.Table, cols: list[str]) -> None:
+    def _check_json(self, tbl: Table, rows: pa.Table) -> None:
         """Reject text that is not JSON before it reaches the WAL: afterwards it could only fail
-        the tail insert or the flush, with the rows already acknowledged."""
-        present = [c for c in cols if batch[c].null_count < batch.num_rows]
-        if not present:
-            return
-        cur = self._tail_cursor()
-        rel = cur.from_arrow(batch.select(present))
-        exprs = ", ".join(f"count_if(NOT json_valid({_ident(c)}))" for c in present)
-        counts = rel.aggregate(exprs).fetchall()[0]  # type: ignore[operator]  # stub says property
-        for c, bad in zip(present, counts, strict=True):
-            if bad:
-                values = batch[c].to_pylist()
-                for i, v in enumerate(values):
-                    if v is None:
-                        continue
-                    try:
-                        orjson.loads(v)
-                    except orjson.JSONDecodeError:
-                        raise BatchError(
-                            f"{table}.{c}: row {i} is not JSON text: {v[:80]!r}"
-                        ) from None
-                raise BatchError(f"{table}.{c}: {bad} values are not JSON text")
+        queries, with the rows already acknowledged."""
+        for name in self._json_columns[tbl.name]:
+            col = rows[name]
+            if col.null_count == len(col):
+                continue
+            for i, v in enumerate(col.to_pylist()):
+                if v is None:
+                    continue
+                try:
+                    orjson.loads(v)
+                except orjson.JSONDecodeError:
+                    raise BatchError(
+                        f"{tbl.name}.{name}: row {i} is not JSON text: {v[:80]!r}"
+                    ) from None
 
     # ------------------------------------------------------------------ hot tail
 
@@ -447,17 +451,6 @@ class Storage:
             if self._db is None:
                 raise StorageClosed("storage is closed")
             return self._db.cursor()
-
-    def _tail_cursor(self) -> duckdb.DuckDBPyConnection:
-        cur: duckdb.DuckDBPyConnection | None = getattr(self._local, "cursor", None)
-        if cur is None:
-            if self._db is None:
-                raise StorageClosed("storage is closed")
-            with self._ddl_lock:
-                cur = self._db.cursor()
-                self._cursors.append(cur)
-            self._local.cursor = cur
-        return cur
 
     def _open_database(self) -> duckdb.DuckDBPyConnection:
         s = self.settings

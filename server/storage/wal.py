@@ -64,13 +64,16 @@ def atomic_write(path: Path, data: bytes) -> None:
     fsync_dir(path.parent)
 
 
-def encode_record(table: str, batch: pa.Table) -> bytes:
+def encode_record(table: str, batch: pa.Table) -> list[bytes | pa.Buffer]:
+    """The frame of one record as buffers for ``os.writev`` (the Arrow body is not copied)."""
     sink = pa.BufferOutputStream()
     with pa.ipc.new_stream(sink, batch.schema, options=_IPC_OPTIONS) as writer:
         writer.write_table(batch)
+    body = sink.getvalue()
     name = table.encode()
-    payload = _NAME_LEN.pack(len(name)) + name + sink.getvalue().to_pybytes()
-    return _HEADER.pack(MAGIC, len(payload), zlib.crc32(payload)) + payload
+    prefix = _NAME_LEN.pack(len(name)) + name
+    crc = zlib.crc32(body, zlib.crc32(prefix))
+    return [_HEADER.pack(MAGIC, len(prefix) + body.size, crc), prefix, body]
 
 
 def read_segment(path: Path) -> Iterator[tuple[str, pa.Table]]:
@@ -162,14 +165,18 @@ class WriteAheadLog:
         self.current = Segment(seq, path, fd)
         return self.current
 
-    def write(self, record: bytes) -> int:
+    def write(self, record: list[bytes | pa.Buffer]) -> int:
         """Append a frame to the current segment; caller holds ``write_lock``. Returns its number."""
         seg = self.current
         assert seg is not None
-        view = memoryview(record)
-        while view:
-            n = os.write(seg.fd, view)
-            view = view[n:]
+        views = [memoryview(b) for b in record]
+        while views:
+            n = os.writev(seg.fd, views)
+            while views and n >= len(views[0]):  # a short write resumes where it stopped
+                n -= len(views[0])
+                views.pop(0)
+            if views and n:
+                views[0] = views[0][n:]
         self._written += 1
         return self._written
 
