@@ -45,6 +45,34 @@ def lookup_scope(db: MetadataDB, key: str, admin_key: str | None) -> str | None:
     return str(rows[0]["scope"]) if rows else None
 
 
+def revoke_key(db: MetadataDB, key_id: int) -> bool:
+    """Revoke the key with ``key_id`` and end its browser sessions (``server/web/sessions.py``)
+    in the same transaction. False if there is no such unrevoked key. Sessions also check their
+    key on every request, so a key revoked by other means ends its sessions all the same."""
+    now = datetime.now(UTC).isoformat()
+    with db.tx() as conn:
+        cur = conn.execute(
+            "UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL", (now, key_id)
+        )
+        if cur.rowcount == 0:
+            return False
+        conn.execute(
+            "UPDATE web_sessions SET revoked_at = ? WHERE key_id = ? AND revoked_at IS NULL",
+            (now, key_id),
+        )
+    return True
+
+
+def allows(have: str, need: str) -> bool:
+    """Whether a key or session of scope ``have`` may use what needs ``need`` (admin implies all)."""
+    return have == "admin" or have == need
+
+
+def bearer_token(request: Request) -> str | None:
+    """The token of an ``Authorization: Bearer`` header, or None."""
+    return _bearer(request)
+
+
 def _bearer(request: Request) -> str | None:
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
@@ -73,6 +101,8 @@ def require(scope: Scope):  # type: ignore[no-untyped-def]
             raise ApiError(403, f"this key has scope '{have}'; this endpoint needs '{scope}'", code="forbidden")
         return have
 
+    # Read by the docs page (server/web/docs.py) to show each endpoint's scope.
+    setattr(check, "quarry_scope", scope)
     return check
 
 

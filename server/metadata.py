@@ -227,6 +227,26 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX alert_entities_value ON alert_entities(kind, value);
     """,
+    # 4 (web): browser sessions of the alert pages and /docs (server/web/sessions.py). Only the
+    # SHA-256 of the session token is stored. key_id is the API key signed in with; sessions of
+    # QUARRY_ADMIN_KEY have no row there and carry admin_fp instead (an HMAC of the token hash
+    # under that key), so changing the env key ends them. A session is valid while unexpired,
+    # unrevoked and its key unrevoked (checked on every request, whoever revoked the key).
+    """
+    CREATE TABLE web_sessions (
+        id INTEGER PRIMARY KEY,
+        token_hash TEXT NOT NULL UNIQUE,
+        key_id INTEGER REFERENCES api_keys(id) ON DELETE CASCADE,
+        admin_fp TEXT,
+        scope TEXT NOT NULL CHECK (scope IN ('ingest', 'query', 'admin')),
+        created_at TEXT NOT NULL,
+        expires_at TEXT NOT NULL,
+        revoked_at TEXT,
+        CHECK ((key_id IS NULL) <> (admin_fp IS NULL))
+    );
+    CREATE INDEX web_sessions_key ON web_sessions(key_id);
+    CREATE INDEX web_sessions_expires ON web_sessions(expires_at);
+    """,
 ]
 
 

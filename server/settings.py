@@ -16,6 +16,9 @@ class Settings(BaseSettings):
     port: int = 8080
     public_url: str = Field(default="http://127.0.0.1:8080", description="Base URL used in links in notifications")
     admin_key: str | None = Field(default=None, description="Accepted as an admin API key when set")
+    session_ttl_h: float = Field(
+        default=12.0, gt=0, description="Lifetime of a browser session (alert pages, /docs), from sign-in"
+    )
 
     # Ingest and storage
     retention_days: int = 30
