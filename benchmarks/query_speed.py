@@ -244,6 +244,8 @@ def build_data(data_dir: Path, rows: int, seed: int) -> tuple[dict[str, list[Pat
 def open_views(files: dict[str, list[Path]], threads: int) -> duckdb.DuckDBPyConnection:
     con = duckdb.connect(":memory:", config={"threads": threads})
     con.execute("SET TimeZone = 'UTC'")
+    # As Storage._open_database configures its database: footers are read once, not per query.
+    con.execute("SET parquet_metadata_cache = true")
     create_storage_views(con, default_catalog(), files)
     return con
 
