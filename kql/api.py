@@ -52,6 +52,8 @@ def compile_kql(text: str, catalog: Catalog, options: CompileOptions | None = No
     diags = sorted(ctx.diagnostics, key=lambda d: (d.start, d.end))
     if rel is None or any(d.severity == ERROR for d in diags):
         return Compiled(None, [], diags, set(ctx.tables))
-    sql = rel.select().sql(dialect=options.dialect)
+    from kql.sqlbuild import add_parens
+
+    sql = add_parens(rel.select()).sql(dialect=options.dialect)
     columns = [(c, t if t != "unknown" else "string") for c, t in rel.cols.items()]
     return Compiled(sql, columns, diags, set(ctx.tables))

@@ -523,8 +523,9 @@ class Compiler:
         if not rel.open:
             rel = self.wrap(rel)
         scope = Scope(env, rel)
-        new_cols: dict[str, str] = dict(rel.cols) if keep_existing else {}
-        new_exprs: dict[str, exp.Expression] = dict(rel.exprs) if keep_existing else {}
+        # extend sees its own earlier assignments (Kusto evaluates them left to right)
+        new_cols: dict[str, str] = rel.cols if keep_existing else {}
+        new_exprs: dict[str, exp.Expression] = rel.exprs if keep_existing else {}
         windowed = False
         auto = 0
         for item in items:
@@ -651,6 +652,8 @@ class Compiler:
             if not name:
                 auto += 1
                 name = f"Column{auto}"
+            if v.type in STRINGY and isinstance(v.sql, exp.Column):
+                v = V(sb.fn("coalesce", v.sql, sb.s("")), v.type)  # a missing string is ""
             cols[name] = v.type
             exprs[name] = v.sql
             group.append(v.sql)
@@ -1069,12 +1072,16 @@ class Compiler:
     def op_mv_expand(self, rel: Rel, op: n.Operator, env: Env) -> Rel:
         rel = self.wrap(rel) if not rel.open or rel.order else rel
         scope = Scope(env, rel)
+        index_col = None
         for p in op.params:
-            if p.name != "bagexpansion":
+            if p.name == "with_itemindex":
+                index_col = str(p.value)
+            elif p.name != "bagexpansion":
                 self.ctx.error("unsupported", f"mv-expand {p.name} is not supported", p.span)
         new_cols = dict(rel.cols)
         new_exprs = dict(rel.exprs)
-        for item in op.exprs:
+        types = list(op.extra or ())
+        for pos, item in enumerate(op.exprs):
             v = self.scalar(item.expr, scope)
             name = item.names[0] if item.names else self.column_name(item.expr)
             if not name:
@@ -1087,8 +1094,19 @@ class Compiler:
                            default=exp.Array(expressions=[arr.copy()]))
             new_cols[name] = "dynamic"
             new_exprs[name] = sb.fn("unnest", lst)
+            if index_col and pos == 0:
+                count = sb.fn("len", lst.copy())
+                new_cols[index_col] = "long"
+                new_exprs[index_col] = sb.fn("unnest", sb.fn("range", count))
         rel.cols, rel.exprs = new_cols, new_exprs
         rel = self.wrap(rel)
+        # `to typeof(T)` gives the expanded column a scalar type
+        for item, tname in zip(op.exprs, types, strict=False):
+            name = item.names[0] if item.names else self.column_name(item.expr)
+            if tname and name in rel.cols and normalize_type(tname) != "dynamic":
+                t = normalize_type(tname)
+                rel.cols[name] = t
+                rel.exprs[name] = to_type(V(sb.col(name), "dynamic"), t)
         if op.operand is not None:
             rel.limit = self._limit_value(op.operand, env)
         return rel
@@ -1287,9 +1305,19 @@ class Compiler:
                 empty = F._isempty(V(other.sql, "string"))
                 return V(empty if op == "==" else exp.Not(this=empty), "bool")
         cls = {"==": exp.EQ, "!=": exp.NEQ, "<": exp.LT, "<=": exp.LTE, ">": exp.GT, ">=": exp.GTE}[op]
-        if op == "!=" and (ta in STRINGY or tb in STRINGY):
-            # a missing string is an empty string in Kusto: it differs from any non-empty value
-            return V(exp.NullSafeNEQ(this=a.sql, expression=b.sql), "bool")
+        if op in ("==", "!="):
+            known = (a.is_const and a.const is not None) or (b.is_const and b.const is not None)
+            if op == "==" and known:
+                return V(exp.EQ(this=a.sql, expression=b.sql), "bool")
+            # Kusto: null != value is true, null == value is false, and null vs null is null
+            # (and a missing string is "", unequal to any other)
+            test: exp.Expression = (exp.NullSafeNEQ(this=a.sql, expression=b.sql) if op == "!=" else
+                                    fn_coalesce_false(exp.EQ(this=a.sql, expression=b.sql)))
+            if known:
+                return V(test, "bool")
+            both_null = exp.And(this=exp.Is(this=a.sql.copy(), expression=exp.Null()),
+                                expression=exp.Is(this=b.sql.copy(), expression=exp.Null()))
+            return V(exp.Case(ifs=[exp.If(this=both_null, true=exp.Null())], default=test), "bool")
         return V(cls(this=a.sql, expression=b.sql), "bool")
 
     @staticmethod
@@ -1486,7 +1514,7 @@ class Compiler:
             try:
                 for kind, key in steps:
                     val = val[key]
-                return const(val, _py_type(val)) if not isinstance(val, dict | list) else const(val, "dynamic")
+                return const(val, "dynamic")  # dynamic access stays dynamic
             except (KeyError, IndexError, TypeError):
                 return V(sb.null("dynamic"), "dynamic", None)
         return V(sb.fn("json_extract", base, sb.s(path)), "dynamic")
@@ -1528,6 +1556,15 @@ class Compiler:
             v = self.scalar(arg, scope)
             if v.is_const:
                 return const(v.const, t) if v.const is None or t != "real" else const(float(v.const), t)
+        if name in ("typeof", "gettype") and len(node.args) == 1 and isinstance(node.args[0], n.Name) and name == "typeof":
+            tname = node.args[0].name
+            try:
+                from schema.types import kql_type
+
+                kql_type(tname)
+                return const(normalize_type(tname), "string")
+            except KeyError:
+                pass
         if name == "toscalar":
             if len(node.args) != 1:
                 raise self.ctx.fail("wrong_arguments", "toscalar() takes one tabular expression", node.span)
@@ -1568,6 +1605,8 @@ class Compiler:
             raise self.ctx.fail("unsupported", f"{name}() is not available for the {self.ctx.dialect} target", node.name_span)
         sql = builder(self.ctx, args, node)
         t = self.result_type(sig.ret, args, node)
+        if name == "extract" and len(args) == 4 and args[3].is_const and isinstance(args[3].const, str):
+            t = normalize_type(args[3].const)
         folded = self.fold_call(name, args)
         return V(sql, t, folded, window=any(a.window for a in args), agg=any(a.agg for a in args))
 
@@ -1758,6 +1797,10 @@ def has_any(a: exp.Expression, terms: list[str]) -> exp.Expression:
         return exp.Paren(this=out)
     alts = "|".join(_term_regex(t, True) for t in terms if t)
     return sb.fn("regexp_matches", a, sb.s("(?i)(?:" + alts + ")"))
+
+
+def fn_coalesce_false(e: exp.Expression) -> exp.Expression:
+    return sb.fn("coalesce", e, exp.false())
 
 
 def has_any_subquery(a: exp.Expression, sub: exp.Select, ctx: Ctx) -> exp.Expression:

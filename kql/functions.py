@@ -82,7 +82,7 @@ SCALARS: dict[str, Sig] = {
     "trim": _sig(2, 2, "str str", "string"),
     "trim_start": _sig(2, 2, "str str", "string"),
     "trim_end": _sig(2, 2, "str str", "string"),
-    "indexof": _sig(2, 3, "str str num", "long"),
+    "indexof": _sig(2, 5, "str str num num num", "long"),
     "reverse": _sig(1, 1, "str", "string"),
     "parse_path": _sig(1, 1, "str", "dynamic"),
     "parse_url": _sig(1, 1, "str", "dynamic"),
@@ -242,7 +242,7 @@ def bin_value(ctx: Ctx, value: V, size: V) -> exp.Expression:
     if value.type == "timespan":
         us = sb.fn("epoch_us", value.sql)
         width = sb.fn("epoch_us", size.sql)
-        return sb.fn("to_microseconds", exp.Mul(this=sb.fn("floor", exp.Div(this=us, expression=width)), expression=width))
+        return sb.fn("to_microseconds", sb.cast(exp.Mul(this=sb.fn("floor", exp.Div(this=us, expression=width)), expression=width), "long"))
     q = exp.Mul(
         this=sb.fn("floor", exp.Div(this=sb.paren(value.sql), expression=sb.paren(size.sql))),
         expression=sb.paren(size.sql),
@@ -444,7 +444,7 @@ def _split(ctx: Ctx, a: list[V], node: Call) -> exp.Expression:
     parts = sb.fn("string_split", as_string(a[0]), as_string(a[1]))
     if len(a) == 3:
         idx = exp.Add(this=sb.paren(a[2].sql), expression=sb.num(1))
-        return sb.fn("to_json", exp.Array(expressions=[exp.Bracket(this=parts, expressions=[idx])]))
+        return sb.fn("to_json", exp.Array(expressions=[sb.fn("list_extract", parts, idx)]))
     return sb.fn("to_json", parts)
 
 
@@ -580,14 +580,21 @@ def _now(ctx: Ctx, a: list[V], node: Call) -> exp.Expression:
 
 
 def _round(ctx: Ctx, a: list[V], node: Call) -> exp.Expression:
-    return sb.fn("round", sb.cast(a[0].sql, "real"), a[1].sql if len(a) > 1 else sb.num(0))
+    # Kusto rounds the decimal value half away from zero (round(2.15, 1) == 2.2); binary
+    # doubles would give 2.1, so round as a DECIMAL
+    dec = exp.Cast(this=a[0].sql, to=exp.DataType.build("DECIMAL(38, 12)"))
+    return sb.cast(sb.fn("round", dec, a[1].sql if len(a) > 1 else sb.num(0)), "real")
 
 
 def _indexof(ctx: Ctx, a: list[V], node: Call) -> exp.Expression:
     src, needle = as_string(a[0]), as_string(a[1])
-    if len(a) == 3:
+    if len(a) == 5 and not (a[4].is_const and a[4].const == 1):
+        ctx.error("unsupported", "indexof(): an occurrence other than 1 is not supported", node.span)
+    if len(a) >= 3:
         start = a[2].sql
         sub = sb.fn("substr", src, exp.Add(this=sb.paren(start), expression=sb.num(1)))
+        if len(a) >= 4 and not (a[3].is_const and a[3].const == -1):
+            sub = sb.fn("substr", src.copy(), exp.Add(this=sb.paren(start.copy()), expression=sb.num(1)), a[3].sql)
         pos = sb.fn("strpos", sub, needle)
         return exp.Case(ifs=[exp.If(this=exp.EQ(this=pos, expression=sb.num(0)), true=sb.num(-1))],
                         default=exp.Add(this=exp.Sub(this=pos.copy(), expression=sb.num(1)), expression=start.copy()))
@@ -644,7 +651,15 @@ def _prevnext(name: str) -> Builder:
     return build
 
 
-def _simple(name: str, conv: Callable[[V], exp.Expression] = as_string) -> Builder:
+def str_arg(v: V) -> exp.Expression:
+    """A string argument where a missing (NULL) string must act as "" (Kusto has no null strings)."""
+    e = as_string(v)
+    if isinstance(e, exp.Column) or v.type == "dynamic":
+        return sb.fn("coalesce", e, sb.s(""))
+    return e
+
+
+def _simple(name: str, conv: Callable[[V], exp.Expression] = str_arg) -> Builder:
     def build(ctx: Ctx, a: list[V], node: Call) -> exp.Expression:
         return sb.fn(name, *[conv(v) for v in a])
     return build
@@ -692,8 +707,8 @@ DUCKDB: dict[str, Builder] = {
     "getyear": _raw("year"),
     "todatetime": _todatetime,
     "totimespan": _totimespan,
-    "unixtime_seconds_todatetime": lambda c, a, n: sb.fn("make_timestamp", sb.cast(exp.Mul(this=sb.paren(a[0].sql), expression=sb.num(1000000)), "long")),
-    "unixtime_milliseconds_todatetime": lambda c, a, n: sb.fn("make_timestamp", sb.cast(exp.Mul(this=sb.paren(a[0].sql), expression=sb.num(1000)), "long")),
+    "unixtime_seconds_todatetime": lambda c, a, n: sb.fn("make_timestamp", sb.cast(exp.Mul(this=sb.cast(a[0].sql, "real"), expression=sb.num(1000000)), "long")),
+    "unixtime_milliseconds_todatetime": lambda c, a, n: sb.fn("make_timestamp", sb.cast(exp.Mul(this=sb.cast(a[0].sql, "real"), expression=sb.num(1000)), "long")),
     "tolower": _simple("lower"),
     "toupper": _simple("upper"),
     "strcat": _strcat,
@@ -717,7 +732,7 @@ DUCKDB: dict[str, Builder] = {
     "base64_encode_tostring": lambda c, a, n: sb.fn("to_base64", sb.fn("encode", as_string(a[0]))),
     "url_decode": lambda c, a, n: sb.fn("try", sb.fn("url_decode", as_string(a[0]))),
     "url_encode": _simple("url_encode"),
-    "tostring": lambda c, a, n: as_string(a[0]),
+    "tostring": lambda c, a, n: sb.fn("coalesce", as_string(a[0]), sb.s("")),
     "toint": _cast_to("int"),
     "tolong": _cast_to("long"),
     "toreal": _cast_to("real"),
@@ -725,7 +740,7 @@ DUCKDB: dict[str, Builder] = {
     "todecimal": _cast_to("real"),
     "tobool": _tobool,
     "toboolean": _tobool,
-    "toguid": lambda c, a, n: as_string(a[0]),
+    "toguid": lambda c, a, n: sb.cast(exp.TryCast(this=as_string(a[0]), to=exp.DataType.build("UUID")), "string"),
     "parse_json": _parse_json,
     "todynamic": _parse_json,
     "array_length": lambda c, a, n: sb.fn("json_array_length", sb.cast(a[0].sql, "dynamic")),
@@ -744,8 +759,9 @@ DUCKDB: dict[str, Builder] = {
     "coalesce": _coalesce,
     "isempty": lambda c, a, n: _isempty(a[0]),
     "isnotempty": lambda c, a, n: exp.Not(this=_isempty(a[0])),
-    "isnull": lambda c, a, n: exp.Is(this=a[0].sql, expression=exp.Null()),
-    "isnotnull": lambda c, a, n: exp.Not(this=exp.Is(this=a[0].sql, expression=exp.Null())),
+    # Kusto strings are never null: isnull("") is false, so a stored NULL string is not null either
+    "isnull": lambda c, a, n: exp.false() if a[0].type == "string" else exp.Is(this=a[0].sql, expression=exp.Null()),
+    "isnotnull": lambda c, a, n: exp.true() if a[0].type == "string" else exp.Not(this=exp.Is(this=a[0].sql, expression=exp.Null())),
     "not": lambda c, a, n: exp.Not(this=sb.paren(a[0].sql)),
     "round": _round,
     "abs": lambda c, a, n: sb.fn("to_microseconds", sb.fn("abs", sb.fn("epoch_us", a[0].sql))) if a[0].type == "timespan" else sb.fn("abs", a[0].sql),
@@ -881,9 +897,9 @@ def agg_sql(name: str, a: list[V], ctx: Ctx, node: Call) -> tuple[exp.Expression
     if name in ("sum", "sumif"):
         rt = "real" if t0 in ("real", "decimal") else ("timespan" if t0 == "timespan" else "long")
         e = sb.fn("sum", a[0].sql)
-        if rt == "long":
-            e = sb.cast(e, "long")
-        return (flt(e, a[1].sql) if name == "sumif" else e), rt
+        if name == "sumif":
+            e = flt(e, a[1].sql)
+        return (sb.cast(e, "long") if rt == "long" else e), rt
     if name in ("avg", "avgif"):
         e = sb.fn("avg", a[0].sql)
         return (flt(e, a[1].sql) if name == "avgif" else e), "real"

@@ -296,12 +296,12 @@ class Builder(Transformer[Token, n.Node]):
         return n.WildName(_span(meta), str(ch[0]))
 
     def mv_expand_op(self, meta: Any, ch: list[Any]) -> n.Operator:
-        items = tuple(c for c in ch[1:-1] if c is not None)
-        return self._op(meta, "mv-expand", params=ch[0], exprs=items, operand=ch[-1])
+        items = [c for c in ch[1:-1] if c is not None]
+        return self._op(meta, "mv-expand", params=ch[0], exprs=tuple(i[0] for i in items),
+                        operand=ch[-1], extra=tuple(i[1] for i in items))
 
-    def mv_item(self, meta: Any, ch: list[Any]) -> n.NamedExpr:
-        ne: n.NamedExpr = ch[0]
-        return ne  # `to typeof(t)` only states the element type; values keep their own type
+    def mv_item(self, meta: Any, ch: list[Any]) -> tuple[n.NamedExpr, str | None]:
+        return (ch[0], ch[1].name if ch[1] is not None else None)
 
     def parse_op(self, meta: Any, ch: list[Any]) -> n.Operator:
         return self._op(meta, "parse", params=ch[0], operand=ch[1], extra=tuple(ch[2:]))

@@ -106,10 +106,29 @@ def and_all(conds: list[exp.Expression]) -> exp.Expression | None:
     return out
 
 
+_OPERATORS = (exp.Binary, exp.Not, exp.Neg, exp.Between, exp.In, exp.Is, exp.Like, exp.ILike,
+              exp.Escape, exp.Connector)
+
+
 def paren(e: exp.Expression) -> exp.Expression:
-    if isinstance(e, exp.Column | exp.Literal | exp.Anonymous | exp.Paren | exp.Func):
-        return e
-    return exp.Paren(this=e)
+    if isinstance(e, _OPERATORS):
+        return exp.Paren(this=e)
+    return e
+
+
+def add_parens(tree: exp.Expression) -> exp.Expression:
+    """sqlglot prints operator trees as built, without adding parentheses for precedence:
+    wrap every operator operand that is itself an operator, so `(a OR b) AND c` stays so."""
+    for node in list(tree.walk()):
+        if isinstance(node, exp.Binary | exp.Not | exp.Neg | exp.Between | exp.Is | exp.In | exp.Escape | exp.Like | exp.ILike):
+            for key in ("this", "expression", "low", "high"):
+                child = node.args.get(key)
+                if isinstance(child, _OPERATORS) and not isinstance(child, exp.Paren):
+                    # A LIKE inside its own ESCAPE clause must stay bare
+                    if isinstance(node, exp.Escape) and key == "this":
+                        continue
+                    node.set(key, exp.Paren(this=child))
+    return tree
 
 
 def not_true(pred: exp.Expression) -> exp.Expression:
