@@ -123,6 +123,7 @@ class Segment:
     path: Path
     fd: int
     rows: int = 0
+    size: int = 0  # bytes of whole frames written
     first_append_monotonic: float | None = None
     inflight: int = 0  # appends written to this segment whose tail insert has not finished
     tables: set[str] = field(default_factory=set)
@@ -142,6 +143,10 @@ class WriteAheadLog:
         self._written = 0  # number of the last record written (monotonic over segments)
         self._synced = 0  # number of the last record known durable
         self.current: Segment | None = None
+        # Set when a write could not be undone or an fsync failed: after a failed fsync the
+        # kernel may have dropped the dirty pages, so nothing more may be acknowledged from this
+        # log until a restart replays what really reached the disk.
+        self.broken: str | None = None
 
     @property
     def write_lock(self) -> threading.Lock:
@@ -167,16 +172,27 @@ class WriteAheadLog:
 
     def write(self, record: list[bytes | pa.Buffer]) -> int:
         """Append a frame to the current segment; caller holds ``write_lock``. Returns its number."""
+        if self.broken:
+            raise OSError(f"write-ahead log unusable until restart: {self.broken}")
         seg = self.current
         assert seg is not None
         views = [memoryview(b) for b in record]
-        while views:
-            n = os.writev(seg.fd, views)
-            while views and n >= len(views[0]):  # a short write resumes where it stopped
-                n -= len(views[0])
-                views.pop(0)
-            if views and n:
-                views[0] = views[0][n:]
+        try:
+            while views:
+                n = os.writev(seg.fd, views)
+                while views and n >= len(views[0]):  # a short write resumes where it stopped
+                    n -= len(views[0])
+                    views.pop(0)
+                if views and n:
+                    views[0] = views[0][n:]
+        except OSError as e:
+            # A partial frame followed by good ones would hide them from replay: cut it off.
+            try:
+                os.ftruncate(seg.fd, seg.size)
+            except OSError:
+                self.broken = f"cannot undo a failed write: {e}"
+            raise
+        seg.size += sum(len(memoryview(b)) for b in record)
         self._written += 1
         return self._written
 
@@ -191,7 +207,13 @@ class WriteAheadLog:
                 target = self._written
                 seg = self.current
             assert seg is not None
-            os.fdatasync(seg.fd)
+            if self.broken:
+                raise OSError(f"write-ahead log unusable until restart: {self.broken}")
+            try:
+                os.fdatasync(seg.fd)
+            except OSError as e:
+                self.broken = f"fsync failed: {e}"
+                raise
             self._synced = target
 
     def rotate(self) -> Segment:
@@ -199,7 +221,13 @@ class WriteAheadLog:
         with self._sync_lock, self._write_lock:
             old = self.current
             assert old is not None
-            os.fdatasync(old.fd)
+            if self.broken:
+                raise OSError(f"write-ahead log unusable until restart: {self.broken}")
+            try:
+                os.fdatasync(old.fd)
+            except OSError as e:
+                self.broken = f"fsync failed: {e}"
+                raise
             os.close(old.fd)
             self._synced = self._written
             self.open_new(old.seq)
