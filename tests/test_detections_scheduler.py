@@ -46,3 +46,32 @@ def test_due_rules_run_on_their_schedule(tmp_path: Path) -> None:
         rule = env.engine.store.get_rule(hourly)
         assert rule is not None and rule["next_run_at"].startswith((env.clock() + timedelta(hours=1)).isoformat())
         assert env.clock() > T0
+
+
+def test_ingest_wakes_continuous_rules_before_their_poll(tmp_path: Path) -> None:
+    """With a poll of a minute, a continuous rule still alerts seconds after ingest: the ingest
+    API wakes the scheduler once rows are durable."""
+    from datetime import UTC, datetime
+
+    from tests.notify_helpers import iso, live_server, settings_for, wait_until
+
+    settings = settings_for(
+        tmp_path, scheduler_enabled=True, continuous_poll_s=60.0, scheduler_tick_s=60.0
+    )
+    with live_server(settings) as srv, srv.client() as c:
+        r = c.post("/api/detections/rules", json={
+            "name": "usb copy (nrt)", "query": VOLUME_RULE + " | project Timestamp, DeviceId, ReportId",
+            "frequency": "continuous", "severity": "informational",
+            "alertTitle": "copy to removable volume",
+        })
+        assert r.status_code in (200, 201), r.text
+        # Its first run happens at once; wait for it so that the next one can only be woken.
+        wait_until(lambda: c.get(f"/api/detections/rules/{r.json()['id']}/runs").json().get("value"),
+                   what="the first run")
+        row = {"Timestamp": iso(datetime.now(UTC)), "DeviceId": "dev-9", "DeviceName": "mac9",
+               "ActionType": "ProcessCreated", "ReportId": 7,
+               "ProcessCommandLine": "cp leak.txt /Volumes/TEST-USB/leak.txt"}
+        assert c.post("/api/ingest/DeviceProcessEvents", json=[row]).status_code == 200
+        alerts = wait_until(lambda: c.get("/api/alerts").json()["value"], timeout=10.0,
+                            what="an alert well before the 60 s poll")
+        assert [a["deviceId"] for a in alerts] == ["dev-9"]

@@ -95,6 +95,12 @@ def _conflict(name: str) -> ApiError:
     return ApiError(409, msg, [{"code": "conflict", "message": msg, "field": "name"}])
 
 
+def _wake_scheduler(request: Request) -> None:
+    scheduler = getattr(request.app.state, "detection_scheduler", None)
+    if scheduler is not None:
+        scheduler.wake()
+
+
 @router.post("/rules", status_code=201)
 def create_rule(request: Request, _: AdminKey, body: RuleIn) -> dict[str, Any]:
     """Create a rule. The query must compile and return Timestamp, DeviceId and ReportId."""
@@ -107,6 +113,7 @@ def create_rule(request: Request, _: AdminKey, body: RuleIn) -> dict[str, Any]:
         rule = engine.store.create_rule(fields, engine.clock())
     except sqlite3.IntegrityError:
         raise _conflict(body.name) from None
+    _wake_scheduler(request)  # a new rule runs at once, not at the next tick
     return _api(engine, rule)
 
 
@@ -145,6 +152,7 @@ def update_rule(request: Request, _: AdminKey, rule_id: int, body: RulePatch) ->
     except sqlite3.IntegrityError:
         raise _conflict(str(changes.get("name"))) from None
     assert updated is not None
+    _wake_scheduler(request)
     return _api(engine, updated)
 
 

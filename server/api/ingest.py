@@ -107,6 +107,9 @@ def _append(request: Request, table: str, batch: pa.Table) -> tuple[int, int]:
             code="backpressure",
             headers={"Retry-After": str(retry)},
         ) from e
+    scheduler = getattr(request.app.state, "detection_scheduler", None)
+    if scheduler is not None and result.accepted:
+        scheduler.ingested()  # continuous rules see the new rows now, not at their next poll
     return int(result.accepted), int(result.expired)
 
 

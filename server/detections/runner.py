@@ -439,13 +439,16 @@ class DetectionEngine:
                     log.exception("queueing %s for %s failed", action, device)
 
     # -- scheduling --------------------------------------------------------------------------
-    def due_rules(self, now: datetime) -> list[dict[str, Any]]:
+    def due_rules(self, now: datetime, eager_continuous: bool = False) -> list[dict[str, Any]]:
+        """Enabled rules whose time has come; with ``eager_continuous`` (new rows were just
+        ingested) every continuous rule is due too, without waiting for its poll."""
         out = []
         for rule in self.store.list_rules():
             if not rule["enabled"]:
                 continue
             nxt = rule.get("next_run_at")
-            if nxt is None or parse_iso(nxt) <= now:
+            eager = eager_continuous and rule["frequency"] == "continuous" and not rule.get("last_error")
+            if eager or nxt is None or parse_iso(nxt) <= now:
                 out.append(rule)
         # Continuous rules first: their promise is seconds.
         out.sort(key=lambda r: (r["frequency"] != "continuous", r.get("next_run_at") or ""))
