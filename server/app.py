@@ -70,8 +70,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="Telemetry ingestion and KQL threat hunting over Defender Device* tables.",
         lifespan=lifespan,
         default_response_class=ORJSONResponse,
-        # Only /healthz is open (issue 2, section 5): the OpenAPI document is served below
-        # behind a query key instead of FastAPI's open /openapi.json, /docs and /redoc.
+        # Only /healthz is open (issue 2, section 5): FastAPI's open /openapi.json, /docs and
+        # /redoc are off; the OpenAPI document is served below behind a query key, and
+        # server/web/docs.py serves Swagger UI at /docs (query key or browser session).
         openapi_url=None,
         docs_url=None,
         redoc_url=None,
@@ -118,6 +119,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.get("/api/openapi.json", include_in_schema=False, dependencies=[Depends(require("query"))])
     async def openapi_document() -> dict[str, object]:
         return app.openapi()
+
+    from server.web import docs as web_docs
+
+    app.include_router(web_docs.router)
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> dict[str, object]:

@@ -147,3 +147,7 @@ async def alert_page(request: Request, alert_id: str) -> Response:
         )
     tree, tree_error = await run_in_threadpool(sources.get_process_tree, state, alert_id)
     return page(f"Quarry alert: {alert.get('title')}", render_alert(alert, tree, tree_error), who=who)
+
+
+# Read by the docs page (server/web/docs.py) to show the scope.
+alert_page.quarry_scope = login.PAGE_SCOPE  # type: ignore[attr-defined]

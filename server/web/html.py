@@ -30,8 +30,8 @@ h1 { font-size: 1.4rem; margin-bottom: .2rem; }
 table { border-collapse: collapse; margin: .5rem 0 1.5rem; }
 th, td { text-align: left; padding: .25rem .75rem .25rem 0; vertical-align: top; }
 th { color: #555; font-weight: 600; white-space: nowrap; }
-code, pre { font-family: ui-monospace, monospace; font-size: .9em; word-break: break-all; }
-pre { white-space: pre-wrap; background: #f6f6f6; padding: .4rem; margin: .2rem 0; }
+code, pre.ex { font-family: ui-monospace, monospace; font-size: .9em; word-break: break-all; }
+pre.ex { white-space: pre-wrap; background: #f6f6f6; padding: .4rem; margin: .2rem 0; }
 .sev { display: inline-block; padding: .1rem .5rem; border-radius: .3rem; background: #eee; }
 .sev-high { background: #f8d0d0; } .sev-medium { background: #fbe3c4; } .sev-low { background: #fff4bf; }
 ul.tree, ul.tree ul { list-style: none; padding-left: 1.4rem; border-left: 1px dashed #bbb; }
