@@ -426,3 +426,17 @@ def test_start_removes_stale_temp_files(tmp_path: Path) -> None:
         assert report_ids(st) == []
     assert list(ddir.iterdir()) == []
     shutil.rmtree(tmp_path / "_tmp")
+
+
+def test_a_data_directory_is_opened_by_one_storage_at_a_time(tmp_path: Path) -> None:
+    from server.storage import StorageLocked
+
+    with open_storage(tmp_path, clock=ManualClock(NOW)) as st:
+        st.append(TABLE, process_batch([1], [NOW]))
+        locked = pytest.raises(StorageLocked, match=r"in use by another Quarry process \(pid \d+\)")
+        with locked, open_storage(tmp_path, clock=ManualClock(NOW)):
+            pass
+        # The refused second instance touched nothing: the row is still in the tail, once.
+        assert report_ids(st) == [1]
+    with open_storage(tmp_path, clock=ManualClock(NOW)) as st:
+        assert report_ids(st) == [1]

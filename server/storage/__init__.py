@@ -9,7 +9,16 @@ from server.storage.engine import (
     BatchError,
     Storage,
     StorageClosed,
+    StorageLocked,
     utc_now,
 )
 
-__all__ = ["AppendResult", "Backpressure", "BatchError", "Storage", "StorageClosed", "utc_now"]
+__all__ = [
+    "AppendResult",
+    "Backpressure",
+    "BatchError",
+    "Storage",
+    "StorageClosed",
+    "StorageLocked",
+    "utc_now",
+]

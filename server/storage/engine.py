@@ -38,6 +38,7 @@ How the pieces fit:
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import logging
 import math
 import os
@@ -124,6 +125,11 @@ class StorageClosed(RuntimeError):
     pass
 
 
+class StorageLocked(RuntimeError):
+    """Another process (or Storage) has this data directory open: two would both replay and
+    delete the same WAL segments."""
+
+
 def _ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
@@ -188,6 +194,7 @@ class Storage:
         self._thread: threading.Thread | None = None
         self._started = False
         self._closed = False
+        self._lock_fd = -1
 
     # ------------------------------------------------------------------ life cycle
 
@@ -197,6 +204,20 @@ class Storage:
             return
         for d in (self.data_dir, self._wal_dir, self._tmp_dir):
             d.mkdir(parents=True, exist_ok=True)
+        self._lock_fd = os.open(self._wal_dir / "LOCK", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(self._lock_fd, 64, 0).decode(errors="replace").strip()
+            os.close(self._lock_fd)
+            self._lock_fd = -1
+            raise StorageLocked(
+                f"data directory {self.data_dir} is in use by another Quarry process"
+                + (f" (pid {holder})" if holder else "")
+                + "; stop it first, or query through its API"
+            ) from None
+        os.ftruncate(self._lock_fd, 0)
+        os.pwrite(self._lock_fd, str(os.getpid()).encode(), 0)
         for name in self.catalog.tables:
             (self.data_dir / name).mkdir(exist_ok=True)
         for p in self._tmp_dir.iterdir():
@@ -239,6 +260,9 @@ class Storage:
             if self._db is not None:
                 self._db.close()
                 self._db = None
+        if self._lock_fd >= 0:
+            os.close(self._lock_fd)  # releases the flock
+            self._lock_fd = -1
 
     # ------------------------------------------------------------------ append
 
