@@ -185,8 +185,10 @@ def principal(request: Request) -> Principal | None:
 
 
 def _origin_of(url: str) -> str | None:
+    # Any header text may arrive here: whatever does not parse (a bad port...) is no origin.
     try:
         parts = urlsplit(url)
+        port = parts.port
     except ValueError:
         return None
     if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -194,7 +196,6 @@ def _origin_of(url: str) -> str | None:
     host = parts.hostname.lower()
     if ":" in host:
         host = f"[{host}]"
-    port = parts.port
     default = 443 if parts.scheme == "https" else 80
     return f"{parts.scheme}://{host}" + (f":{port}" if port and port != default else "")
 
