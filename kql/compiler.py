@@ -197,6 +197,7 @@ TIME_CMP = {">": ">=", ">=": ">=", "<": "<=", "<=": "<=", "==": "="}
 class Compiler:
     def __init__(self, ctx: Ctx) -> None:
         self.ctx = ctx
+        self.pending_name: str | None = None
 
     # -------------------------------------------------------------- statements
 
@@ -529,10 +530,13 @@ class Compiler:
         windowed = False
         auto = 0
         for item in items:
+            self.pending_name = None
             try:
                 v = self.scalar(item.expr, scope)
             except CompileError:
                 continue
+            if not item.names and self.pending_name:
+                item = replace(item, names=(self.pending_name,))
             windowed |= v.window
             if len(item.names) > 1:
                 self.ctx.error("unsupported", "assigning to several columns at once is not supported", item.span)
@@ -699,10 +703,11 @@ class Compiler:
         call = node
         if not (isinstance(call, n.Call) and call.name in F.AGGREGATES):
             # an expression over aggregates, e.g. `dcount(x) * 2` or `tostring(make_set(y))`
+            self.pending_name = None
             v = self.scalar(node, replace(scope, allow_agg=True))
             if not v.agg:
                 raise self.ctx.fail("type_mismatch", "summarize needs an aggregate function here (count(), sum(), ...)", node.span)
-            name = item.names[0] if item.names else self.unique(cols, "Column1")
+            name = item.names[0] if item.names else (self.pending_name or self.unique(cols, "Column1"))
             cols[name] = v.type
             exprs[name] = v.sql
             return
@@ -1211,6 +1216,11 @@ class Compiler:
     def x_SideRef(self, node: n.SideRef, scope: Scope) -> V:
         raise self.ctx.fail("syntax", f"${node.side} can only be used in a join condition", node.span)
 
+    def x_NamedArg(self, node: n.NamedArg, scope: Scope) -> V:
+        # `toint(Total = count())`: Kusto lets the name ride inside the call; it names the column
+        self.pending_name = node.name
+        return self.scalar(node.value, scope)
+
     def x_Star(self, node: n.Star, scope: Scope) -> V:
         raise self.ctx.fail("syntax", "* is not allowed here", node.span)
 
@@ -1624,6 +1634,8 @@ class Compiler:
             return "".join(a.const for a in args)
         if name in ("startofday",) and len(args) == 1 and args[0].is_const and isinstance(args[0].const, datetime):
             return args[0].const.replace(hour=0, minute=0, second=0, microsecond=0)
+        if name == "pack_array" and all(a.is_const for a in args):
+            return [_jsonable(a.const) for a in args]
         if name == "todatetime" and args[0].is_const:
             from kql.parser import parse_datetime
 
@@ -1722,6 +1734,14 @@ class Compiler:
 def wrap_copy(rel: Rel, ctx: Ctx) -> Rel:
     sub = exp.Subquery(this=rel.select(), alias=exp.TableAlias(this=sb.ident(ctx.alias())))
     return Rel(cols=dict(rel.cols), exprs={c: sb.col(c) for c in rel.cols}, src=sub, name=rel.name)
+
+
+def _jsonable(x: Any) -> Any:
+    if isinstance(x, datetime):
+        return x.isoformat() + "Z"
+    if isinstance(x, timedelta):
+        return str(x)
+    return x
 
 
 def _py_type(x: Any) -> str:

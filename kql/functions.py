@@ -159,6 +159,7 @@ SCALARS: dict[str, Sig] = {
     "indexof_regex": _sig(2, 2, "str str", "long"),
     "range": _sig(2, 3, "any any any", "dynamic"),
     "isascii": _sig(1, 1, "str", "bool"),
+    "parse_command_line": _sig(2, 2, "str str", "dynamic"),
     "prev": _sig(1, 3, "any num any", "arg0"),
     "next": _sig(1, 3, "any num any", "arg0"),
 }
@@ -839,7 +840,17 @@ def _indexof_regex(ctx: Ctx, a: list[V], node: Call) -> exp.Expression:
     return exp.Case(ifs=[exp.If(this=sb.fn("regexp_matches", src.copy(), pat.copy()), true=pos)], default=sb.num(-1))
 
 
+def _parse_command_line(ctx: Ctx, a: list[V], node: Call) -> exp.Expression:
+    # Windows rules (CommandLineToArgvW), simplified: blanks split arguments except inside
+    # double quotes; the quotes themselves are dropped. Backslash escapes are not interpreted.
+    args = sb.fn("regexp_extract_all", str_arg(a[0]), sb.s(r'(?:[^\s"]+|"[^"]*"?)+'))
+    unquoted = sb.fn("list_transform", args, exp.Lambda(
+        this=sb.fn("replace", exp.column("x"), sb.s('"'), sb.s("")), expressions=[exp.to_identifier("x")]))
+    return sb.fn("to_json", unquoted)
+
+
 DUCKDB.update({
+    "parse_command_line": _parse_command_line,
     "parse_version": _parse_version,
     "set_difference": _set_op("difference"),
     "set_union": _set_op("union"),
@@ -863,7 +874,6 @@ UNSUPPORTED_FUNCTIONS = {
     "DeviceFromIP": "needs Microsoft's device inventory service",
     "AssignedIPAddresses": "needs Microsoft's device inventory service",
     "SeenBy": "needs Microsoft's device inventory service",
-    "parse_command_line": "is not supported yet",
     "parse_xml": "is not supported yet",
     "series_decompose_anomalies": "time series functions are not supported",
 }
