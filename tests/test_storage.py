@@ -440,3 +440,19 @@ def test_a_data_directory_is_opened_by_one_storage_at_a_time(tmp_path: Path) -> 
         assert report_ids(st) == [1]
     with open_storage(tmp_path, clock=ManualClock(NOW)) as st:
         assert report_ids(st) == [1]
+
+
+def test_tail_chunks_are_merged_without_losing_or_repeating_rows(tmp_path: Path) -> None:
+    from server.storage.engine import TAIL_MERGE_CHUNKS
+
+    appends = TAIL_MERGE_CHUNKS * 2 + 5
+    with open_storage(tmp_path, clock=ManualClock(NOW)) as st:
+        for k in range(appends):
+            st.append(TABLE, process_batch([k * 10 + i for i in range(10)], [NOW] * 10))
+            if k == TAIL_MERGE_CHUNKS + 3:
+                assert report_ids(st) == list(range((k + 1) * 10))
+        (chunks,) = st._tail[TABLE].values()
+        assert len(chunks) == 2 + 5  # two merged runs, then the five latest appends
+        assert report_ids(st) == list(range(appends * 10))
+        st.flush()
+        assert report_ids(st) == list(range(appends * 10))
