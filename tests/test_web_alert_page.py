@@ -1,6 +1,6 @@
 """The alert page in a real headless Chromium (Debian's /usr/bin/chromium driven by playwright):
 sign in through the form, then see the alert, its evidence and the process tree
-launchd > Terminal > zsh > cp, built by the same functions as the JSON API."""
+launchd > Terminal > zsh > cp, built by the same functions as the JSON API; sign out."""
 
 from __future__ import annotations
 
@@ -118,13 +118,27 @@ def test_alert_page_shows_the_process_tree_after_sign_in(alert_server: tuple[Liv
             assert "cp Desktop/leak.txt /Volumes/TEST-USB/leak.txt" in text
             assert "-zsh" in text and "pid 4242" in text
             assert "Evidence row 1" in text and "USB copy" in text
-            # the cookie opens the pages, not the JSON API
-            cookies = {c["name"]: c["value"] for c in page.context.cookies()}
-            assert cookies.get("quarry_key") == query_key
+            # The browser holds an HttpOnly session token, never the key; it opens the pages,
+            # not the JSON API.
+            jar = page.context.cookies()
+            assert all(query_key not in c["value"] for c in jar)
+            [session] = [c for c in jar if c["name"] == "quarry_session"]
+            assert session["httpOnly"] and session["sameSite"] == "Lax"
+            cookies = {c["name"]: c["value"] for c in jar}
             r = httpx.get(f"{s.url}/api/alerts/{alert_id}", cookies=cookies)
             assert r.status_code == 401
             missing = page.goto(f"{s.url}/alerts/no-such-alert")
             assert missing is not None and missing.status == 404
+            # Signing out (a same-origin form post from the page) ends the session on the
+            # server: the copied cookie no longer opens the page either.
+            page.goto(f"{s.url}/alerts/{alert_id}")
+            page.click("#signout")
+            page.wait_for_selector("#key")
+            assert page.url == f"{s.url}/login"
+            r = httpx.get(f"{s.url}/alerts/{alert_id}", cookies=cookies)
+            assert r.status_code == 401
+            again = page.goto(f"{s.url}/alerts/{alert_id}")
+            assert again is not None and again.status == 401
         finally:
             browser.close()
 
@@ -132,8 +146,10 @@ def test_alert_page_shows_the_process_tree_after_sign_in(alert_server: tuple[Liv
 def test_login_redirect_stays_on_this_server(alert_server: tuple[LiveServer, str]) -> None:
     s, _ = alert_server
     key = s.key("query")
-    for target, expected in (("//evil.example/x", "/"), ("https://evil.example/", "/"), ("/alerts/1", "/alerts/1")):
-        r = httpx.post(f"{s.url}/login", data={"key": key, "next": target}, follow_redirects=False)
+    for target, expected in (("//evil.example/x", "/docs"), ("https://evil.example/", "/docs"),
+                             ("/alerts/1", "/alerts/1")):
+        r = httpx.post(f"{s.url}/login", data={"key": key, "next": target}, headers={"Origin": s.url},
+                       follow_redirects=False)
         assert r.status_code == 303 and r.headers["location"] == expected
         assert "httponly" in r.headers["set-cookie"].lower() and "samesite=lax" in r.headers["set-cookie"].lower()
 
