@@ -792,7 +792,8 @@ class Storage:
                     else:
                         p.unlink(missing_ok=True)
                 if paths:
-                    fsync_dir(paths[0].parent)
+                    with contextlib.suppress(FileNotFoundError):  # a dropped partition
+                        fsync_dir(paths[0].parent)
                 self._doomed.difference_update(paths)
             else:
                 keep.append((deadline, paths))
