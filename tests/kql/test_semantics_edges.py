@@ -106,3 +106,39 @@ def test_count_of_union_with_filter_on_shared_column() -> None:
         'union DeviceProcessEvents, DeviceNetworkEvents | where DeviceId == "d1" | count',
         [(5,)],
     )
+
+
+def test_in_tilde_with_tabular_subquery() -> None:
+    # File events were initiated by powershell.exe, winword.exe and rundll32.exe.
+    assert ids_of(
+        "DeviceProcessEvents\n"
+        "| where FileName in~ ((DeviceFileEvents | project InitiatingProcessFileName))"
+    ) == [1, 3, 4]
+
+
+def test_timespan_between_two_datetime_columns() -> None:
+    # ProcessCreationTime equals Timestamp in the fixtures: the difference is a zero timespan.
+    assert ids_of(
+        "DeviceProcessEvents | where Timestamp - ProcessCreationTime < 1m and ProcessId < 300"
+    ) == [1, 2]
+
+
+def test_lookup_on_left_right_columns() -> None:
+    assert_kql(
+        "DeviceProcessEvents\n"
+        "| lookup (DeviceNetworkEvents | project InitiatingProcessId, RemoteIP)"
+        " on $left.ProcessId == $right.InitiatingProcessId\n"
+        "| where isnotempty(RemoteIP) | project ReportId, RemoteIP",
+        [(1, "10.1.2.3"), (3, "172.16.5.4")],
+    )
+
+
+def test_distinct_star() -> None:
+    assert_kql(
+        "DeviceInfo | project DeviceId, OSBuild | distinct *",
+        [("d1", 19045), ("d1", 22631), ("d2", 20348), ("d3", 19045)],
+    )
+
+
+def test_strcat_converts_values_to_strings() -> None:
+    assert_kql('print s = strcat("a", true, "-", 42, "-", 1.5)', [("atrue-42-1.5",)])
