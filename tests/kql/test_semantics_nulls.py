@@ -79,3 +79,13 @@ def test_empty_strings_in_group_keys_and_distinct() -> None:
         "DeviceProcessEvents | summarize n = count() by AccountName",
         [("alice", 3), ("bob", 1), ("SYSTEM", 1), ("", 1)],
     )
+
+
+def test_strcat_delim_keeps_the_slot_of_a_null_argument() -> None:
+    # strcat-delim-function converts every argument to a string; tostring(null) is "", so the
+    # delimiters around it remain (SQL CONCAT_WS would skip the NULL).
+    assert_kql('print a = strcat_delim(",", "a", long(null), "b")', [("a,,b",)])
+    assert_kql(
+        "DeviceProcessEvents | where ReportId == 5 | project s = strcat_delim('|', DeviceId, AccountName, FileName)",
+        [("d2||notepad.exe",)],
+    )
