@@ -456,3 +456,14 @@ def test_tail_chunks_are_merged_without_losing_or_repeating_rows(tmp_path: Path)
         assert report_ids(st) == list(range(appends * 10))
         st.flush()
         assert report_ids(st) == list(range(appends * 10))
+
+
+def test_an_unreadable_parquet_file_is_set_aside_not_fatal(tmp_path: Path) -> None:
+    with open_storage(tmp_path, clock=ManualClock(NOW)) as st:
+        st.append(TABLE, process_batch([1], [NOW]))
+    ddir = tmp_path / TABLE / "date=2025-03-10"
+    (ddir / "w000000000099.parquet").write_bytes(b"not parquet at all")
+    with open_storage(tmp_path, clock=ManualClock(NOW)) as st:
+        assert report_ids(st) == [1]
+    assert (tmp_path / "_quarantine" / TABLE / "date=2025-03-10" / "w000000000099.parquet").exists()
+    assert not (ddir / "w000000000099.parquet").exists()

@@ -5,6 +5,7 @@ Data layout under ``settings.data_dir``::
     _wal/000000000042.wal            write-ahead log segments (deleted once in Parquet)
     _wal/LAST_SEGMENT                the last segment number ever issued
     _tmp/                            DuckDB spill space
+    _quarantine/                     unreadable Parquet files found at start-up, set aside
     <Table>/date=YYYY-MM-DD/w<seq>.parquet   flushed from WAL segment <seq>
     <Table>/date=YYYY-MM-DD/c<id>.parquet    merged by compaction
     <Table>/date=YYYY-MM-DD/_compact-<id>.json  compaction in progress (sources, target)
@@ -218,6 +219,20 @@ class Storage:
             ) from None
         os.ftruncate(self._lock_fd, 0)
         os.pwrite(self._lock_fd, str(os.getpid()).encode(), 0)
+        try:
+            self._start_locked()
+        except BaseException:
+            # Leave nothing half-open: a failed start (a corrupt file, a full disk) must not
+            # keep the directory locked or the database alive until the process exits.
+            if self._db is not None:
+                self._db.close()
+                self._db = None
+            self._wal.close()
+            os.close(self._lock_fd)
+            self._lock_fd = -1
+            raise
+
+    def _start_locked(self) -> None:
         for name in self.catalog.tables:
             (self.data_dir / name).mkdir(exist_ok=True)
         for p in self._tmp_dir.iterdir():
@@ -565,7 +580,21 @@ class Storage:
                     intent.unlink()
                 for tmp in ddir.glob(".*.tmp"):
                     tmp.unlink()
-                files = {p for p in ddir.glob("*.parquet") if not p.name.startswith(".")}
+                files = set()
+                for p in ddir.glob("*.parquet"):
+                    if p.name.startswith("."):
+                        continue
+                    try:
+                        pq.read_metadata(p)
+                    except (OSError, pa.ArrowException) as e:
+                        # One unreadable file would fail every query of the table: set it
+                        # aside, loudly, for an operator to look at.
+                        dest = self.data_dir / "_quarantine" / name / ddir.name / p.name
+                        dest.parent.mkdir(parents=True, exist_ok=True)
+                        os.replace(p, dest)
+                        log.error("unreadable Parquet file %s moved to %s: %s", p, dest, e)
+                        continue
+                    files.add(p)
                 if files:
                     self._files[name][day] = files
 
