@@ -89,3 +89,18 @@ def test_strcat_delim_keeps_the_slot_of_a_null_argument() -> None:
         "DeviceProcessEvents | where ReportId == 5 | project s = strcat_delim('|', DeviceId, AccountName, FileName)",
         [("d2||notepad.exe",)],
     )
+
+
+def test_empty_and_missing_strings_are_one_group() -> None:
+    # DeviceLogonEvents row 1 has RemoteIP "" and DeviceProcessEvents row 5 a missing AccountName:
+    # both are the empty string in Kusto, so they fall in one group.
+    assert_kql(
+        "union (DeviceLogonEvents | project R = RemoteIP), (DeviceProcessEvents | project R = AccountName)\n"
+        "| summarize n = count() by R",
+        [("", 2), ("10.0.0.5", 1), ("alice", 3), ("bob", 1), ("SYSTEM", 1)],
+    )
+    assert_kql(
+        "union (DeviceLogonEvents | project R = RemoteIP), (DeviceProcessEvents | project R = AccountName)\n"
+        "| where isempty(R) | distinct R",
+        [("",)],
+    )
