@@ -102,3 +102,22 @@ def test_no_sql_for_a_failed_compile_and_ok_flag() -> None:
         d.severity != "error" for d in good.diagnostics
     )
     assert good.tables == {"DeviceProcessEvents"}
+
+
+def test_positions_inside_a_function_body_and_a_join_subquery() -> None:
+    d = assert_kql_error(
+        "let f = (x:string) {\n  DeviceProcessEvents | where FileNam == x\n};\nf('a')",
+        "unknown_column", 2, 31,
+    )
+    assert "FileName" in d.message + _hints(d)
+    d = assert_kql_error(
+        "DeviceProcessEvents\n| join kind=inner (\n    DeviceNetworkEvents | where RemotPort == 443\n) on DeviceId",
+        "unknown_column", 3, 33,
+    )
+    assert "RemotePort" in d.message + _hints(d)
+
+
+def test_unclosed_parenthesis_is_a_syntax_error() -> None:
+    d = assert_kql_error("DeviceProcessEvents\n| where FileName in~ ('a', 'b'\n| take 1", "syntax")
+    assert d.line in (2, 3)
+    assert ")" in d.message + _hints(d)
