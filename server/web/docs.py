@@ -216,6 +216,12 @@ def example_request(spec: dict[str, Any], base_url: str, path: str, method: str,
             url_path = url_path.replace("{" + str(param["name"]) + "}", quote(value, safe="<>"))
         elif param.get("in") == "query" and param.get("required"):
             query.append(f"{param['name']}={quote(value, safe='')}")
+    if method == "get" and not op.get("parameters") and "query string" in str(op.get("summary", "")):
+        # A GET form of a POST route ("parameters in the query string", the Kusto REST routes):
+        # its parameters are the POST body's fields, which only the POST body example shows.
+        sibling = _body_example(spec, (spec.get("paths", {}).get(path) or {}).get("post") or {})
+        if sibling is not None and isinstance(sibling[1], dict):
+            query += [f"{k}={quote(str(v), safe='')}" for k, v in sibling[1].items() if isinstance(v, (str, int, float))]
     url = base_url.rstrip("/") + url_path + (("?" + "&".join(query)) if query else "")
     parts = ["curl"]
     if method != "get":
