@@ -177,6 +177,9 @@ def run_one(
         errors = [d for d in compiled.diagnostics if d.severity == "error"] or compiled.diagnostics
         return Outcome(status="compile_error", reason=compile_reason(errors[0]),
                        compile_ms=compile_ms, execute_ms=None, **base)
+    if not compiled.sql:
+        return Outcome(status="crash", reason="crash: ok compile without SQL",
+                       compile_ms=compile_ms, execute_ms=None, **base)
 
     cur = con.cursor()
     t1 = time.perf_counter()
@@ -280,6 +283,9 @@ def main(argv: list[str] | None = None) -> int:
             t for r in read_corpus(path) for t in foreign_tables(r, catalog, known_tables)
         ).most_common(15) if args.limit is None else None
         print_summary(s)
+        if s["foreign_tables"]:
+            print("   tables outside the catalog, most used: "
+                  + ", ".join(f"{t} ({n})" for t, n in s["foreign_tables"][:8]))
         summaries.append(s)
         all_outcomes.extend(outcomes)
 
