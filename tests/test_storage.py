@@ -467,3 +467,17 @@ def test_an_unreadable_parquet_file_is_set_aside_not_fatal(tmp_path: Path) -> No
         assert report_ids(st) == [1]
     assert (tmp_path / "_quarantine" / TABLE / "date=2025-03-10" / "w000000000099.parquet").exists()
     assert not (ddir / "w000000000099.parquet").exists()
+
+
+def test_wal_records_that_no_longer_fit_are_kept_aside_not_dropped(tmp_path: Path) -> None:
+    wal = tmp_path / "_wal"
+    wal.mkdir(parents=True)
+    with open_storage(tmp_path / "scratch", clock=ManualClock(NOW)) as scratch:
+        good, _ = scratch._prepare(default_catalog().tables[TABLE], process_batch([1], [NOW]), NOW)
+    stray = pa.table({"Timestamp": pa.array([NOW], pa.timestamp("us")), "Gone": ["x"]})
+    frames = [*encode_record("RetiredTable", stray), *encode_record(TABLE, good)]
+    segment_path(wal, 3).write_bytes(b"".join(bytes(b) for b in frames))
+    with open_storage(tmp_path, clock=ManualClock(NOW)) as st:
+        assert report_ids(st) == [1]
+    kept = tmp_path / "_quarantine" / "_wal" / segment_path(wal, 3).name
+    assert kept.read_bytes() == b"".join(bytes(b) for b in frames)

@@ -606,11 +606,22 @@ class Storage:
         for seq, path in list_segments(self._wal_dir):
             seg = Segment(seq, path, fd=-1)
             replayed = 0
+            keep_copy = False
             for table, batch in read_segment(path):
                 tbl = self.catalog.table(table)
-                if tbl is None:
-                    log.error("WAL %s: table %s is no longer in the catalog; rows kept in %s",
-                              path, table, path)
+                try:
+                    if tbl is None:
+                        raise BatchError(f"table {table} is no longer in the catalog")
+                    if not batch.schema.equals(self._row_schema[table]):
+                        batch = pa.Table.from_arrays(
+                            self._conform(tbl, batch, self._row_schema[table]),
+                            schema=self._row_schema[table],
+                        )
+                except BatchError as e:
+                    # Written by an older schema that no longer fits: never drop acknowledged
+                    # rows silently; keep the whole segment for an operator.
+                    log.error("WAL %s: %d rows cannot be replayed (%s)", path, batch.num_rows, e)
+                    keep_copy = True
                     continue
                 if tbl.has_timestamp:
                     ts = batch["Timestamp"]
@@ -622,6 +633,11 @@ class Storage:
                     seg.tables.add(table)
                     seg.rows += batch.num_rows
                     replayed += batch.num_rows
+            if keep_copy:
+                dest = self.data_dir / "_quarantine" / "_wal" / path.name
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(path, dest)
+                log.error("WAL segment %s copied to %s before replay", path, dest)
             log.info("replaying WAL segment %s: %d rows", path.name, replayed)
             self._unflushed += seg.rows
             self._sealed.append(seg)
