@@ -331,7 +331,7 @@ class Compiler:
         raise self.ctx.fail("unknown_function", f"unknown tabular function {node.name!r}", node.name_span)
 
     def _fn_env(self, fn: n.FnDef, closure: Env | None, call: n.Call, caller: Env,
-                check: bool = True, pipe_input: Rel | None = None) -> Env:
+                check: bool = True, pipe_input: Rel | None = None, caller_scope: Scope | None = None) -> Env:
         fenv = (closure or caller).child()
         args = list(call.args)
         params = list(fn.params)
@@ -353,7 +353,7 @@ class Compiler:
             if p.type is None:
                 fenv.names[p.name] = Binding("rel", self.tabular(arg, caller))
             else:
-                v = self.scalar(arg, Scope(caller))
+                v = self.scalar(arg, caller_scope or Scope(caller))
                 fenv.names[p.name] = Binding("scalar", v)
         return fenv
 
@@ -1714,7 +1714,7 @@ class Compiler:
 
     def call_user_scalar(self, node: n.Call, b: Binding, scope: Scope) -> V:
         fn: n.FnDef = b.value
-        fenv = self._fn_env(fn, b.env or scope.env, node, scope.env)
+        fenv = self._fn_env(fn, b.env or scope.env, node, scope.env, caller_scope=scope)
         result: V | None = None
         for st in fn.body:
             if isinstance(st, n.Let):

@@ -1,0 +1,77 @@
+"""Test support: an in-memory DuckDB shaped like ``Storage.connect()`` and a compile-and-run helper.
+
+Every catalog table becomes a view named as the table with the schema columns in order, then
+``_ingestion_time``, ``_extra`` and ``date`` (the UTC day of Timestamp, or of ingestion time), as
+docs/internals.md states for storage. Rows are given as dicts; missing columns are NULL.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import duckdb
+
+from kql.api import CompileOptions, Compiled, compile_kql
+from kql.sqlbuild import SQL_TYPES
+from schema.catalog import DATE_PARTITION, EXTRA_COLUMN, INGESTION_TIME_COLUMN, Catalog
+
+
+def _qi(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def fixture_connection(
+    rows: Mapping[str, Sequence[Mapping[str, Any]]],
+    catalog: Catalog,
+    ingestion_time: dt.datetime = dt.datetime(2024, 5, 15, 12, 0, 0),
+) -> duckdb.DuckDBPyConnection:
+    con = duckdb.connect(":memory:")
+    for table in catalog.tables.values():
+        cols = [(c.name, SQL_TYPES[c.type.name]) for c in table.columns]
+        cols += [(INGESTION_TIME_COLUMN, "TIMESTAMP"), (EXTRA_COLUMN, "JSON"), (DATE_PARTITION, "DATE")]
+        store = _qi("_rows_" + table.name)
+        con.execute(f"CREATE TABLE {store} ({', '.join(f'{_qi(c)} {t}' for c, t in cols)})")
+        con.execute(f"CREATE VIEW {_qi(table.name)} AS SELECT * FROM {store}")
+        data = rows.get(table.name, ())
+        if not data:
+            continue
+        names = [c for c, _ in cols]
+        values = []
+        for r in data:
+            unknown = set(r) - set(names)
+            if unknown:
+                raise KeyError(f"{table.name}: no such columns {sorted(unknown)}")
+            row = dict(r)
+            row.setdefault(INGESTION_TIME_COLUMN, ingestion_time)
+            when = row.get("Timestamp") if table.has_timestamp else row[INGESTION_TIME_COLUMN]
+            row.setdefault(DATE_PARTITION, when.date() if isinstance(when, dt.datetime) else None)
+            for c, t in cols:
+                if t == "JSON" and row.get(c) is not None and not isinstance(row[c], str):
+                    row[c] = json.dumps(row[c])
+            values.append([row.get(c) for c in names])
+        placeholders = ", ".join("?" for _ in names)
+        con.executemany(f"INSERT INTO {store} VALUES ({placeholders})", values)
+    return con
+
+
+@dataclass
+class Result:
+    compiled: Compiled
+    rows: list[tuple[Any, ...]]
+
+    @property
+    def columns(self) -> list[str]:
+        return [c for c, _ in self.compiled.columns]
+
+
+def run_kql(con: duckdb.DuckDBPyConnection, kql: str, catalog: Catalog, now: dt.datetime) -> Result:
+    compiled = compile_kql(kql, catalog, CompileOptions(now=now))
+    if not compiled.ok or compiled.sql is None:
+        msgs = "; ".join(f"{d.code} at {d.line}:{d.column}: {d.message}" for d in compiled.diagnostics)
+        raise AssertionError(f"did not compile: {kql}\n{msgs}")
+    rows = con.cursor().execute(compiled.sql).fetchall()
+    return Result(compiled, rows)
