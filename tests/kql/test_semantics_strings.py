@@ -240,3 +240,19 @@ def test_string_values_are_not_pasted_into_sql() -> None:
     nasty = "x'); DROP TABLE \"DeviceInfo\"; --"
     assert_kql(f"print s = @'{nasty.replace(chr(39), chr(39) * 2)}'", [(nasty,)])
     assert ids_of("DeviceInfo | project ReportId") == [1, 2, 3, 4]
+
+
+def test_quotes_in_names_and_values_are_quoted_not_pasted() -> None:
+    # Bracketed names (['...']) may hold any character; values may hold quotes and SQL syntax.
+    r = assert_kql("""print ['we"ird name'] = 1""", [(1,)])
+    assert r.names == ['we"ird name']
+    assert_kql(
+        """DeviceProcessEvents | where FileName contains "x'y" or FileName has "a'); drop table x; --"
+        or FileName startswith "%_" or FileName matches regex "'\\"" | count""",
+        [(0,)],
+    )
+    r = assert_kql(
+        """DeviceProcessEvents | where ReportId == 1 | extend ['x"y'] = FileName | project ['x"y']""",
+        [("powershell.exe",)],
+    )
+    assert r.names == ['x"y']
