@@ -263,3 +263,9 @@ def test_sessions_table_is_a_new_migration(tmp_path: Path) -> None:
         assert version == len(MIGRATIONS)
     finally:
         db.close()
+
+
+def test_oversized_sign_in_form_is_refused(srv: LiveServer) -> None:
+    r = httpx.post(f"{srv.url}/login", content=b"key=" + b"a" * 100_000, headers={
+        **origin(srv), "Content-Type": "application/x-www-form-urlencoded"}, timeout=30)
+    assert r.status_code == 413 and not r.headers.get_list("set-cookie")

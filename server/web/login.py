@@ -40,9 +40,11 @@ async def login_page(next_path: str | None = Query(None, alias="next")) -> Respo
 
 @router.post("/login")
 async def login(request: Request) -> Response:
-    raw = await request.body()
-    if len(raw) > MAX_LOGIN_BODY:
-        return login_form("/docs", "The sign-in form was too large.", 413)
+    raw = b""
+    async for chunk in request.stream():  # read no more than the cap, whatever is sent
+        raw += chunk
+        if len(raw) > MAX_LOGIN_BODY:
+            return login_form("/docs", "The sign-in form was too large.", 413)
     form = parse_qs(raw.decode("utf-8", "replace"), keep_blank_values=True)
     key = (form.get("key") or [""])[0].strip()
     next_path = sessions.safe_next((form.get("next") or [""])[0])
