@@ -102,7 +102,7 @@ def require(scope: Scope):  # type: ignore[no-untyped-def]
         return have
 
     # Read by the docs page (server/web/docs.py) to show each endpoint's scope.
-    setattr(check, "quarry_scope", scope)
+    check.quarry_scope = scope  # type: ignore[attr-defined]
     return check
 
 
