@@ -495,7 +495,6 @@ _TERMINAL_WORDS = {
     "RPAR": "')'",
     "LSQB": "'['",
     "RSQB": "']'",
-    "LBRACE": "'{'",
     "RBRACE": "'}'",
     "COMMA": "','",
     "DOT": "'.'",
@@ -518,22 +517,55 @@ _TERMINAL_WORDS = {
     "DATETIME_LIT": "datetime(...)",
     "PARAM_NAME": "an operator parameter such as kind=",
     "WILD_NAME": "a name pattern such as Device*",
+    "BETWEEN_OP": "between",
+    "MATCHES": "matches regex",
+    "TIME_LIT": "time(...)",
+    "DOLLAR_SIDE": "$left / $right",
+    "EXTERNALDATA": "externaldata",
+    "LBRACE": "'{'",
 }
+
+
+_EXPR_START = {"NAME", "STRING", "INT", "REAL", "TIMESPAN", "DATETIME_LIT", "TIME_LIT", "ADD_OP", "LPAR",
+               "LSQB", "LBRACE", "DOLLAR_SIDE", "TRUE", "FALSE", "EXTERNALDATA", "UNION", "PRINT", "RANGE",
+               "DATATABLE"}
+_OPERATOR_WORDS = ("where", "project", "extend", "summarize", "join", "sort", "take", "top", "distinct",
+                   "union", "mv-expand", "parse", "count")
+
+
+def _keyword(e: str) -> str | None:
+    if e not in _terminal_names():
+        return None
+    pat = _lark().get_terminal(e).pattern
+    return str(pat.value) if pat.type == "str" else None
 
 
 def _expected_words(expected: set[str]) -> list[str]:
     words: list[str] = []
-    ops = sorted(e for e in expected if re.fullmatch(r"[A-Z_]+", e) is None or e.startswith("__"))
-    for e in sorted(expected):
+    rest = set(expected) - {"OTHER_OP"}
+    if {"NAME", "STRING", "INT"} <= rest:
+        words.append("an expression")
+        rest -= _EXPR_START
+    keywords = {e for e in rest if (_keyword(e) or "") in _OPERATOR_WORDS}
+    if len(keywords) > 5:
+        words.append("a tabular operator (" + ", ".join(_OPERATOR_WORDS[:8]) + ", ...)")
+        rest -= {e for e in rest if _keyword(e) and re.fullmatch(r"[a-z-]+", _keyword(e) or "")}
+    for e in sorted(rest):
         w = _TERMINAL_WORDS.get(e)
         if w is None:
-            pat = _lark().get_terminal(e).pattern if e in _terminal_names() else None
-            w = f"'{pat.value}'" if pat is not None and pat.type == "str" else None
-        if w is None and e not in ops:
-            w = e.lower()
-        if w and w not in words:
+            kw = _keyword(e)
+            w = f"'{kw}'" if kw is not None else e.lower().replace("_", " ")
+        if w not in words:
             words.append(w)
     return words
+
+
+def _did_you_mean(found: str, expected: set[str]) -> str | None:
+    import difflib
+
+    keywords = [k for k in (_keyword(e) for e in expected) if k and re.fullmatch(r"[a-z-]+", k)]
+    close = difflib.get_close_matches(found, keywords, n=1, cutoff=0.6)
+    return close[0] if close else None
 
 
 @cache
@@ -563,6 +595,9 @@ def _syntax_diagnostic(text: str, e: UnexpectedInput) -> Diagnostic:
             found = repr(str(tok))
             span = n.Span(tok.start_pos or pos, tok.end_pos or pos + 1)
         words = _expected_words(set(e.expected))
+        guess = _did_you_mean(str(tok), set(e.expected)) if tok.type == "NAME" else None
+        if guess:
+            found += f" (did you mean '{guess}'?)"
     elif isinstance(e, UnexpectedCharacters):
         ch = text[pos] if pos < len(text) else ""
         found = f"character {ch!r}"
