@@ -375,3 +375,15 @@ def test_system_columns_are_not_in_the_output() -> None:
     assert r.names[0] == "Timestamp"
     assert not {"_ingestion_time", "_extra", "date", "hour"} & set(r.names)
     assert len(r.names) == 40
+
+
+def test_dynamic_index_with_a_runtime_key() -> None:
+    # A property bag used as a lookup table, keyed by a column (a common hunting idiom). A key
+    # that is absent (SYSTEM) or empty (row 5) gives null, which tostring() turns into "".
+    assert_kql(
+        'let names = dynamic({"alice": "A", "bob": "B", "a.b": "dot"});\n'
+        "DeviceProcessEvents | project ReportId, n = tostring(names[AccountName])",
+        [(1, "A"), (2, "A"), (3, "B"), (4, ""), (5, ""), (6, "A")],
+    )
+    assert_kql('let m = dynamic({"a.b": "dot", "x\\"y": "q"});\nprint a = tostring(m["a.b"]), b = tostring(m[strcat("a", ".b")])',
+               [("dot", "dot")])
