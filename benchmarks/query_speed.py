@@ -273,9 +273,15 @@ def main(argv: list[str] | None = None) -> int:
         mismatches = 0
         print(f"\n{'question':52s} {'rows':>7s} {'kql ms':>8s} {'sql ms':>8s} {'ratio':>6s} {'compile ms':>10s}")
         for case in cases(sha):
-            cms, compiled = compile_ms(case.kql, args.compile_reps)
-            entry: dict[str, Any] = {"name": case.name, "kql": case.kql, "sql_hand": case.sql,
-                                     "compile_ms": cms}
+            entry: dict[str, Any] = {"name": case.name, "kql": case.kql, "sql_hand": case.sql}
+            try:
+                cms, compiled = compile_ms(case.kql, args.compile_reps)
+            except Exception as exc:  # a compiler crash is a finding, not the end of the run
+                entry["error"] = f"crash: {type(exc).__name__}: {exc}"
+                print(f"{case.name:52s}  COMPILER CRASH: {entry['error'][:80]}")
+                results.append(entry)
+                continue
+            entry["compile_ms"] = cms
             if not compiled.ok:
                 entry["error"] = "; ".join(f"{d.code}: {d.message}" for d in compiled.diagnostics)
                 print(f"{case.name:52s}  COMPILE ERROR: {entry['error'][:80]}")
@@ -314,14 +320,18 @@ def main(argv: list[str] | None = None) -> int:
             results.append(entry)
 
         ratios = [r["ratio"] for r in results if "ratio" in r]
-        compiles = [r["compile_ms"] for r in results]
+        compiles = [r["compile_ms"] for r in results if "compile_ms" in r]
         med_ratio = median(ratios)
         med_compile = median(compiles)
 
         # Pruning: the same compiled ago(2h) query over 30 days and over the last day only.
-        _, pr = compile_ms(PRUNING_KQL, 1)
         pruning: dict[str, Any] = {"kql": PRUNING_KQL}
-        if pr.ok:
+        try:
+            _, pr = compile_ms(PRUNING_KQL, 1)
+        except Exception as exc:
+            pr = None
+            pruning["error"] = f"crash: {type(exc).__name__}: {exc}"
+        if pr is not None and pr.ok:
             last_day = max(files[TABLE], key=lambda p: p.parent.name)
             con1 = open_views({TABLE: [last_day]}, args.threads)
             t30: list[float] = []
@@ -336,7 +346,7 @@ def main(argv: list[str] | None = None) -> int:
             plan = "\n".join(r[1] for r in con.execute("EXPLAIN " + pr.sql).fetchall())
             pruning["plan_mentions_date_filter"] = "date" in plan.lower()
             con1.close()
-        else:
+        elif pr is not None:
             pruning["error"] = "; ".join(d.message for d in pr.diagnostics)
 
         print(f"\nrows: {nrows:,} over {DAYS} days; {len(ratios)}/{len(results)} questions ran; "
