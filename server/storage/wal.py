@@ -31,9 +31,10 @@ _HEADER = struct.Struct("<4sII")
 _NAME_LEN = struct.Struct("<H")
 SEGMENT_SUFFIX = ".wal"
 _SEQ_FILE = "LAST_SEGMENT"
-# No IPC body compression: measured here, lz4 cost ~5 ms of CPU per 1,000 full-width rows (more
-# than the fsync itself), while an fsync of 1.2 MB took no longer than one of 340 kB.
-_IPC_OPTIONS = pa.ipc.IpcWriteOptions(compression=None)
+# lz4 IPC body compression: measured here (4 appending threads, full-width rows) it used about
+# as much CPU in total as no compression (user time up, kernel time for writing 3.5x the bytes
+# down) and keeps the WAL 3.5x smaller; zstd cost ~1.6x the CPU.
+_IPC_OPTIONS = pa.ipc.IpcWriteOptions(compression="lz4")
 
 
 def fsync_dir(path: Path) -> None:
