@@ -362,6 +362,9 @@ class Compiler:
     def src_externaldata(self, node: n.Source, env: Env) -> Rel:
         raise self.ctx.fail("unsupported", "externaldata is not supported: Quarry does not fetch data from URLs", node.span)
 
+    def src_search(self, node: n.Source, env: Env) -> Rel:
+        raise self.ctx.fail("unsupported", f"the {node.extra} operator is not supported: name the tables and columns to filter", node.span)
+
     def src_print(self, node: n.Source, env: Env) -> Rel:
         scope = Scope(env)
         cols: dict[str, str] = {}
@@ -730,7 +733,7 @@ class Compiler:
             name = item.names[0]
         else:
             prefix = F.AGG_PREFIX.get(call.name, call.name + "_")
-            arg = self.column_name(call.args[0]) if call.args and call.name not in ("count", "countif") else None
+            arg = self.column_name(call.args[0]) if call.args and call.name != "countif" else None
             if call.name == "percentile" and arg:
                 p = call.args[1]
                 arg = f"{arg}_{p.value}" if isinstance(p, n.Literal) else arg
@@ -845,6 +848,9 @@ class Compiler:
             rel = self._columns_added(rel, op.exprs, env, keep_existing=False)
         elif not rel.open:
             rel = self.wrap(rel)
+        for c, t in rel.cols.items():
+            if t == "string":  # a missing string is "": one distinct value, not two
+                rel.exprs[c] = sb.fn("coalesce", rel.exprs[c], sb.s(""))
         rel.order = []
         rel.distinct = True
         return rel
@@ -1089,6 +1095,9 @@ class Compiler:
         for pos, item in enumerate(op.exprs):
             v = self.scalar(item.expr, scope)
             name = item.names[0] if item.names else self.column_name(item.expr)
+            if not name and isinstance(item.expr, n.Call) and len(item.expr.args) == 1:
+                # `mv-expand todynamic(X)` expands into X itself
+                name = self.column_name(item.expr.args[0])
             if not name:
                 raise self.ctx.fail("wrong_arguments", "mv-expand of an expression needs a name: Name = expr", item.span)
             arr = v.sql if v.type == "dynamic" else F._parse_json(self.ctx, [v], n.Call(item.span, "todynamic", item.span, ()))
@@ -1108,6 +1117,8 @@ class Compiler:
         # `to typeof(T)` gives the expanded column a scalar type
         for item, tname in zip(op.exprs, types, strict=False):
             name = item.names[0] if item.names else self.column_name(item.expr)
+            if not name and isinstance(item.expr, n.Call) and len(item.expr.args) == 1:
+                name = self.column_name(item.expr.args[0])
             if tname and name in rel.cols and normalize_type(tname) != "dynamic":
                 t = normalize_type(tname)
                 rel.cols[name] = t
@@ -1196,8 +1207,8 @@ class Compiler:
             if b.kind in ("tabular", "rel"):
                 return self.scalar_subquery(node, scope)
             raise self.ctx.fail("type_mismatch", f"{node.name!r} is a function: call it with ()", node.span)
-        if node.name in ("true", "false"):
-            return const(node.name == "true", "bool")
+        if node.name.lower() in ("true", "false"):
+            return const(node.name.lower() == "true", "bool")
         if node.name == "null":
             return V(exp.Null(), UNKNOWN, None)
         if self.ctx.catalog.table(node.name) is not None:
@@ -1368,18 +1379,22 @@ class Compiler:
         kind = base[:-3] if cs else base
         if b.is_const and isinstance(b.const, str):
             lit: str = b.const
+            # LIKE has no escape character unless ESCAPE is given, and DuckDB's fast paths skip
+            # patterns with ESCAPE: escape only when the text holds a wildcard
+            wild = "%" in lit or "_" in lit
+            pat = sb.like_escape(lit) if wild else lit
             if kind == "contains":
                 if cs:
                     return sb.fn("contains", a, sb.s(lit))
-                return sb.ilike(a, "%" + sb.like_escape(lit) + "%", escaped=sb.like_escape(lit) != lit)
+                return sb.ilike(a, "%" + pat + "%", escaped=wild)
             if kind == "startswith":
                 if cs:
                     return sb.fn("starts_with", a, sb.s(lit))
-                return sb.ilike(a, sb.like_escape(lit) + "%", escaped=sb.like_escape(lit) != lit)
+                return sb.ilike(a, pat + "%", escaped=wild)
             if kind == "endswith":
                 if cs:
                     return sb.fn("ends_with", a, sb.s(lit))
-                return sb.ilike(a, "%" + sb.like_escape(lit), escaped=sb.like_escape(lit) != lit)
+                return sb.ilike(a, "%" + pat, escaped=wild)
             if kind in ("has", "hasprefix", "hassuffix"):
                 return has_term(a, lit, cs, prefix=kind != "hassuffix", suffix=kind != "hasprefix")
         rhs = as_string(b)
@@ -1497,7 +1512,14 @@ class Compiler:
         if idx.is_const and isinstance(idx.const, int | str):
             return self.json_path(target, [("idx" if isinstance(idx.const, int) else "key", idx.const)], node)
         arr = self.dyn(target, node)
-        path = exp.DPipe(this=exp.DPipe(this=sb.s("$["), expression=sb.cast(idx.sql, "string")), expression=sb.s("]"))
+        if idx.type in NUMERIC:
+            path: exp.Expression = exp.DPipe(this=exp.DPipe(this=sb.s("$["), expression=sb.cast(idx.sql, "string")),
+                                             expression=sb.s("]"))
+        else:
+            # a runtime key: quoted in the JSON path; an empty or missing key yields null
+            key = sb.fn("replace", sb.fn("replace", as_string(idx), sb.s("\\"), sb.s("\\\\")), sb.s('"'), sb.s('\\"'))
+            path = exp.DPipe(this=exp.DPipe(this=sb.s('$."'), expression=key), expression=sb.s('"'))
+            path = exp.Nullif(this=path, expression=sb.s('$.""'))
         return V(sb.fn("json_extract", arr, path), "dynamic")
 
     def dyn(self, v: V, node: n.Node) -> exp.Expression:
@@ -1799,8 +1821,9 @@ def has_term(a: exp.Expression, term: str, cs: bool = False, prefix: bool = True
     if not term:
         return exp.true()
     # cheap substring test first; the regex only runs on rows that contain the text
+    wild = "%" in term or "_" in term
     pre = sb.fn("contains", a, sb.s(term)) if cs else sb.ilike(
-        a, "%" + sb.like_escape(term) + "%", escaped=sb.like_escape(term) != term)
+        a, "%" + (sb.like_escape(term) if wild else term) + "%", escaped=wild)
     if not (_WORD.match(term[0]) or _WORD.match(term[-1])):
         return pre
     return exp.And(this=pre, expression=sb.fn("regexp_matches", a.copy(), sb.s(_term_regex(term, cs, prefix, suffix))))

@@ -713,7 +713,8 @@ DUCKDB: dict[str, Builder] = {
     "tolower": _simple("lower"),
     "toupper": _simple("upper"),
     "strcat": _strcat,
-    "strcat_delim": _simple("concat_ws"),
+    # every argument keeps its slot: tostring(null) is "" (concat_ws would skip NULLs)
+    "strcat_delim": lambda c, a, n: sb.fn("concat_ws", *[sb.fn("coalesce", as_string(v), sb.s("")) for v in a]),
     "strlen": _simple("length"),
     "substring": _substring,
     "split": _split,

@@ -221,6 +221,9 @@ class Builder(Transformer[Token, n.Node]):
     def externaldata(self, meta: Any, ch: list[Any]) -> n.Source:
         return n.Source(_span(meta), "externaldata")
 
+    def search_src(self, meta: Any, ch: list[Any]) -> n.Source:
+        return n.Source(_span(meta), "search", extra=str(ch[0]).split()[0])
+
     # operators
     def _op(self, meta: Any, kind: str, **kw: Any) -> n.Operator:
         return n.Operator(_span(meta), kind, **kw)

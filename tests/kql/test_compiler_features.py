@@ -261,7 +261,7 @@ def test_take_top_distinct_count() -> None:
     assert rows(f"{P} | limit 10 | count") == [(5,)]
     assert_kql(f"{P} | distinct DeviceId", [("d1",), ("d2",), ("d3",)])
     assert_kql(f"{P} | project DeviceId, AccountName | distinct *",
-               [("d1", "alice"), ("d2", "bob"), ("d2", None), ("d3", "SYSTEM")])
+               [("d1", "alice"), ("d2", "bob"), ("d2", ""), ("d3", "SYSTEM")])  # a missing string is ""
     assert_kql(f"{P} | count", [(5,)], columns=["Count"])
 
 
