@@ -387,3 +387,21 @@ def test_dynamic_index_with_a_runtime_key() -> None:
     )
     assert_kql('let m = dynamic({"a.b": "dot", "x\\"y": "q"});\nprint a = tostring(m["a.b"]), b = tostring(m[strcat("a", ".b")])',
                [("dot", "dot")])
+
+
+def test_datetimes_with_utc_offsets_are_converted_to_utc() -> None:
+    # scalar-data-types/datetime: ISO 8601 with an offset denotes that instant; values are UTC.
+    assert_kql(
+        'print a = datetime(2024-05-15T13:00:00+02:00), b = todatetime("2024-05-15T13:00:00+02:00"),'
+        ' c = todatetime("2024-05-15T11:00:00Z")',
+        [(D(2024, 5, 15, 11), D(2024, 5, 15, 11), D(2024, 5, 15, 11))],
+    )
+
+
+def test_bin_of_datetimes_counts_from_year_one() -> None:
+    # bin-function: datetimes are rounded down to a multiple of the bin size; Kusto datetimes count
+    # ticks from 0001-01-01 (a Monday), so 7d bins start on Mondays.
+    assert_kql(
+        "print a = bin(datetime(2024-05-15 10:00), 7d), b = bin(datetime(2024-05-15 10:17), 15m)",
+        [(D(2024, 5, 13), D(2024, 5, 15, 10, 15))],
+    )

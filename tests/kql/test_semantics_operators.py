@@ -555,3 +555,20 @@ def test_parse_regex() -> None:
         'print s = "key1=val1;key2=val2" | parse kind=regex s with "key1=" v1 ";key2=" v2 | project v1, v2',
         [("val1", "val2")],
     )
+
+
+def test_parse_documented_example_with_typed_columns_and_skips() -> None:
+    # parse-operator, first example: typed columns (long, date) followed by `*` take only
+    # their own value.
+    assert_kql(
+        "let Traces = datatable(EventText:string)\n"
+        '["Event: NotifySliceRelease (resourceName=PipelineScheduler, totalSlices=27, sliceNumber=23,'
+        ' lockTime=02/17/2016 08:40:01, releaseTime=02/17/2016 08:40:01, previousLockTime=02/17/2016 08:39:01)"];\n'
+        "Traces\n"
+        '| parse EventText with * "resourceName=" resourceName ", totalSlices=" totalSlices:long * "sliceNumber="'
+        ' sliceNumber:long * "lockTime=" lockTime ", releaseTime=" releaseTime:date "," * "previousLockTime="'
+        ' previousLockTime:date ")" *\n'
+        "| project resourceName, totalSlices, sliceNumber, lockTime, releaseTime, previousLockTime",
+        [("PipelineScheduler", 27, 23, "02/17/2016 08:40:01", D(2016, 2, 17, 8, 40, 1), D(2016, 2, 17, 8, 39, 1))],
+        types=["string", "long", "long", "string", "datetime", "datetime"],
+    )
