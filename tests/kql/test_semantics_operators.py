@@ -572,3 +572,33 @@ def test_parse_documented_example_with_typed_columns_and_skips() -> None:
         [("PipelineScheduler", 27, 23, "02/17/2016 08:40:01", D(2016, 2, 17, 8, 40, 1), D(2016, 2, 17, 8, 39, 1))],
         types=["string", "long", "long", "string", "datetime", "datetime"],
     )
+
+
+# --- whole hunting queries --------------------------------------------------------------------
+
+def test_hunting_query_shell_activity_per_user() -> None:
+    assert_kql(
+        "let lookback = 3d;\n"
+        "DeviceProcessEvents\n"
+        "| where Timestamp > ago(lookback)\n"
+        '| where FileName in~ ("powershell.exe", "cmd.exe")\n'
+        "| summarize Count = count(), Commands = make_set(ProcessCommandLine), FirstSeen = min(Timestamp),"
+        " LastSeen = max(Timestamp) by DeviceName, AccountName\n"
+        "| extend Duration = LastSeen - FirstSeen\n"
+        "| where Count > 1\n"
+        "| project DeviceName, AccountName, Count, Duration, n = array_length(Commands)",
+        [("ws-01.contoso.com", "alice", 2, dt.timedelta(hours=2), 2)],
+        types=["string", "string", "long", "timespan", "long"],
+    )
+
+
+def test_hunting_query_network_connection_to_its_process() -> None:
+    assert_kql(
+        "DeviceNetworkEvents\n"
+        "| where RemotePort == 443\n"
+        "| join kind=inner (DeviceProcessEvents | project DeviceId, ProcessId, ProcFile = FileName)\n"
+        "    on DeviceId, $left.InitiatingProcessId == $right.ProcessId\n"
+        "| project ReportId, ProcFile",
+        [(4, "PowerShell.EXE")],
+    )
+    assert ids_of("DeviceNetworkEvents | join kind=leftanti DeviceInfo on DeviceId") == [5]
