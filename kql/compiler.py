@@ -49,16 +49,16 @@ class CompileError(Exception):
 @dataclass
 class Rel:
     cols: dict[str, str]  # ordered output columns: name -> KQL type
-    exprs: dict[str, exp.Expression]  # how each column is computed inside this SELECT
-    src: exp.Expression  # the FROM item
-    where: list[exp.Expression] = field(default_factory=list)
-    group: list[exp.Expression] | None = None
-    order: list[exp.Expression] = field(default_factory=list)
-    limit: exp.Expression | None = None
+    exprs: dict[str, exp.Expr]  # how each column is computed inside this SELECT
+    src: exp.Expr  # the FROM item
+    where: list[exp.Expr] = field(default_factory=list)
+    group: list[exp.Expr] | None = None
+    order: list[exp.Expr] = field(default_factory=list)
+    limit: exp.Expr | None = None
     distinct: bool = False
     windowed: bool = False
     base: Table | None = None  # src is this catalog table (system and partition columns visible)
-    qualify: exp.Expression | None = None
+    qualify: exp.Expr | None = None
     name: str | None = None  # table name, for union withsource
     # Sentinel's copies of the Device tables call the event time TimeGenerated; queries written
     # for Sentinel use it, so it resolves to Timestamp (kept through projections of Timestamp).
@@ -307,7 +307,7 @@ class Compiler:
             src=src,
             base=table,
             name=table.name,
-            aliases={"TimeGenerated": "Timestamp"} if table.has_timestamp else {},
+            aliases=time_aliases({c.name: c.type.name for c in table.columns}),
         )
 
     def tabular_call(self, node: n.Call, env: Env) -> Rel:
@@ -368,7 +368,7 @@ class Compiler:
     def src_print(self, node: n.Source, env: Env) -> Rel:
         scope = Scope(env)
         cols: dict[str, str] = {}
-        exprs: dict[str, exp.Expression] = {}
+        exprs: dict[str, exp.Expr] = {}
         for i, ne in enumerate(node.exprs):
             v = self.scalar(ne.expr, scope)
             name = ne.names[0] if ne.names else (self.column_name(ne.expr) or f"print_{i}")
@@ -428,8 +428,8 @@ class Compiler:
                     aliases: dict[str, str] | None = None) -> Rel:
         alias = self.ctx.alias()
         sub = exp.Subquery(this=sel, alias=exp.TableAlias(this=sb.ident(alias)))
-        kept = {a: t for a, t in (aliases or {}).items() if t in cols and a not in cols}
-        return Rel(cols=dict(cols), exprs={c: sb.col(c) for c in cols}, src=sub, name=name, aliases=kept)
+        return Rel(cols=dict(cols), exprs={c: sb.col(c) for c in cols}, src=sub, name=name,
+                   aliases=time_aliases(cols))
 
     def wrap(self, rel: Rel) -> Rel:
         return self.wrap_select(rel.select(), rel.cols, rel.name, rel.aliases)
@@ -470,15 +470,15 @@ class Compiler:
         if v.type not in ("bool", UNKNOWN, "dynamic"):
             self.ctx.error("type_mismatch", f"a filter must be a boolean condition, this is a {v.type}", node.span)
 
-    def partition_conds(self, pred: n.Node, rel: Rel, env: Env) -> list[exp.Expression]:
+    def partition_conds(self, pred: n.Node, rel: Rel, env: Env) -> list[exp.Expr]:
         """Conditions on the date partition implied by conditions on Timestamp."""
         ts = rel.exprs.get("Timestamp")
         if not (isinstance(ts, exp.Column) and ts.name == "Timestamp"):
             return []
-        out: list[exp.Expression] = []
+        out: list[exp.Expr] = []
         date = sb.col(DATE_PARTITION)
 
-        def day(dt: datetime) -> exp.Expression:
+        def day(dt: datetime) -> exp.Expr:
             return exp.Cast(this=sb.s(dt.date().isoformat()), to=exp.DataType.build("DATE"))
 
         def walk(p: n.Node) -> None:
@@ -495,8 +495,9 @@ class Compiler:
                 if self._is_ts(left):
                     dt = self.const_datetime(right, env)
                     if dt is not None:
-                        cmp = {">=": exp.GTE, "<=": exp.LTE, "=": exp.EQ}[TIME_CMP[op]]
-                        out.append(cmp(this=date.copy(), expression=day(dt)))
+                        cmp: type[exp.Binary] = {">=": exp.GTE, "<=": exp.LTE, "=": exp.EQ}[TIME_CMP[op]]
+                        cond: exp.Expr = cmp(this=date.copy(), expression=day(dt))
+                        out.append(cond)
             elif isinstance(p, n.Between) and not p.negated and self._is_ts(p.value):
                 lo, hi = self.const_datetime(p.low, env), self.const_datetime(p.high, env)
                 if lo is not None:
@@ -529,7 +530,7 @@ class Compiler:
         scope = Scope(env, rel)
         # extend sees its own earlier assignments (Kusto evaluates them left to right)
         new_cols: dict[str, str] = rel.cols if keep_existing else {}
-        new_exprs: dict[str, exp.Expression] = rel.exprs if keep_existing else {}
+        new_exprs: dict[str, exp.Expr] = rel.exprs if keep_existing else {}
         windowed = False
         auto = 0
         for item in items:
@@ -647,8 +648,8 @@ class Compiler:
             rel.order = []
         scope = Scope(env, rel)
         cols: dict[str, str] = {}
-        exprs: dict[str, exp.Expression] = {}
-        group: list[exp.Expression] = []
+        exprs: dict[str, exp.Expr] = {}
+        group: list[exp.Expr] = []
         auto = 0
         for item in op.by:
             try:
@@ -664,7 +665,7 @@ class Compiler:
             cols[name] = v.type
             exprs[name] = v.sql
             group.append(v.sql)
-        post: dict[str, exp.Expression] = {}  # arg_max/arg_min unpacking needs a second SELECT
+        post: dict[str, exp.Expr] = {}  # arg_max/arg_min unpacking needs a second SELECT
         for item in op.exprs:
             try:
                 self.aggregate(item, scope, cols, exprs, post)
@@ -682,7 +683,7 @@ class Compiler:
             rel.cols = {c: t for c, t in cols.items() if c not in post or isinstance(post[c], exp.Null)}
             rel = self.wrap(rel)
             final_cols: dict[str, str] = {}
-            final_exprs: dict[str, exp.Expression] = {}
+            final_exprs: dict[str, exp.Expr] = {}
             for c, t in cols.items():
                 if isinstance(post.get(c), exp.Null):
                     continue
@@ -701,7 +702,7 @@ class Compiler:
         return None
 
     def aggregate(self, item: n.NamedExpr, scope: Scope, cols: dict[str, str],
-                  exprs: dict[str, exp.Expression], post: dict[str, exp.Expression]) -> None:
+                  exprs: dict[str, exp.Expr], post: dict[str, exp.Expr]) -> None:
         node = item.expr
         call = node
         if not (isinstance(call, n.Call) and call.name in F.AGGREGATES):
@@ -753,7 +754,7 @@ class Compiler:
         return f"{name}{i}"
 
     def arg_extreme(self, item: n.NamedExpr, call: n.Call, scope: Scope, cols: dict[str, str],
-                    exprs: dict[str, exp.Expression], post: dict[str, exp.Expression]) -> None:
+                    exprs: dict[str, exp.Expr], post: dict[str, exp.Expr]) -> None:
         assert scope.rel is not None
         if len(call.args) < 2:
             raise self.ctx.fail("wrong_arguments", f"{call.name}() needs the value to maximize and the columns to return", call.span)
@@ -801,9 +802,9 @@ class Compiler:
         rel.order = self.order_items(rel, op.sort, env)
         return rel
 
-    def order_items(self, rel: Rel, items: tuple[n.SortItem, ...], env: Env) -> list[exp.Expression]:
+    def order_items(self, rel: Rel, items: tuple[n.SortItem, ...], env: Env) -> list[exp.Expr]:
         scope = Scope(env, rel)
-        out: list[exp.Expression] = []
+        out: list[exp.Expr] = []
         for it in items:
             try:
                 v = self.scalar(it.expr, scope)
@@ -820,7 +821,7 @@ class Compiler:
             out.append(exp.Ordered(this=expr, desc=desc, nulls_first=nulls_first))
         return out
 
-    def _limit_value(self, node: n.Node, env: Env) -> exp.Expression:
+    def _limit_value(self, node: n.Node, env: Env) -> exp.Expr:
         v = self.scalar(node, Scope(env))
         if v.type not in ("long", "int", UNKNOWN):
             self.ctx.error("type_mismatch", f"the row count must be a whole number, this is a {v.type}", node.span)
@@ -915,7 +916,7 @@ class Compiler:
         rels: list[tuple[str, Rel]] = []
         if first is not None:
             rels.append((first.name or "union_arg0", first))
-        for i, item in enumerate(items):
+        for _i, item in enumerate(items):
             if isinstance(item, n.WildName):
                 regex = re.compile(fnmatch.translate(item.pattern))
                 matched = [t for t in self.ctx.catalog.tables if regex.match(t)]
@@ -953,7 +954,7 @@ class Compiler:
                 if c == source_col:
                     proj.append(sb.alias(sb.s(label), c))
                 elif c in r.cols:
-                    e: exp.Expression = sb.col(c)
+                    e: exp.Expr = sb.col(c)
                     if r.cols[c] != t:
                         e = sb.cast(e, t)
                     proj.append(sb.alias(e, c))
@@ -961,12 +962,12 @@ class Compiler:
                     proj.append(sb.alias(sb.null(t), c))
             selects.append(exp.Select(expressions=proj).from_(
                 exp.Subquery(this=inner, alias=exp.TableAlias(this=sb.ident(alias)))))
-        u: exp.Expression = selects[0]
+        u: exp.Expr = selects[0]
         for s_ in selects[1:]:
             u = exp.Union(this=u, expression=s_, distinct=False)
         alias = self.ctx.alias()
         sub = exp.Subquery(this=u, alias=exp.TableAlias(this=sb.ident(alias)))
-        return Rel(cols=cols, exprs={c: sb.col(c) for c in cols}, src=sub)
+        return Rel(cols=cols, exprs={c: sb.col(c) for c in cols}, src=sub, aliases=time_aliases(cols))
 
     def op_join(self, rel: Rel, op: n.Operator, env: Env) -> Rel:
         kind = "innerunique"
@@ -1006,7 +1007,7 @@ class Compiler:
             keys = [(c, c, op) for c in common]
         swap = kind.startswith("right") and kind in ("rightanti", "rightsemi", "rightantisemi")
         la, ra = self.ctx.alias("_l"), self.ctx.alias("_r")
-        lsel: exp.Expression = left.select()
+        lsel: exp.Expr = left.select()
         if kind == "innerunique":
             # Kusto de-duplicates the left side on the join key before joining
             lrel = self.wrap(left)
@@ -1020,7 +1021,7 @@ class Compiler:
         on = sb.and_all([exp.EQ(this=sb.col(lk, la), expression=sb.col(rk, ra)) for lk, rk, _ in keys])
         jt = self.JOIN_KINDS[kind]
         cols: dict[str, str] = {}
-        proj: list[exp.Expression] = []
+        proj: list[exp.Expr] = []
         if jt in ("ANTI", "SEMI"):
             keep, keep_alias = (right, ra) if swap else (left, la)
             for c, t in keep.cols.items():
@@ -1160,7 +1161,7 @@ class Compiler:
                 e = sb.try_cast(exp.Nullif(this=e, expression=sb.s("")), typ)
             rel.cols[nm] = typ
             rel.exprs[nm] = e
-        if op.kind == "parse-where" or any(p.name == "kind" for p in []):
+        if op.kind == "parse-where":
             rel.where.append(sb.fn("regexp_matches", src.copy(), sb.s(pattern)))
         return rel
 
@@ -1253,10 +1254,10 @@ class Compiler:
             sb_ = sb.paren(b.sql) if isinstance(b.sql, exp.Or) and node.op == "and" else b.sql
             return V(cls(this=sa, expression=sb_), "bool", window=a.window or b.window, agg=a.agg or b.agg)
         a, b = self.scalar(node.left, scope), self.scalar(node.right, scope)
-        flags = {"window": a.window or b.window, "agg": a.agg or b.agg}
+        window, agg = a.window or b.window, a.agg or b.agg
         if node.op in ("+", "-", "*", "/", "%"):
-            return replace(self.arith(node, a, b), **flags)
-        return replace(self.compare(node, a, b), **flags)
+            return replace(self.arith(node, a, b), window=window, agg=agg)
+        return replace(self.compare(node, a, b), window=window, agg=agg)
 
     def arith(self, node: n.Binary, a: V, b: V) -> V:
         op, ta, tb = node.op, a.type, b.type
@@ -1325,14 +1326,14 @@ class Compiler:
             if lit is not None and lit.const == "":
                 empty = F._isempty(V(other.sql, "string"))
                 return V(empty if op == "==" else exp.Not(this=empty), "bool")
-        cls = {"==": exp.EQ, "!=": exp.NEQ, "<": exp.LT, "<=": exp.LTE, ">": exp.GT, ">=": exp.GTE}[op]
+        cls: type[exp.Binary] = {"==": exp.EQ, "!=": exp.NEQ, "<": exp.LT, "<=": exp.LTE, ">": exp.GT, ">=": exp.GTE}[op]
         if op in ("==", "!="):
             known = (a.is_const and a.const is not None) or (b.is_const and b.const is not None)
             if op == "==" and known:
                 return V(exp.EQ(this=a.sql, expression=b.sql), "bool")
             # Kusto: null != value is true, null == value is false, and null vs null is null
             # (and a missing string is "", unequal to any other)
-            test: exp.Expression = (exp.NullSafeNEQ(this=a.sql, expression=b.sql) if op == "!=" else
+            test: exp.Expr = (exp.NullSafeNEQ(this=a.sql, expression=b.sql) if op == "!=" else
                                     fn_coalesce_false(exp.EQ(this=a.sql, expression=b.sql)))
             if known:
                 return V(test, "bool")
@@ -1351,11 +1352,9 @@ class Compiler:
             return True  # Kusto compares bools with numbers as 1/0
         if ta in STRINGY and tb in STRINGY:
             return True
-        if "dynamic" in (ta, tb):
-            return True
-        return False
+        return "dynamic" in (ta, tb)
 
-    def case_fold(self, v: V) -> exp.Expression:
+    def case_fold(self, v: V) -> exp.Expr:
         if v.is_const and isinstance(v.const, str):
             return sb.s(v.const.lower())
         return sb.fn("lower", as_string(v))
@@ -1374,7 +1373,7 @@ class Compiler:
             self.ctx.error("type_mismatch", f"{op} needs a string on its left, this is a {v.type}", node.span,
                            ["convert it with tostring()"])
 
-    def string_pred(self, base: str, a: exp.Expression, b: V, node: n.Node) -> exp.Expression:
+    def string_pred(self, base: str, a: exp.Expr, b: V, node: n.Node) -> exp.Expr:
         cs = base.endswith("_cs")
         kind = base[:-3] if cs else base
         if b.is_const and isinstance(b.const, str):
@@ -1407,12 +1406,12 @@ class Compiler:
         # has with a computed term: build the word-boundary regex at run time
         left = sb.s("" if kind == "hassuffix" else "(?:^|[^0-9A-Za-z])")
         right = sb.s("" if kind == "hasprefix" else "(?:$|[^0-9A-Za-z])")
-        flags = sb.s("" if cs else "(?i)")
-        pat = exp.DPipe(this=exp.DPipe(this=exp.DPipe(this=flags, expression=left),
-                                       expression=sb.fn("regexp_escape", rhs)), expression=right)
-        return sb.fn("regexp_matches", a, pat)
+        flag = sb.s("" if cs else "(?i)")
+        regex = exp.DPipe(this=exp.DPipe(this=exp.DPipe(this=flag, expression=left),
+                                         expression=sb.fn("regexp_escape", rhs)), expression=right)
+        return sb.fn("regexp_matches", a, regex)
 
-    def in_values(self, items: tuple[n.Node, ...], scope: Scope) -> tuple[list[V], exp.Expression | None]:
+    def in_values(self, items: tuple[n.Node, ...], scope: Scope) -> tuple[list[V], exp.Expr | None]:
         """The list of an `in`: constants, expanded dynamic arrays, or one tabular subquery."""
         vals: list[V] = []
         if len(items) == 1 and self.is_tabular(items[0], scope.env):
@@ -1442,8 +1441,9 @@ class Compiler:
             if sub is not None:
                 if base == "has_all":
                     raise self.ctx.fail("unsupported", "has_all with a tabular argument is not supported", node.span)
-                pred = has_any_subquery(as_string(a), sub, self.ctx)
-                return V(sb.not_true(pred) if neg else pred, "bool")
+                assert isinstance(sub, exp.Select)
+                found = has_any_subquery(as_string(a), sub, self.ctx)
+                return V(sb.not_true(found) if neg else found, "bool")
             terms: list[str] = []
             for v in vals:
                 if not (v.is_const and v.const is not None):
@@ -1458,8 +1458,8 @@ class Compiler:
                 inner = exp.Select(expressions=[sb.fn("lower", sb.col(sub.expressions[0].alias_or_name))]).from_(
                     exp.Subquery(this=sub, alias=exp.TableAlias(this=sb.ident(self.ctx.alias()))))
                 sub = inner
-            pred: exp.Expression = exp.In(this=lhs, query=exp.Subquery(this=sub))
-            return V(sb.not_true(pred) if neg else pred, "bool")
+            member: exp.Expr = exp.In(this=lhs, query=exp.Subquery(this=sub))
+            return V(sb.not_true(member) if neg else member, "bool")
         if not vals:
             return V(exp.true() if neg else exp.false(), "bool")
         if len(vals) == 1 and vals[0].type == "dynamic" and not vals[0].is_const:
@@ -1513,7 +1513,7 @@ class Compiler:
             return self.json_path(target, [("idx" if isinstance(idx.const, int) else "key", idx.const)], node)
         arr = self.dyn(target, node)
         if idx.type in NUMERIC:
-            path: exp.Expression = exp.DPipe(this=exp.DPipe(this=sb.s("$["), expression=sb.cast(idx.sql, "string")),
+            path: exp.Expr = exp.DPipe(this=exp.DPipe(this=sb.s("$["), expression=sb.cast(idx.sql, "string")),
                                              expression=sb.s("]"))
         else:
             # a runtime key: quoted in the JSON path; an empty or missing key yields null
@@ -1522,7 +1522,7 @@ class Compiler:
             path = exp.Nullif(this=path, expression=sb.s('$.""'))
         return V(sb.fn("json_extract", arr, path), "dynamic")
 
-    def dyn(self, v: V, node: n.Node) -> exp.Expression:
+    def dyn(self, v: V, node: n.Node) -> exp.Expr:
         if v.type == "dynamic":
             return v.sql
         if v.type in STRINGY or v.type == UNKNOWN:
@@ -1544,7 +1544,7 @@ class Compiler:
         if target.is_const and isinstance(target.const, dict | list):
             val = target.const
             try:
-                for kind, key in steps:
+                for _kind, key in steps:
                     val = val[key]
                 return const(val, "dynamic")  # dynamic access stays dynamic
             except (KeyError, IndexError, TypeError):
@@ -1606,12 +1606,12 @@ class Compiler:
             if rel is None or rel.base is None:
                 raise self.ctx.fail("unsupported", "ingestion_time() is only available directly on a table, before summarize, join or union", node.span)
             return V(sb.col(INGESTION_TIME_COLUMN), "datetime")
-        if name == "column_ifexists":
-            if len(node.args) == 2 and isinstance(node.args[0], n.Literal) and scope.rel is not None:
-                cname = str(node.args[0].value)
-                if cname in scope.rel.cols:
-                    return V(scope.rel.exprs[cname].copy(), scope.rel.cols[cname])
-                return self.scalar(node.args[1], scope)
+        if (name == "column_ifexists" and len(node.args) == 2 and isinstance(node.args[0], n.Literal)
+                and scope.rel is not None):
+            cname = str(node.args[0].value)
+            if cname in scope.rel.cols:
+                return V(scope.rel.exprs[cname].copy(), scope.rel.cols[cname])
+            return self.scalar(node.args[1], scope)
         if name in ("materialize",) and node.args:
             return self.scalar(node.args[0], scope)
         b = scope.env.get(name)
@@ -1755,7 +1755,15 @@ class Compiler:
 
 def wrap_copy(rel: Rel, ctx: Ctx) -> Rel:
     sub = exp.Subquery(this=rel.select(), alias=exp.TableAlias(this=sb.ident(ctx.alias())))
-    return Rel(cols=dict(rel.cols), exprs={c: sb.col(c) for c in rel.cols}, src=sub, name=rel.name)
+    return Rel(cols=dict(rel.cols), exprs={c: sb.col(c) for c in rel.cols}, src=sub, name=rel.name,
+               aliases=time_aliases(rel.cols))
+
+
+def time_aliases(cols: dict[str, str]) -> dict[str, str]:
+    """Sentinel's copies of the Device tables name the event time TimeGenerated."""
+    if cols.get("Timestamp") == "datetime" and "TimeGenerated" not in cols:
+        return {"TimeGenerated": "Timestamp"}
+    return {}
 
 
 def _jsonable(x: Any) -> Any:
@@ -1780,9 +1788,10 @@ def _py_type(x: Any) -> str:
     return "dynamic"
 
 
-def _arith_sql(op: str, a: exp.Expression, b: exp.Expression) -> exp.Expression:
-    cls = {"+": exp.Add, "-": exp.Sub, "*": exp.Mul, "/": exp.Div, "%": exp.Mod}[op]
-    return cls(this=sb.paren(a), expression=sb.paren(b))
+def _arith_sql(op: str, a: exp.Expr, b: exp.Expr) -> exp.Expr:
+    cls: type[exp.Binary] = {"+": exp.Add, "-": exp.Sub, "*": exp.Mul, "/": exp.Div, "%": exp.Mod}[op]
+    out: exp.Expr = cls(this=sb.paren(a), expression=sb.paren(b))
+    return out
 
 
 def _fold(op: str, a: V, b: V) -> V | None:
@@ -1816,8 +1825,8 @@ def _term_regex(term: str, cs: bool, prefix: bool = True, suffix: bool = True) -
     return ("" if cs else "(?i)") + left + body + right
 
 
-def has_term(a: exp.Expression, term: str, cs: bool = False, prefix: bool = True,
-             suffix: bool = True) -> exp.Expression:
+def has_term(a: exp.Expr, term: str, cs: bool = False, prefix: bool = True,
+             suffix: bool = True) -> exp.Expr:
     if not term:
         return exp.true()
     # cheap substring test first; the regex only runs on rows that contain the text
@@ -1829,7 +1838,7 @@ def has_term(a: exp.Expression, term: str, cs: bool = False, prefix: bool = True
     return exp.And(this=pre, expression=sb.fn("regexp_matches", a.copy(), sb.s(_term_regex(term, cs, prefix, suffix))))
 
 
-def has_any(a: exp.Expression, terms: list[str]) -> exp.Expression:
+def has_any(a: exp.Expr, terms: list[str]) -> exp.Expr:
     terms = [t for t in dict.fromkeys(terms)]
     if not terms:
         return exp.false()
@@ -1842,11 +1851,11 @@ def has_any(a: exp.Expression, terms: list[str]) -> exp.Expression:
     return sb.fn("regexp_matches", a, sb.s("(?i)(?:" + alts + ")"))
 
 
-def fn_coalesce_false(e: exp.Expression) -> exp.Expression:
+def fn_coalesce_false(e: exp.Expr) -> exp.Expr:
     return sb.fn("coalesce", e, exp.false())
 
 
-def has_any_subquery(a: exp.Expression, sub: exp.Select, ctx: Ctx) -> exp.Expression:
+def has_any_subquery(a: exp.Expr, sub: exp.Select, ctx: Ctx) -> exp.Expr:
     """has_any over a tabular list: one regex of all the terms, built once by a scalar subquery."""
     inner = sub.expressions[0].alias_or_name
     term = sb.col(inner)
@@ -1859,8 +1868,8 @@ def has_any_subquery(a: exp.Expression, sub: exp.Select, ctx: Ctx) -> exp.Expres
     return sb.fn("coalesce", sb.fn("regexp_matches", a, exp.Subquery(this=build)), exp.false())
 
 
-def has_all(a: exp.Expression, terms: list[str]) -> exp.Expression:
-    out: exp.Expression = exp.true()
+def has_all(a: exp.Expr, terms: list[str]) -> exp.Expr:
+    out: exp.Expr = exp.true()
     for i, t in enumerate(dict.fromkeys(terms)):
         term = has_term(a.copy(), t)
         out = term if i == 0 else exp.And(this=out, expression=term)

@@ -217,7 +217,7 @@ AGG_PREFIX: dict[str, str] = {
 }
 # fmt: on
 
-Builder = Callable[["Ctx", list[V], "Call"], exp.Expression]
+Builder = Callable[["Ctx", list[V], "Call"], exp.Expr]
 
 # ---------------------------------------------------------------- helpers for builders
 
@@ -233,11 +233,11 @@ def _cint(v: V, default: int = 0) -> int:
     return int(v.const) if v.is_const and v.const is not None else default
 
 
-def _epoch_origin() -> exp.Expression:
+def _epoch_origin() -> exp.Expr:
     return sb.cast(sb.s("0001-01-01 00:00:00"), "datetime")
 
 
-def bin_value(ctx: Ctx, value: V, size: V) -> exp.Expression:
+def bin_value(ctx: Ctx, value: V, size: V) -> exp.Expr:
     if value.type == "datetime":
         return sb.fn("time_bucket", size.sql, value.sql, _epoch_origin())
     if value.type == "timespan":
@@ -291,13 +291,13 @@ def kusto_format_to_strftime(fmt: str) -> str:
 
 
 def _startof(unit: str) -> Builder:
-    def build(ctx: Ctx, a: list[V], node: Call) -> exp.Expression:
+    def build(ctx: Ctx, a: list[V], node: Call) -> exp.Expr:
         dt = a[0].sql
         offset = _cint(a[1]) if len(a) > 1 else 0
         if unit == "week":
             # Kusto weeks start on Sunday; DuckDB's date_trunc('week') is ISO (Monday)
             day = exp.Interval(this=sb.s("1"), unit=exp.Var(this="DAY"))
-            start: exp.Expression = exp.Sub(
+            start: exp.Expr = exp.Sub(
                 this=sb.cast(sb.fn("date_trunc", sb.s("week"), exp.Add(this=dt, expression=day)), "datetime"),
                 expression=day.copy(),
             )
@@ -313,36 +313,36 @@ def _startof(unit: str) -> Builder:
 def _endof(unit: str) -> Builder:
     start = _startof(unit)
 
-    def build(ctx: Ctx, a: list[V], node: Call) -> exp.Expression:
+    def build(ctx: Ctx, a: list[V], node: Call) -> exp.Expr:
         one = exp.Interval(this=sb.s("1"), unit=exp.Var(this=unit.upper()))
         tick = exp.Interval(this=sb.s("1"), unit=exp.Var(this="MICROSECOND"))
         return exp.Sub(this=exp.Add(this=start(ctx, a, node), expression=one), expression=tick)
     return build
 
 
-def ipv4_to_long(e: exp.Expression) -> exp.Expression:
+def ipv4_to_long(e: exp.Expr) -> exp.Expr:
     parts = [sb.try_cast(sb.fn("split_part", e.copy(), sb.s("."), sb.num(i)), "long") for i in (1, 2, 3, 4)]
-    total: exp.Expression = parts[3]
+    total: exp.Expr = parts[3]
     for i, p in enumerate(parts[:3]):
         total = exp.Add(this=exp.Mul(this=p, expression=sb.num(256 ** (3 - i))), expression=total)
     valid = sb.fn("regexp_full_match", e.copy(), sb.s(r"(25[0-5]|2[0-4]\d|1?\d?\d)(\.(25[0-5]|2[0-4]\d|1?\d?\d)){3}"))
     return exp.Case(ifs=[exp.If(this=valid, true=total)])
 
 
-def _in_ranges(ip: exp.Expression, cidrs: list[str]) -> exp.Expression:
+def _in_ranges(ip: exp.Expr, cidrs: list[str]) -> exp.Expr:
     n = ipv4_to_long(ip)
-    conds: list[exp.Expression] = []
+    conds: list[exp.Expr] = []
     for c in cidrs:
         net = ipaddress.ip_network(c.strip(), strict=False)
         conds.append(exp.Between(this=n.copy(), low=sb.num(int(net.network_address)),
                                  high=sb.num(int(net.broadcast_address))))
     out = conds[0]
-    for c in conds[1:]:
-        out = exp.Or(this=out, expression=c)
+    for cond in conds[1:]:
+        out = exp.Or(this=out, expression=cond)
     return sb.fn("coalesce", exp.Paren(this=out), exp.false())
 
 
-def _ipv4_in_range(ctx: Ctx, a: list[V], node: Call) -> exp.Expression:
+def _ipv4_in_range(ctx: Ctx, a: list[V], node: Call) -> exp.Expr:
     ranges: list[str] = []
     for v in a[1:]:
         if v.is_const and isinstance(v.const, str):
@@ -359,7 +359,7 @@ def _ipv4_in_range(ctx: Ctx, a: list[V], node: Call) -> exp.Expression:
         return exp.false()
 
 
-def _extract(ctx: Ctx, a: list[V], node: Call) -> exp.Expression:
+def _extract(ctx: Ctx, a: list[V], node: Call) -> exp.Expr:
     pattern = as_string(a[0])
     out = sb.fn("regexp_extract", as_string(a[2]), pattern, a[1].sql)
     if len(a) == 4 and a[3].is_const and isinstance(a[3].const, str):
@@ -367,7 +367,7 @@ def _extract(ctx: Ctx, a: list[V], node: Call) -> exp.Expression:
     return out
 
 
-def _extract_all(ctx: Ctx, a: list[V], node: Call) -> exp.Expression:
+def _extract_all(ctx: Ctx, a: list[V], node: Call) -> exp.Expr:
     src = as_string(a[-1])
     pat = _const_str(ctx, a[0], node, "the regular expression") or ""
     try:
@@ -378,7 +378,7 @@ def _extract_all(ctx: Ctx, a: list[V], node: Call) -> exp.Expression:
 
 
 def _trim(kind: str) -> Builder:
-    def build(ctx: Ctx, a: list[V], node: Call) -> exp.Expression:
+    def build(ctx: Ctx, a: list[V], node: Call) -> exp.Expr:
         pat = _const_str(ctx, a[0], node, "the regular expression") or ""
         parts = []
         if kind in ("both", "start"):
@@ -389,10 +389,10 @@ def _trim(kind: str) -> Builder:
     return build
 
 
-def _parse_path(ctx: Ctx, a: list[V], node: Call) -> exp.Expression:
+def _parse_path(ctx: Ctx, a: list[V], node: Call) -> exp.Expr:
     p = as_string(a[0])
 
-    def rx(pattern: str, src: exp.Expression | None = None) -> exp.Expression:
+    def rx(pattern: str, src: exp.Expr | None = None) -> exp.Expr:
         return sb.fn("regexp_extract", (src or p).copy(), sb.s(pattern), sb.num(1))
 
     fname = rx(r"([^\\/]*)$")
@@ -411,10 +411,10 @@ def _parse_path(ctx: Ctx, a: list[V], node: Call) -> exp.Expression:
 _URL_RE = r"^(?:([A-Za-z][A-Za-z0-9+.-]*)://)?(?:([^:@/]*)(?::([^@/]*))?@)?([^:/?#]*)(?::(\d+))?([^?#]*)(?:\?([^#]*))?(?:#(.*))?$"
 
 
-def _parse_url(ctx: Ctx, a: list[V], node: Call) -> exp.Expression:
+def _parse_url(ctx: Ctx, a: list[V], node: Call) -> exp.Expr:
     u = as_string(a[0])
     keys = ["Scheme", "Username", "Password", "Host", "Port", "Path", "Query", "Fragment"]
-    args: list[exp.Expression] = []
+    args: list[exp.Expr] = []
     for i, k in enumerate(keys, start=1):
         if k == "Query":
             continue
@@ -431,17 +431,17 @@ def _parse_url(ctx: Ctx, a: list[V], node: Call) -> exp.Expression:
     return sb.fn("json_object", *args)
 
 
-def _strcat(ctx: Ctx, a: list[V], node: Call) -> exp.Expression:
+def _strcat(ctx: Ctx, a: list[V], node: Call) -> exp.Expr:
     return sb.fn("concat", *[as_string(v) for v in a])
 
 
-def _substring(ctx: Ctx, a: list[V], node: Call) -> exp.Expression:
+def _substring(ctx: Ctx, a: list[V], node: Call) -> exp.Expr:
     start = exp.Add(this=sb.paren(a[1].sql), expression=sb.num(1))
     args = [as_string(a[0]), start] + ([a[2].sql] if len(a) > 2 else [])
     return sb.fn("substr", *args)
 
 
-def _split(ctx: Ctx, a: list[V], node: Call) -> exp.Expression:
+def _split(ctx: Ctx, a: list[V], node: Call) -> exp.Expr:
     parts = sb.fn("string_split", as_string(a[0]), as_string(a[1]))
     if len(a) == 3:
         idx = exp.Add(this=sb.paren(a[2].sql), expression=sb.num(1))
@@ -449,13 +449,13 @@ def _split(ctx: Ctx, a: list[V], node: Call) -> exp.Expression:
     return sb.fn("to_json", parts)
 
 
-def _to_json_value(v: V) -> exp.Expression:
+def _to_json_value(v: V) -> exp.Expr:
     if v.type == "dynamic":
         return v.sql
     return sb.fn("to_json", v.sql)
 
 
-def _parse_json(ctx: Ctx, a: list[V], node: Call) -> exp.Expression:
+def _parse_json(ctx: Ctx, a: list[V], node: Call) -> exp.Expr:
     v = a[0]
     if v.type == "dynamic":
         return v.sql
@@ -465,7 +465,7 @@ def _parse_json(ctx: Ctx, a: list[V], node: Call) -> exp.Expression:
     return sb.fn("to_json", v.sql)
 
 
-def _isempty(v: V) -> exp.Expression:
+def _isempty(v: V) -> exp.Expr:
     if v.type in STRINGY:
         return exp.Paren(this=exp.Or(this=exp.Is(this=v.sql, expression=exp.Null()),
                                      expression=exp.EQ(this=v.sql.copy(), expression=sb.s(""))))
@@ -477,18 +477,18 @@ def _isempty(v: V) -> exp.Expression:
     return exp.Is(this=v.sql, expression=exp.Null())
 
 
-def _case(ctx: Ctx, a: list[V], node: Call) -> exp.Expression:
+def _case(ctx: Ctx, a: list[V], node: Call) -> exp.Expr:
     target = ctx.common_type(a[1::2] + [a[-1]], node)
     ifs = [exp.If(this=a[i].sql, true=to_type(a[i + 1], target)) for i in range(0, len(a) - 1, 2)]
     return exp.Case(ifs=ifs, default=to_type(a[-1], target))
 
 
-def _iff(ctx: Ctx, a: list[V], node: Call) -> exp.Expression:
+def _iff(ctx: Ctx, a: list[V], node: Call) -> exp.Expr:
     target = ctx.common_type(a[1:], node)
     return exp.Case(ifs=[exp.If(this=a[0].sql, true=to_type(a[1], target))], default=to_type(a[2], target))
 
 
-def _coalesce(ctx: Ctx, a: list[V], node: Call) -> exp.Expression:
+def _coalesce(ctx: Ctx, a: list[V], node: Call) -> exp.Expr:
     target = ctx.common_type(a, node)
     vals = [to_type(v, target) for v in a]
     if target in STRINGY:
@@ -497,7 +497,7 @@ def _coalesce(ctx: Ctx, a: list[V], node: Call) -> exp.Expression:
     return sb.fn("coalesce", *vals)
 
 
-def _todatetime(ctx: Ctx, a: list[V], node: Call) -> exp.Expression:
+def _todatetime(ctx: Ctx, a: list[V], node: Call) -> exp.Expr:
     v = a[0]
     if v.type == "datetime":
         return v.sql
@@ -509,7 +509,7 @@ def _todatetime(ctx: Ctx, a: list[V], node: Call) -> exp.Expression:
     return sb.try_cast(sb.fn("regexp_replace", s, sb.s("Z$"), sb.s("")), "datetime")
 
 
-def _totimespan(ctx: Ctx, a: list[V], node: Call) -> exp.Expression:
+def _totimespan(ctx: Ctx, a: list[V], node: Call) -> exp.Expr:
     from kql.parser import parse_timespan
 
     v = a[0]
@@ -523,7 +523,7 @@ def _totimespan(ctx: Ctx, a: list[V], node: Call) -> exp.Expression:
     return sb.try_cast(as_string(v), "timespan")
 
 
-def _tobool(ctx: Ctx, a: list[V], node: Call) -> exp.Expression:
+def _tobool(ctx: Ctx, a: list[V], node: Call) -> exp.Expr:
     v = a[0]
     if v.type == "bool":
         return v.sql
@@ -533,7 +533,7 @@ def _tobool(ctx: Ctx, a: list[V], node: Call) -> exp.Expression:
 
 
 def _cast_to(t: str) -> Builder:
-    def build(ctx: Ctx, a: list[V], node: Call) -> exp.Expression:
+    def build(ctx: Ctx, a: list[V], node: Call) -> exp.Expr:
         v = a[0]
         if v.type == t:
             return v.sql
@@ -547,20 +547,20 @@ def _cast_to(t: str) -> Builder:
     return build
 
 
-def _dayofweek(ctx: Ctx, a: list[V], node: Call) -> exp.Expression:
+def _dayofweek(ctx: Ctx, a: list[V], node: Call) -> exp.Expr:
     return sb.fn("to_days", sb.cast(sb.fn("dayofweek", a[0].sql), "int"))
 
 
-def _format_datetime(ctx: Ctx, a: list[V], node: Call) -> exp.Expression:
+def _format_datetime(ctx: Ctx, a: list[V], node: Call) -> exp.Expr:
     fmt = _const_str(ctx, a[1], node, "the format") or "yyyy-MM-dd HH:mm:ss"
     return sb.fn("strftime", a[0].sql, sb.s(kusto_format_to_strftime(fmt)))
 
 
-def _datetime_diff(ctx: Ctx, a: list[V], node: Call) -> exp.Expression:
+def _datetime_diff(ctx: Ctx, a: list[V], node: Call) -> exp.Expr:
     return sb.fn("date_diff", sb.s(_part(ctx, a[0], node)), a[2].sql, a[1].sql)
 
 
-def _datetime_add(ctx: Ctx, a: list[V], node: Call) -> exp.Expression:
+def _datetime_add(ctx: Ctx, a: list[V], node: Call) -> exp.Expr:
     part = _part(ctx, a[0], node)
     if part in ("doy", "dow"):
         part = "day"
@@ -568,26 +568,26 @@ def _datetime_add(ctx: Ctx, a: list[V], node: Call) -> exp.Expression:
     return exp.Add(this=a[2].sql, expression=exp.Mul(this=unit, expression=sb.paren(a[1].sql)))
 
 
-def _ago(ctx: Ctx, a: list[V], node: Call) -> exp.Expression:
+def _ago(ctx: Ctx, a: list[V], node: Call) -> exp.Expr:
     if a[0].is_const and isinstance(a[0].const, timedelta):
         return sb.timestamp(ctx.now - a[0].const)
     return exp.Sub(this=sb.timestamp(ctx.now), expression=a[0].sql)
 
 
-def _now(ctx: Ctx, a: list[V], node: Call) -> exp.Expression:
+def _now(ctx: Ctx, a: list[V], node: Call) -> exp.Expr:
     if a and a[0].is_const and isinstance(a[0].const, timedelta):
         return sb.timestamp(ctx.now + a[0].const)
     return sb.timestamp(ctx.now)
 
 
-def _round(ctx: Ctx, a: list[V], node: Call) -> exp.Expression:
+def _round(ctx: Ctx, a: list[V], node: Call) -> exp.Expr:
     # Kusto rounds the decimal value half away from zero (round(2.15, 1) == 2.2); binary
     # doubles would give 2.1, so round as a DECIMAL
     dec = exp.Cast(this=a[0].sql, to=exp.DataType.build("DECIMAL(38, 12)"))
     return sb.cast(sb.fn("round", dec, a[1].sql if len(a) > 1 else sb.num(0)), "real")
 
 
-def _indexof(ctx: Ctx, a: list[V], node: Call) -> exp.Expression:
+def _indexof(ctx: Ctx, a: list[V], node: Call) -> exp.Expr:
     src, needle = as_string(a[0]), as_string(a[1])
     if len(a) == 5 and not (a[4].is_const and a[4].const == 1):
         ctx.error("unsupported", "indexof(): an occurrence other than 1 is not supported", node.span)
@@ -602,31 +602,31 @@ def _indexof(ctx: Ctx, a: list[V], node: Call) -> exp.Expression:
     return exp.Sub(this=sb.fn("strpos", src, needle), expression=sb.num(1))
 
 
-def _bag_pack(ctx: Ctx, a: list[V], node: Call) -> exp.Expression:
-    args: list[exp.Expression] = []
+def _bag_pack(ctx: Ctx, a: list[V], node: Call) -> exp.Expr:
+    args: list[exp.Expr] = []
     for i, v in enumerate(a):
         args.append(as_string(v) if i % 2 == 0 else _to_json_value(v))
     return sb.fn("json_object", *args)
 
 
-def _set_has_element(ctx: Ctx, a: list[V], node: Call) -> exp.Expression:
+def _set_has_element(ctx: Ctx, a: list[V], node: Call) -> exp.Expr:
     return sb.fn("coalesce", sb.fn("json_contains", sb.cast(a[0].sql, "dynamic"), _to_json_value(a[1])), exp.false())
 
 
-def _array_index_of(ctx: Ctx, a: list[V], node: Call) -> exp.Expression:
+def _array_index_of(ctx: Ctx, a: list[V], node: Call) -> exp.Expr:
     arr = exp.Cast(this=a[0].sql, to=exp.DataType.build("JSON[]"))
     pos = sb.fn("list_position", arr, _to_json_value(a[1]))
     return exp.Sub(this=sb.fn("coalesce", pos, sb.num(0)), expression=sb.num(1))
 
 
-def _strcat_array(ctx: Ctx, a: list[V], node: Call) -> exp.Expression:
+def _strcat_array(ctx: Ctx, a: list[V], node: Call) -> exp.Expr:
     arr = exp.Cast(this=a[0].sql, to=exp.DataType.build("JSON[]"))
     strs = sb.fn("list_transform", arr, exp.Lambda(
         this=sb.fn("json_extract_string", exp.column("x"), sb.s("$")), expressions=[exp.to_identifier("x")]))
     return sb.fn("array_to_string", strs, as_string(a[1]))
 
 
-def _countof(ctx: Ctx, a: list[V], node: Call) -> exp.Expression:
+def _countof(ctx: Ctx, a: list[V], node: Call) -> exp.Expr:
     src, sub = as_string(a[0]), as_string(a[1])
     if len(a) == 3 and a[2].is_const and a[2].const == "regex":
         return sb.fn("len", sb.fn("regexp_extract_all", src, sub))
@@ -635,24 +635,24 @@ def _countof(ctx: Ctx, a: list[V], node: Call) -> exp.Expression:
 
 
 def _minmax_of(name: str) -> Builder:
-    def build(ctx: Ctx, a: list[V], node: Call) -> exp.Expression:
+    def build(ctx: Ctx, a: list[V], node: Call) -> exp.Expr:
         target = ctx.common_type(a, node)
         return sb.fn(name, *[to_type(v, target) for v in a])
     return build
 
 
-def _typeof(ctx: Ctx, a: list[V], node: Call) -> exp.Expression:
+def _typeof(ctx: Ctx, a: list[V], node: Call) -> exp.Expr:
     return sb.s(a[0].type)
 
 
 def _prevnext(name: str) -> Builder:
-    def build(ctx: Ctx, a: list[V], node: Call) -> exp.Expression:
+    def build(ctx: Ctx, a: list[V], node: Call) -> exp.Expr:
         args = [a[0].sql] + [v.sql for v in a[1:]]
         return exp.Window(this=sb.fn(name, *args))
     return build
 
 
-def str_arg(v: V) -> exp.Expression:
+def str_arg(v: V) -> exp.Expr:
     """A string argument where a missing (NULL) string must act as "" (Kusto has no null strings)."""
     e = as_string(v)
     if isinstance(e, exp.Column) or v.type == "dynamic":
@@ -660,25 +660,25 @@ def str_arg(v: V) -> exp.Expression:
     return e
 
 
-def _simple(name: str, conv: Callable[[V], exp.Expression] = str_arg) -> Builder:
-    def build(ctx: Ctx, a: list[V], node: Call) -> exp.Expression:
+def _simple(name: str, conv: Callable[[V], exp.Expr] = str_arg) -> Builder:
+    def build(ctx: Ctx, a: list[V], node: Call) -> exp.Expr:
         return sb.fn(name, *[conv(v) for v in a])
     return build
 
 
 def _raw(name: str) -> Builder:
-    def build(ctx: Ctx, a: list[V], node: Call) -> exp.Expression:
+    def build(ctx: Ctx, a: list[V], node: Call) -> exp.Expr:
         return sb.fn(name, *[v.sql for v in a])
     return build
 
 
-def _bin(ctx: Ctx, a: list[V], node: Call) -> exp.Expression:
+def _bin(ctx: Ctx, a: list[V], node: Call) -> exp.Expr:
     if len(a) == 1:
         return sb.fn("floor", a[0].sql)
     return bin_value(ctx, a[0], a[1])
 
 
-def _json_extract(ctx: Ctx, a: list[V], node: Call) -> exp.Expression:
+def _json_extract(ctx: Ctx, a: list[V], node: Call) -> exp.Expr:
     return sb.fn("json_extract_string", sb.cast(as_string(a[1]), "dynamic"), as_string(a[0]))
 
 
@@ -796,14 +796,14 @@ DUCKDB: dict[str, Builder] = {
     "next": _prevnext("lead"),
 }
 
-def _json_list(v: V) -> exp.Expression:
+def _json_list(v: V) -> exp.Expr:
     return exp.Cast(this=sb.cast(v.sql, "dynamic") if v.type != "dynamic" else v.sql, to=exp.DataType.build("JSON[]"))
 
 
 def _set_op(kind: str) -> Builder:
-    def build(ctx: Ctx, a: list[V], node: Call) -> exp.Expression:
+    def build(ctx: Ctx, a: list[V], node: Call) -> exp.Expr:
         lam = exp.to_identifier("x")
-        out: exp.Expression = sb.fn("list_distinct", _json_list(a[0]))
+        out: exp.Expr = sb.fn("list_distinct", _json_list(a[0]))
         for other in a[1:]:
             if kind == "union":
                 out = sb.fn("list_distinct", sb.fn("list_concat", out, _json_list(other)))
@@ -815,18 +815,18 @@ def _set_op(kind: str) -> Builder:
     return build
 
 
-def _parse_version(ctx: Ctx, a: list[V], node: Call) -> exp.Expression:
+def _parse_version(ctx: Ctx, a: list[V], node: Call) -> exp.Expr:
     # Kusto: up to four numeric parts, 8 digits each, as one comparable decimal
     s_ = as_string(a[0])
     valid = sb.fn("regexp_full_match", s_, sb.s(r"\d{1,8}(\.\d{1,8}){0,3}"))
-    total: exp.Expression = sb.num(0)
+    total: exp.Expr = sb.num(0)
     for i in range(4):
         part = sb.fn("coalesce", exp.TryCast(this=exp.Nullif(this=sb.fn("split_part", s_.copy(), sb.s("."), sb.num(i + 1)), expression=sb.s("")), to=exp.DataType.build("HUGEINT")), sb.num(0))
         total = exp.Add(this=total, expression=exp.Mul(this=part, expression=exp.Cast(this=sb.num(10 ** (8 * (3 - i))), to=exp.DataType.build("HUGEINT"))))
     return exp.Case(ifs=[exp.If(this=valid, true=total)])
 
 
-def _ipv4_is_match(ctx: Ctx, a: list[V], node: Call) -> exp.Expression:
+def _ipv4_is_match(ctx: Ctx, a: list[V], node: Call) -> exp.Expr:
     if len(a) == 3:
         ctx.error("unsupported", "ipv4_is_match() with a prefix argument is not supported", node.span)
         return exp.false()
@@ -835,13 +835,13 @@ def _ipv4_is_match(ctx: Ctx, a: list[V], node: Call) -> exp.Expression:
     return exp.EQ(this=ipv4_to_long(as_string(a[0])), expression=ipv4_to_long(as_string(a[1])))
 
 
-def _indexof_regex(ctx: Ctx, a: list[V], node: Call) -> exp.Expression:
+def _indexof_regex(ctx: Ctx, a: list[V], node: Call) -> exp.Expr:
     src, pat = as_string(a[0]), as_string(a[1])
     pos = exp.Sub(this=sb.fn("strpos", src, sb.fn("regexp_extract", src.copy(), pat)), expression=sb.num(1))
     return exp.Case(ifs=[exp.If(this=sb.fn("regexp_matches", src.copy(), pat.copy()), true=pos)], default=sb.num(-1))
 
 
-def _parse_command_line(ctx: Ctx, a: list[V], node: Call) -> exp.Expression:
+def _parse_command_line(ctx: Ctx, a: list[V], node: Call) -> exp.Expr:
     # Windows rules (CommandLineToArgvW), simplified: blanks split arguments except inside
     # double quotes; the quotes themselves are dropped. Backslash escapes are not interpreted.
     args = sb.fn("regexp_extract_all", str_arg(a[0]), sb.s(r'(?:[^\s"]+|"[^"]*"?)+'))
@@ -880,15 +880,15 @@ UNSUPPORTED_FUNCTIONS = {
 }
 
 
-def agg_sql(name: str, a: list[V], ctx: Ctx, node: Call) -> tuple[exp.Expression, str]:
+def agg_sql(name: str, a: list[V], ctx: Ctx, node: Call) -> tuple[exp.Expr, str]:
     """SQL and KQL result type of an aggregate call."""
-    def flt(e: exp.Expression, cond: exp.Expression) -> exp.Expression:
+    def flt(e: exp.Expr, cond: exp.Expr) -> exp.Expr:
         return exp.Filter(this=e, expression=exp.Where(this=cond))
 
-    def jlist(e: exp.Expression) -> exp.Expression:
+    def jlist(e: exp.Expr) -> exp.Expr:
         return sb.fn("coalesce", sb.fn("to_json", e), sb.cast(sb.s("[]"), "dynamic"))
 
-    def cap(e: exp.Expression, limit: V | None) -> exp.Expression:
+    def cap(e: exp.Expr, limit: V | None) -> exp.Expr:
         if limit is None:
             return e
         return sb.fn("list_slice", e, sb.num(1), limit.sql)
@@ -919,7 +919,7 @@ def agg_sql(name: str, a: list[V], ctx: Ctx, node: Call) -> tuple[exp.Expression
         return (flt(e, a[1].sql) if name.endswith("if") else e), t0
     if name in ("make_set", "makeset", "make_set_if", "make_list", "makelist", "make_list_if"):
         is_set = "set" in name
-        cond: exp.Expression = notnull  # type: ignore[assignment]
+        cond: exp.Expr = notnull  # type: ignore[assignment]
         limit = None
         if name.endswith("_if"):
             cond = exp.And(this=cond, expression=a[1].sql)
@@ -927,7 +927,7 @@ def agg_sql(name: str, a: list[V], ctx: Ctx, node: Call) -> tuple[exp.Expression
         else:
             limit = a[1] if len(a) > 1 else None
         val = a[0].sql if a[0].type != "dynamic" else a[0].sql
-        inner: exp.Expression = sb.fn("list", exp.Distinct(expressions=[val]) if is_set else val)
+        inner: exp.Expr = sb.fn("list", exp.Distinct(expressions=[val]) if is_set else val)
         return jlist(cap(flt(inner, cond), limit)), "dynamic"
     if name == "make_bag":
         bags = flt(sb.fn("list", sb.cast(a[0].sql, "dynamic")), notnull)  # type: ignore[arg-type]

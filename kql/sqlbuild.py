@@ -30,7 +30,7 @@ def col(name: str, table: str | None = None) -> exp.Column:
     return exp.Column(this=ident(name), table=ident(table) if table else None)
 
 
-def fn(name: str, *args: exp.Expression) -> exp.Expression:
+def fn(name: str, *args: exp.Expr) -> exp.Expr:
     return exp.Anonymous(this=name, expressions=list(args))
 
 
@@ -38,7 +38,7 @@ def s(value: str) -> exp.Literal:
     return exp.Literal.string(value)
 
 
-def num(value: int | float) -> exp.Expression:
+def num(value: int | float) -> exp.Expr:
     if isinstance(value, float) and (math.isnan(value) or math.isinf(value)):
         return cast(s(str(value)), "real")
     if value < 0:
@@ -46,19 +46,19 @@ def num(value: int | float) -> exp.Expression:
     return exp.Literal.number(value)
 
 
-def cast(e: exp.Expression, kql_type: str) -> exp.Expression:
+def cast(e: exp.Expr, kql_type: str) -> exp.Expr:
     return exp.Cast(this=e, to=exp.DataType.build(SQL_TYPES.get(kql_type, "VARCHAR")))
 
 
-def try_cast(e: exp.Expression, kql_type: str) -> exp.Expression:
+def try_cast(e: exp.Expr, kql_type: str) -> exp.Expr:
     return exp.TryCast(this=e, to=exp.DataType.build(SQL_TYPES.get(kql_type, "VARCHAR")))
 
 
-def null(kql_type: str | None = None) -> exp.Expression:
+def null(kql_type: str | None = None) -> exp.Expr:
     return cast(exp.Null(), kql_type) if kql_type else exp.Null()
 
 
-def interval(td: timedelta) -> exp.Expression:
+def interval(td: timedelta) -> exp.Expr:
     us = td.days * 86_400_000_000 + td.seconds * 1_000_000 + td.microseconds
     neg = us < 0
     us = abs(us)
@@ -72,16 +72,16 @@ def interval(td: timedelta) -> exp.Expression:
     ):
         if us % size == 0:
             # whole days stay days: DuckDB compares 1 DAY and 24 HOUR as equal anyway
-            e: exp.Expression = exp.Interval(this=s(str(us // size)), unit=exp.Var(this=unit))
+            e: exp.Expr = exp.Interval(this=s(str(us // size)), unit=exp.Var(this=unit))
             return exp.Neg(this=exp.Paren(this=e)) if neg else e
     raise AssertionError("unreachable")
 
 
-def timestamp(dt: datetime) -> exp.Expression:
+def timestamp(dt: datetime) -> exp.Expr:
     return cast(s(dt.isoformat(sep=" ")), "datetime")
 
 
-def literal(value: Any, kql_type: str) -> exp.Expression:
+def literal(value: Any, kql_type: str) -> exp.Expr:
     if value is None:
         return null(kql_type)
     if kql_type == "bool":
@@ -99,8 +99,8 @@ def literal(value: Any, kql_type: str) -> exp.Expression:
     return s(str(value))
 
 
-def and_all(conds: list[exp.Expression]) -> exp.Expression | None:
-    out: exp.Expression | None = None
+def and_all(conds: list[exp.Expr]) -> exp.Expr | None:
+    out: exp.Expr | None = None
     for c in conds:
         out = c if out is None else exp.And(this=out, expression=c)
     return out
@@ -110,13 +110,13 @@ _OPERATORS = (exp.Binary, exp.Not, exp.Neg, exp.Between, exp.In, exp.Is, exp.Lik
               exp.Escape, exp.Connector)
 
 
-def paren(e: exp.Expression) -> exp.Expression:
+def paren(e: exp.Expr) -> exp.Expr:
     if isinstance(e, _OPERATORS):
         return exp.Paren(this=e)
     return e
 
 
-def add_parens(tree: exp.Expression) -> exp.Expression:
+def add_parens(tree: exp.Expr) -> exp.Expr:
     """sqlglot prints operator trees as built, without adding parentheses for precedence:
     wrap every operator operand that is itself an operator, so `(a OR b) AND c` stays so."""
     for node in list(tree.walk()):
@@ -131,7 +131,7 @@ def add_parens(tree: exp.Expression) -> exp.Expression:
     return tree
 
 
-def not_true(pred: exp.Expression) -> exp.Expression:
+def not_true(pred: exp.Expr) -> exp.Expr:
     """Negation where a null input counts as "not matched" (Kusto has no three-valued logic
     for strings: an empty or missing string simply does not contain the term)."""
     return exp.Not(this=fn("coalesce", pred, exp.false()))
@@ -141,21 +141,21 @@ def like_escape(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
-def ilike(e: exp.Expression, pattern: str, escaped: bool) -> exp.Expression:
-    node: exp.Expression = exp.ILike(this=e, expression=s(pattern))
+def ilike(e: exp.Expr, pattern: str, escaped: bool) -> exp.Expr:
+    node: exp.Expr = exp.ILike(this=e, expression=s(pattern))
     if escaped:
         node = exp.Escape(this=node, expression=s("\\"))
     return node
 
 
-def like(e: exp.Expression, pattern: str, escaped: bool) -> exp.Expression:
-    node: exp.Expression = exp.Like(this=e, expression=s(pattern))
+def like(e: exp.Expr, pattern: str, escaped: bool) -> exp.Expr:
+    node: exp.Expr = exp.Like(this=e, expression=s(pattern))
     if escaped:
         node = exp.Escape(this=node, expression=s("\\"))
     return node
 
 
-def alias(e: exp.Expression, name: str) -> exp.Expression:
+def alias(e: exp.Expr, name: str) -> exp.Expr:
     if isinstance(e, exp.Column) and e.name == name and not e.table:
         return e
     return exp.Alias(this=e, alias=ident(name))

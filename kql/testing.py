@@ -15,7 +15,7 @@ from typing import Any
 
 import duckdb
 
-from kql.api import CompileOptions, Compiled, compile_kql
+from kql.api import Compiled, CompileOptions, compile_kql
 from kql.sqlbuild import SQL_TYPES
 from schema.catalog import DATE_PARTITION, EXTRA_COLUMN, INGESTION_TIME_COLUMN, Catalog
 

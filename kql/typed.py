@@ -24,7 +24,7 @@ NOCONST: Any = _NoConst()
 
 @dataclass(frozen=True)
 class V:
-    sql: exp.Expression
+    sql: exp.Expr
     type: str
     const: Any = NOCONST  # the python value when known at compile time
     window: bool = False  # uses a window function (prevents folding later filters)
@@ -60,7 +60,7 @@ def num_result(a: str, b: str) -> str:
     return "int" if a == b == "int" else "long"
 
 
-def as_string(v: V) -> exp.Expression:
+def as_string(v: V) -> exp.Expr:
     """A value used where a string is needed: dynamic becomes its unquoted string form."""
     if v.type == "dynamic":
         return json_to_string(v.sql)
@@ -74,13 +74,13 @@ def as_string(v: V) -> exp.Expression:
     return sb.cast(v.sql, "string")
 
 
-def json_to_string(e: exp.Expression) -> exp.Expression:
+def json_to_string(e: exp.Expr) -> exp.Expr:
     if isinstance(e, exp.Anonymous) and e.name.lower() == "json_extract":
         return sb.fn("json_extract_string", *[a.copy() for a in e.expressions])
     return sb.fn("json_extract_string", e, sb.s("$"))
 
 
-def to_type(v: V, target: str) -> exp.Expression:
+def to_type(v: V, target: str) -> exp.Expr:
     """Implicit conversion of a dynamic value to a scalar type (Kusto's dynamic comparisons)."""
     if v.type == target or v.type == UNKNOWN:
         return v.sql
