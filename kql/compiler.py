@@ -1148,16 +1148,22 @@ class Compiler:
                 regex.append(".*?" if not last else ".*")
             else:
                 nm, typ = val
-                names.append((nm.name, normalize_type(typ)))
-                if kind == "regex":
-                    regex.append("(.*?)" if not last else "(.*)")
+                t = normalize_type(typ)
+                names.append((nm.name, t))
+                # simple mode: a typed column only takes text of its type (parse-operator)
+                if kind != "regex" and t in ("long", "int"):
+                    regex.append(r"(-?\d+)")
+                elif kind != "regex" and t in ("real", "decimal"):
+                    regex.append(r"(-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?)")
                 else:
                     regex.append("(.*?)" if not last else "(.*)")
         regex.append("$")
         pattern = "(?s)" + "".join(regex)
         for i, (nm, typ) in enumerate(names, start=1):
             e = sb.fn("regexp_extract", src.copy(), sb.s(pattern), sb.num(i))
-            if typ not in STRINGY:
+            if typ == "datetime":
+                e = F.string_to_datetime(exp.Nullif(this=e, expression=sb.s("")))
+            elif typ not in STRINGY:
                 e = sb.try_cast(exp.Nullif(this=e, expression=sb.s("")), typ)
             rel.cols[nm] = typ
             rel.exprs[nm] = e

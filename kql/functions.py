@@ -505,8 +505,22 @@ def _todatetime(ctx: Ctx, a: list[V], node: Call) -> exp.Expr:
         # Kusto reads a number as .NET ticks (100 ns) since 0001-01-01
         return sb.fn("make_timestamp", sb.cast(exp.Sub(
             this=exp.Div(this=sb.paren(v.sql), expression=sb.num(10)), expression=sb.num(62135596800000000)), "long"))
-    s = as_string(v)
-    return sb.try_cast(sb.fn("regexp_replace", s, sb.s("Z$"), sb.s("")), "datetime")
+    if v.is_const and isinstance(v.const, str):
+        from kql.parser import parse_datetime
+
+        parsed = parse_datetime(v.const)
+        return sb.timestamp(parsed) if parsed is not None else sb.null("datetime")
+    return string_to_datetime(as_string(v))
+
+
+def string_to_datetime(s_: exp.Expr) -> exp.Expr:
+    """Kusto reads ISO 8601 (an offset is converted to UTC) and US-style dates."""
+    has_offset = sb.fn("regexp_matches", s_, sb.s(r"(?:[+-]\d\d:?\d\d|[Zz])$"))
+    with_offset = sb.fn("timezone", sb.s("UTC"), exp.TryCast(this=s_.copy(), to=exp.DataType.build("TIMESTAMPTZ")))
+    plain = sb.try_cast(s_.copy(), "datetime")
+    us = sb.fn("try_strptime", s_.copy(), exp.Array(expressions=[
+        sb.s("%m/%d/%Y %H:%M:%S"), sb.s("%m/%d/%Y %H:%M"), sb.s("%m/%d/%Y %I:%M:%S %p"), sb.s("%m/%d/%Y")]))
+    return exp.Case(ifs=[exp.If(this=has_offset, true=with_offset)], default=sb.fn("coalesce", plain, us))
 
 
 def _totimespan(ctx: Ctx, a: list[V], node: Call) -> exp.Expr:
