@@ -602,3 +602,10 @@ def test_hunting_query_network_connection_to_its_process() -> None:
         [(4, "PowerShell.EXE")],
     )
     assert ids_of("DeviceNetworkEvents | join kind=leftanti DeviceInfo on DeviceId") == [5]
+
+
+def test_mv_expand_property_bag() -> None:
+    # mv-expand-operator: a property bag yields one row per property; kind=bag (default) gives
+    # single-entry bags, kind=array gives [key, value] arrays.
+    assert_kql('print b = dynamic({"a": 1, "b": 2}) | mv-expand b', [({"a": 1},), ({"b": 2},)])
+    assert_kql('print b = dynamic({"a": 1, "b": 2}) | mv-expand kind=array b', [(["a", 1],), (["b", 2],)])
