@@ -718,6 +718,9 @@ class Compiler:
         if call.name in ("arg_max", "arg_min"):
             self.arg_extreme(item, call, scope, cols, exprs, post)
             return
+        if call.name in ("take_any", "any") and (len(call.args) > 1 or any(isinstance(a, n.Star) for a in call.args)):
+            self.arg_extreme(item, call, scope, cols, exprs, post)
+            return
         if call.name == "percentiles":
             value = self.scalar(call.args[0], scope)
             base = self.column_name(call.args[0]) or "expr"
@@ -756,15 +759,23 @@ class Compiler:
     def arg_extreme(self, item: n.NamedExpr, call: n.Call, scope: Scope, cols: dict[str, str],
                     exprs: dict[str, exp.Expr], post: dict[str, exp.Expr]) -> None:
         assert scope.rel is not None
-        if len(call.args) < 2:
+        any_row = call.name in ("take_any", "any")
+        if len(call.args) < 2 and not any_row:
             raise self.ctx.fail("wrong_arguments", f"{call.name}() needs the value to maximize and the columns to return", call.span)
-        target = self.scalar(call.args[0], scope)
+        if any_row and isinstance(call.args[0], n.Star):
+            call = n.Call(call.span, call.name, call.name_span, call.args[1:] + (call.args[0],)) if len(call.args) > 1 else call
+        if any_row and isinstance(call.args[0], n.Star):
+            target = V(sb.num(1), "long")
+            call = n.Call(call.span, call.name, call.name_span, (n.Literal(call.span, 1, "long"),) + call.args)
+        else:
+            target = self.scalar(call.args[0], scope)
         if target.type == "dynamic":
             raise self.ctx.fail("type_mismatch", f"{call.name}(): cannot order by a dynamic value", call.args[0].span)
         wanted: list[tuple[str, V]] = []
         tname = item.names[0] if len(item.names) == 1 else (self.column_name(call.args[0]) or
                                                    ("max_" if call.name == "arg_max" else "min_") + "expr")
-        wanted.append((tname, target))
+        if not (any_row and isinstance(call.args[0], n.Literal)):
+            wanted.append((tname, target))
         for a in call.args[1:]:
             if isinstance(a, n.Star):
                 for c, t in scope.rel.cols.items():
@@ -788,7 +799,7 @@ class Compiler:
             exp.PropertyEQ(this=sb.ident(f"c{i}"), expression=v.sql) for i, (_, v) in enumerate(wanted)
         ])
         cols[alias] = "dynamic"
-        exprs[alias] = sb.fn(call.name, struct, target.sql.copy())
+        exprs[alias] = sb.fn("any_value", struct) if any_row else sb.fn(call.name, struct, target.sql.copy())
         post[alias] = exp.Null()  # marks the struct column: dropped from the output
         for i, (name, v) in enumerate(wanted):
             if name in cols:
@@ -1510,13 +1521,15 @@ class Compiler:
 
     def x_Member(self, node: n.Member, scope: Scope) -> V:
         target = self.scalar(node.target, scope)
-        return self.json_path(target, [("key", node.name)], node)
+        out = self.json_path(target, [("key", node.name)], node)
+        return replace(out, agg=target.agg, window=target.window)
 
     def x_Index(self, node: n.Index, scope: Scope) -> V:
         target = self.scalar(node.target, scope)
         idx = self.scalar(node.index, scope)
         if idx.is_const and isinstance(idx.const, int | str):
-            return self.json_path(target, [("idx" if isinstance(idx.const, int) else "key", idx.const)], node)
+            out = self.json_path(target, [("idx" if isinstance(idx.const, int) else "key", idx.const)], node)
+            return replace(out, agg=target.agg, window=target.window)
         arr = self.dyn(target, node)
         if idx.type in NUMERIC:
             path: exp.Expr = exp.DPipe(this=exp.DPipe(this=sb.s("$["), expression=sb.cast(idx.sql, "string")),
@@ -1526,7 +1539,7 @@ class Compiler:
             key = sb.fn("replace", sb.fn("replace", as_string(idx), sb.s("\\"), sb.s("\\\\")), sb.s('"'), sb.s('\\"'))
             path = exp.DPipe(this=exp.DPipe(this=sb.s('$."'), expression=key), expression=sb.s('"'))
             path = exp.Nullif(this=path, expression=sb.s('$.""'))
-        return V(sb.fn("json_extract", arr, path), "dynamic")
+        return V(sb.fn("json_extract", arr, path), "dynamic", agg=target.agg, window=target.window)
 
     def dyn(self, v: V, node: n.Node) -> exp.Expr:
         if v.type == "dynamic":
@@ -1606,6 +1619,8 @@ class Compiler:
         if name == "toscalar":
             if len(node.args) != 1:
                 raise self.ctx.fail("wrong_arguments", "toscalar() takes one tabular expression", node.span)
+            if not self.is_tabular(node.args[0], scope.env):
+                return self.scalar(node.args[0], scope)  # toscalar of a scalar is the scalar
             return self.scalar_subquery(node.args[0], scope)
         if name == "ingestion_time":
             rel = scope.rel
