@@ -76,19 +76,21 @@ class Rel:
         )
 
     def select(self) -> exp.Select:
+        # Parts are copied once here (a Rel may be rendered twice, and sqlglot nodes know their
+        # parent); the builder calls then take them as they are.
         sel = exp.Select(expressions=[sb.alias(self.exprs[c].copy(), c) for c in self.cols])
-        sel = sel.from_(self.src.copy())
+        sel = sel.from_(self.src.copy(), copy=False)
         cond = sb.and_all([w.copy() for w in self.where])
         if cond is not None:
-            sel = sel.where(cond)
+            sel = sel.where(cond, copy=False)
         if self.group:
-            sel = sel.group_by(*[g.copy() for g in self.group])
+            sel = sel.group_by(*[g.copy() for g in self.group], copy=False)
         if self.qualify is not None:
             sel.set("qualify", exp.Qualify(this=self.qualify.copy()))
         if self.order:
-            sel = sel.order_by(*[o.copy() for o in self.order])
+            sel = sel.order_by(*[o.copy() for o in self.order], copy=False)
         if self.limit is not None:
-            sel = sel.limit(self.limit.copy())
+            sel = sel.limit(self.limit.copy(), copy=False)
         if self.distinct:
             sel.set("distinct", exp.Distinct())
         return sel
