@@ -127,10 +127,10 @@ def _kql_items() -> list[tuple[str, str]]:
     """(kind, word) for every operator, source, keyword alias, operator parameter, unsupported
     operator, scalar/aggregate function, alias, unsupported function, special form, scalar
     operator and type the compiler knows, read from its own tables at collection time."""
-    from kql import functions as F
-    from kql.compiler import Compiler
     from lark import Lark
 
+    from kql import functions as F
+    from kql.compiler import Compiler
     from schema.types import KQL_TYPES, TYPE_ALIASES
 
     items: set[tuple[str, str]] = set()
