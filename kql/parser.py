@@ -448,6 +448,9 @@ class Builder(Transformer[Token, n.Node]):
     def arg_list(self, meta: Any, ch: list[Any]) -> tuple[n.Node, ...]:
         return tuple(ch)
 
+    def datatable_values(self, meta: Any, ch: list[Any]) -> tuple[n.Node, ...]:
+        return tuple(c for c in ch if c is not None)
+
     def string(self, meta: Any, ch: list[Any]) -> n.Literal:
         return n.Literal(_span(meta), "".join(decode_string(str(t)) for t in ch), "string")
 
