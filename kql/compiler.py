@@ -461,12 +461,26 @@ class Compiler:
         v = self.scalar(op.operand, Scope(env, rel))
         self.expect_bool(v, op.operand)
         if v.window:
+            # SQL has no window functions in WHERE: compute the condition as a column first
+            tmp = "__where"
+            rel.cols[tmp], rel.exprs[tmp] = "bool", self.ordered_windows(v.sql, rel)
             rel = self.wrap(rel)
-            v = self.scalar(op.operand, Scope(env, rel))
+            del rel.cols[tmp]
+            rel.where.append(sb.col(tmp))
+            return rel
         rel.where.append(sb.paren(v.sql) if isinstance(v.sql, exp.Or) else v.sql)
         if rel.base is not None and rel.base.has_timestamp:
             rel.where += self.partition_conds(op.operand, rel, env)
         return rel
+
+    @staticmethod
+    def ordered_windows(e: exp.Expr, rel: Rel) -> exp.Expr:
+        """row_number()/prev()/next() follow the serialized order: the current sort, if any."""
+        if rel.order:
+            for w in e.find_all(exp.Window):
+                if not w.args.get("order"):
+                    w.set("order", exp.Order(expressions=[o.copy() for o in rel.order]))
+        return e
 
     def expect_bool(self, v: V, node: n.Node) -> None:
         if v.type not in ("bool", UNKNOWN, "dynamic"):
@@ -544,6 +558,8 @@ class Compiler:
             if not item.names and self.pending_name:
                 item = replace(item, names=(self.pending_name,))
             windowed |= v.window
+            if v.window:
+                v = replace(v, sql=self.ordered_windows(v.sql, rel))
             if len(item.names) > 1:
                 self.ctx.error("unsupported", "assigning to several columns at once is not supported", item.span)
                 continue

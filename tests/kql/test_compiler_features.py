@@ -344,6 +344,10 @@ def test_let_functions_invoke_materialize_as() -> None:
 def test_serialize_row_number_follows_sort() -> None:
     assert rows(f"{P} | sort by ProcessId asc | serialize rn = row_number() | project ReportId, rn") == [
         (1, 1), (2, 2), (3, 3), (4, 4), (5, 5)]
+    # a window in a filter, and prev() over the sorted rows
+    assert rows(f"{P} | sort by ProcessId asc | serialize | where row_number() == 2 | project ReportId") == [(2,)]
+    assert rows(f"{P} | sort by ProcessId desc | extend p = prev(ReportId) | project ReportId, p") == [
+        (5, None), (4, 5), (3, 4), (2, 3), (1, 2)]
 
 
 def test_getschema() -> None:
