@@ -47,6 +47,7 @@ SCOPE_RULES: list[tuple[str, str, str]] = [
     ("*", "/metrics", "query"),
     ("GET", "/api/openapi.json", "query"),
     ("GET", "/alerts/", "query"),  # web UI alert page
+    ("GET", "/incidents/", "query"),  # web UI incident page
     # Swagger UI, its assets and its OpenAPI document: a query key or a browser session.
     ("GET", "/docs", "query"),
     # The web UI's sign-in takes the key itself: any valid key, so 401 without one, never 403.

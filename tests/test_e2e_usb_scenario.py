@@ -151,6 +151,12 @@ def test_usb_copy_on_a_mac_end_to_end(tmp_path: Path, smtp_server: SmtpServer) -
         incidents = admin.get("/api/incidents").json()["value"]
         assert len(incidents) == 1
         assert incidents[0]["id"] == alert["incidentId"] and incidents[0]["alertIds"] == [alert["id"]]
+        # The incident's title names the device once, and its web link opens a page listing the alert.
+        assert incidents[0]["displayName"] == alert["title"]
+        web_path = incidents[0]["incidentWebUrl"].removeprefix("http://quarry.test:8080")
+        page = admin.get(web_path)
+        assert page.status_code == 200 and f'href="/alerts/{alert["id"]}"' in page.text
+        assert admin.get(f"/incidents/{alert['incidentId'] + 1000}").status_code == 404
 
         full = admin.get(f"/api/alerts/{alert['id']}").json()
         assert full["evidenceRows"][0]["ProcessCommandLine"] == "cp Desktop/leak.txt /Volumes/TEST-USB/leak.txt"

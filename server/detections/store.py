@@ -310,7 +310,7 @@ class SqliteDetectionStore:
                 "INSERT INTO incidents (title, severity, status, first_activity, last_activity, created_at, updated_at) "
                 "VALUES (?, ?, 'new', ?, ?, ?, ?)",
                 (
-                    f"{a.title} on {a.device_name or a.device_id or 'an unknown device'}",
+                    _incident_title(a.title, a.device_name or a.device_id or "an unknown device"),
                     a.severity,
                     iso(t),
                     iso(t),
@@ -493,3 +493,8 @@ class SqliteDetectionStore:
 
 def parse_opt(text: str | None) -> datetime | None:
     return parse_iso(text) if text else None
+
+
+def _incident_title(alert_title: str, device: str) -> str:
+    """An incident is named after its first alert and device, unless the title names it already."""
+    return alert_title if device.lower() in alert_title.lower() else f"{alert_title} on {device}"

@@ -91,7 +91,7 @@ def run_query_command(args: argparse.Namespace) -> int:
     from server.query.runner import QueryError, QueryLimits, QueryRunner
     from server.query.timerange import TimeRangeError, parse_timespan
     from server.settings import Settings
-    from server.storage import Storage
+    from server.storage import Storage, StorageLocked
 
     text = sys.stdin.read() if args.kql == "-" else args.kql
     data_dir = Path(args.data_dir)
@@ -109,7 +109,15 @@ def run_query_command(args: argparse.Namespace) -> int:
             print(f"error: invalid --timespan: {e}", file=sys.stderr)
             return 2
     storage = Storage(settings, default_catalog())
-    storage.start()
+    try:
+        storage.start()
+    except StorageLocked:
+        print(
+            f"error: {settings.data_dir} is in use by another Quarry process (a running server?); "
+            "query it through its HTTP API instead",
+            file=sys.stderr,
+        )
+        return 1
     runner = QueryRunner(storage, default_catalog(), limits)
     try:
         result = runner.run(text, time_range=tr, max_rows=args.max_rows, timeout_s=args.timeout, now=now)

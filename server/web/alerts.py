@@ -149,5 +149,62 @@ async def alert_page(request: Request, alert_id: str) -> Response:
     return page(f"Quarry alert: {alert.get('title')}", render_alert(alert, tree, tree_error), who=who)
 
 
+def render_incident(incident: dict[str, Any]) -> str:
+    sev = str(incident.get("severity") or "")
+    head = (
+        f'<h1 id="incident-title">{_e(incident.get("displayName"))}</h1>'
+        f'<p><span class="sev sev-{_e(sev)}">{_e(sev)}</span> · {_e(incident.get("status"))}'
+        f" · {_e(incident.get('alertCount'))} alert(s)</p>"
+    )
+    summary = _kv_table(
+        [
+            ("Incident id", incident.get("id")),
+            ("First activity", incident.get("firstActivityDateTime")),
+            ("Last activity", incident.get("lastActivityDateTime")),
+            ("Devices", ", ".join(str(d.get("deviceName") or d.get("deviceId")) for d in incident.get("devices") or [])),
+            ("Assigned to", incident.get("assignedTo")),
+            ("Classification", incident.get("classification")),
+            ("Determination", incident.get("determination")),
+        ]
+    )
+    rows = "".join(
+        f'<tr><td><a href="/alerts/{_e(quote(str(a.get("id")), safe=""))}">{_e(a.get("title"))}</a></td>'
+        f"<td>{_e(a.get('severity'))}</td><td>{_e(a.get('status'))}</td>"
+        f"<td>{_e(a.get('deviceName') or a.get('deviceId'))}</td><td>{_e(a.get('timestamp'))}</td></tr>"
+        for a in incident.get("alerts") or []
+    )
+    alerts = (
+        '<h2>Alerts</h2><table id="incident-alerts"><tr><th>Title</th><th>Severity</th>'
+        f"<th>Status</th><th>Device</th><th>Event time</th></tr>{rows}</table>"
+    )
+    api = f'<p class="meta">JSON: <code>/api/incidents/{_e(incident.get("id"))}</code></p>'
+    return head + summary + alerts + api
+
+
+@router.get("/incidents/{incident_id}")
+async def incident_page(request: Request, incident_id: str) -> Response:
+    # A str, not an int: a malformed id must meet the sign-in check first, then a 404.
+    here = f"/incidents/{quote(incident_id, safe='')}"
+    who = sessions.principal(request)
+    if who is None:
+        return login_form(here, "Sign in to see this incident.", 401)
+    if not allows(who.scope, login.PAGE_SCOPE):
+        return login_form(
+            here, f"You are signed in with scope '{who.scope}'; this page needs 'query' or 'admin'.", 403
+        )
+    incident = None
+    if incident_id.isdigit():
+        incident = await run_in_threadpool(sources.get_incident, request.app.state, int(incident_id))
+    if incident is None:
+        return page(
+            "Incident not found",
+            f"<h1>Incident not found</h1><p>No incident with id <code>{_e(incident_id)}</code>.</p>",
+            404,
+            who,
+        )
+    return page(f"Quarry incident: {incident.get('displayName')}", render_incident(incident), who=who)
+
+
 # Read by the docs page (server/web/docs.py) to show the scope.
 alert_page.quarry_scope = login.PAGE_SCOPE  # type: ignore[attr-defined]
+incident_page.quarry_scope = login.PAGE_SCOPE  # type: ignore[attr-defined]

@@ -46,3 +46,14 @@ def get_process_tree(state: Any, alert_id: str) -> tuple[dict[str, Any] | None, 
         return None, f"{type(e).__name__}: {e}"
     nested = tree.get("tree")
     return {"roots": [nested] if nested else [], "note": tree.get("note")}, None
+
+
+def get_incident(state: Any, incident_id: int) -> dict[str, Any] | None:
+    """The incident as ``GET /api/incidents/{id}`` returns it, with its alerts."""
+    from server.detections.views import incident_to_api
+
+    store = _store(state)
+    inc = store.get_incident(incident_id)
+    if inc is None:
+        return None
+    return incident_to_api(inc, store.incident_alerts([incident_id])[incident_id], state.settings)
