@@ -1114,10 +1114,13 @@ class Compiler:
         rel = self.wrap(rel) if not rel.open or rel.order else rel
         scope = Scope(env, rel)
         index_col = None
+        bag_kind = "bag"
         for p in op.params:
             if p.name == "with_itemindex":
                 index_col = str(p.value)
-            elif p.name != "bagexpansion":
+            elif p.name in ("kind", "bagexpansion"):
+                bag_kind = str(p.value).lower()
+            else:
                 self.ctx.error("unsupported", f"mv-expand {p.name} is not supported", p.span)
         new_cols = dict(rel.cols)
         new_exprs = dict(rel.exprs)
@@ -1134,7 +1137,16 @@ class Compiler:
             elems = exp.Cast(this=sb.fn("json_extract", arr, sb.s("$[*]")), to=exp.DataType.build("JSON[]"))
             # a value that is not an array expands to itself (Kusto treats it as a one-item array)
             is_arr = exp.EQ(this=sb.fn("json_type", arr.copy()), expression=sb.s("ARRAY"))
-            lst = exp.Case(ifs=[exp.If(this=is_arr, true=elems)],
+            # a property bag expands to one row per property: {"k": v} (kind=bag) or ["k", v] (kind=array)
+            is_bag = exp.EQ(this=sb.fn("json_type", arr.copy()), expression=sb.s("OBJECT"))
+            key = exp.column("k")
+            path = exp.DPipe(this=exp.DPipe(this=sb.s('$."'), expression=sb.fn("replace", key.copy(), sb.s('"'), sb.s('\\"'))),
+                             expression=sb.s('"'))
+            value = sb.fn("json_extract", arr.copy(), path)
+            entry = sb.fn("json_object", key.copy(), value) if bag_kind == "bag" else sb.fn("json_array", key.copy(), value)
+            props = sb.fn("list_transform", sb.fn("json_keys", arr.copy()),
+                          exp.Lambda(this=entry, expressions=[exp.to_identifier("k")]))
+            lst = exp.Case(ifs=[exp.If(this=is_arr, true=elems), exp.If(this=is_bag, true=props)],
                            default=exp.Array(expressions=[arr.copy()]))
             new_cols[name] = "dynamic"
             new_exprs[name] = sb.fn("unnest", lst)
