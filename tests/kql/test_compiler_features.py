@@ -319,7 +319,7 @@ def test_mv_expand() -> None:
 
 def test_mv_expand_property_bags() -> None:
     got = rows('print b = dynamic({"a": 1, "b": 2}) | mv-expand b')
-    assert sorted(json.loads(r[0]) for r in got) == [{"a": 1}, {"b": 2}]
+    assert sorted((json.loads(r[0]) for r in got), key=str) == [{"a": 1}, {"b": 2}]
     got = rows('print b = dynamic({"a": 1, "b": 2}) | mv-expand kind=array b')
     assert sorted(json.loads(r[0]) for r in got) == [["a", 1], ["b", 2]]
     assert rows("print a = 1, b = dynamic([]) | mv-expand b") == []  # an empty array gives no row
