@@ -893,74 +893,93 @@ UNSUPPORTED_FUNCTIONS = {
 }
 
 
-def agg_sql(name: str, a: list[V], ctx: Ctx, node: Call) -> tuple[exp.Expr, str]:
-    """SQL and KQL result type of an aggregate call."""
-    def flt(e: exp.Expr, cond: exp.Expr) -> exp.Expr:
-        return exp.Filter(this=e, expression=exp.Where(this=cond))
+AggBuilder = Callable[[list[V]], tuple[exp.Expr, str]]
 
-    def jlist(e: exp.Expr) -> exp.Expr:
-        return sb.fn("coalesce", sb.fn("to_json", e), sb.cast(sb.s("[]"), "dynamic"))
 
-    def cap(e: exp.Expr, limit: V | None) -> exp.Expr:
-        if limit is None:
-            return e
-        return sb.fn("list_slice", e, sb.num(1), limit.sql)
+def _flt(e: exp.Expr, cond: exp.Expr) -> exp.Expr:
+    return exp.Filter(this=e, expression=exp.Where(this=cond))
 
-    t0 = a[0].type if a else "long"
-    notnull = exp.Not(this=exp.Is(this=a[0].sql, expression=exp.Null())) if a else None
-    if name == "count":
-        if a:
-            return sb.fn("count", a[0].sql), "long"
-        return exp.Count(this=exp.Star()), "long"
-    if name == "countif":
-        return sb.fn("count_if", a[0].sql), "long"
-    if name in ("dcount", "count_distinct"):
-        return exp.Count(this=exp.Distinct(expressions=[a[0].sql])), "long"
-    if name == "dcountif":
-        return flt(exp.Count(this=exp.Distinct(expressions=[a[0].sql])), a[1].sql), "long"
-    if name in ("sum", "sumif"):
-        rt = "real" if t0 in ("real", "decimal") else ("timespan" if t0 == "timespan" else "long")
-        e = sb.fn("sum", a[0].sql)
-        if name == "sumif":
-            e = flt(e, a[1].sql)
-        return (sb.cast(e, "long") if rt == "long" else e), rt
-    if name in ("avg", "avgif"):
-        e = sb.fn("avg", a[0].sql)
-        return (flt(e, a[1].sql) if name == "avgif" else e), "real"
-    if name in ("min", "max", "minif", "maxif"):
-        e = sb.fn(name[:3], a[0].sql)
-        return (flt(e, a[1].sql) if name.endswith("if") else e), t0
-    if name in ("make_set", "makeset", "make_set_if", "make_list", "makelist", "make_list_if"):
-        is_set = "set" in name
-        cond: exp.Expr = notnull  # type: ignore[assignment]
-        limit = None
-        if name.endswith("_if"):
+
+def _notnull(v: V) -> exp.Expr:
+    return exp.Not(this=exp.Is(this=v.sql, expression=exp.Null()))
+
+
+def _sum(a: list[V], cond: exp.Expr | None = None) -> tuple[exp.Expr, str]:
+    t0 = a[0].type
+    rt = "real" if t0 in ("real", "decimal") else ("timespan" if t0 == "timespan" else "long")
+    e = sb.fn("sum", a[0].sql)
+    if cond is not None:
+        e = _flt(e, cond)
+    return (sb.cast(e, "long") if rt == "long" else e), rt
+
+
+def _collect(distinct: bool, conditional: bool) -> AggBuilder:
+    """make_set / make_list (and _if): nulls are not collected; an empty result is []."""
+    def build(a: list[V]) -> tuple[exp.Expr, str]:
+        cond = _notnull(a[0])
+        if conditional:
             cond = exp.And(this=cond, expression=a[1].sql)
-            limit = a[2] if len(a) > 2 else None
-        else:
-            limit = a[1] if len(a) > 1 else None
-        val = a[0].sql if a[0].type != "dynamic" else a[0].sql
-        inner: exp.Expr = sb.fn("list", exp.Distinct(expressions=[val]) if is_set else val)
-        return jlist(cap(flt(inner, cond), limit)), "dynamic"
-    if name == "make_bag":
-        bags = flt(sb.fn("list", sb.cast(a[0].sql, "dynamic")), notnull)  # type: ignore[arg-type]
-        merged = sb.fn("list_reduce", bags, exp.Lambda(
-            this=sb.fn("json_merge_patch", exp.column("x"), exp.column("y")),
-            expressions=[exp.to_identifier("x"), exp.to_identifier("y")]))
-        return sb.fn("coalesce", merged, sb.cast(sb.s("{}"), "dynamic")), "dynamic"
-    if name in ("take_any", "any"):
-        return sb.fn("any_value", a[0].sql), t0
-    if name == "take_anyif":
-        return flt(sb.fn("any_value", a[0].sql), a[1].sql), t0
-    if name == "percentile":
-        p = exp.Div(this=sb.cast(a[1].sql, "real"), expression=sb.num(100.0))
-        return sb.fn("quantile_disc", a[0].sql, p), t0
-    if name == "stdev":
-        return sb.fn("stddev_samp", a[0].sql), "real"
-    if name == "variance":
-        return sb.fn("var_samp", a[0].sql), "real"
-    if name == "binary_all_or":
-        return sb.fn("bit_or", a[0].sql), "long"
-    if name == "binary_all_and":
-        return sb.fn("bit_and", a[0].sql), "long"
-    raise KeyError(name)
+        limit = a[2] if conditional and len(a) > 2 else (a[1] if not conditional and len(a) > 1 else None)
+        inner: exp.Expr = _flt(sb.fn("list", exp.Distinct(expressions=[a[0].sql]) if distinct else a[0].sql), cond)
+        if limit is not None:
+            inner = sb.fn("list_slice", inner, sb.num(1), limit.sql)
+        return sb.fn("coalesce", sb.fn("to_json", inner), sb.cast(sb.s("[]"), "dynamic")), "dynamic"
+    return build
+
+
+def _make_bag(a: list[V]) -> tuple[exp.Expr, str]:
+    bags = _flt(sb.fn("list", sb.cast(a[0].sql, "dynamic")), _notnull(a[0]))
+    merged = sb.fn("list_reduce", bags, exp.Lambda(
+        this=sb.fn("json_merge_patch", exp.column("x"), exp.column("y")),
+        expressions=[exp.to_identifier("x"), exp.to_identifier("y")]))
+    return sb.fn("coalesce", merged, sb.cast(sb.s("{}"), "dynamic")), "dynamic"
+
+
+def _percentile(a: list[V]) -> tuple[exp.Expr, str]:
+    # Kusto's percentile is nearest-rank: a value of the input, as quantile_disc gives
+    p = exp.Div(this=sb.cast(a[1].sql, "real"), expression=sb.num(100.0))
+    return sb.fn("quantile_disc", a[0].sql, p), a[0].type
+
+
+def _dcount(a: list[V]) -> exp.Expr:
+    return exp.Count(this=exp.Distinct(expressions=[a[0].sql]))
+
+
+DUCKDB_AGGREGATES: dict[str, AggBuilder] = {
+    "count": lambda a: (sb.fn("count", a[0].sql), "long") if a else (exp.Count(this=exp.Star()), "long"),
+    "countif": lambda a: (sb.fn("count_if", a[0].sql), "long"),
+    "dcount": lambda a: (_dcount(a), "long"),
+    "count_distinct": lambda a: (_dcount(a), "long"),
+    "dcountif": lambda a: (_flt(_dcount(a), a[1].sql), "long"),
+    "sum": lambda a: _sum(a),
+    "sumif": lambda a: _sum(a, a[1].sql),
+    "avg": lambda a: (sb.fn("avg", a[0].sql), "real"),
+    "avgif": lambda a: (_flt(sb.fn("avg", a[0].sql), a[1].sql), "real"),
+    "min": lambda a: (sb.fn("min", a[0].sql), a[0].type),
+    "max": lambda a: (sb.fn("max", a[0].sql), a[0].type),
+    "minif": lambda a: (_flt(sb.fn("min", a[0].sql), a[1].sql), a[0].type),
+    "maxif": lambda a: (_flt(sb.fn("max", a[0].sql), a[1].sql), a[0].type),
+    "make_set": _collect(True, False),
+    "makeset": _collect(True, False),
+    "make_set_if": _collect(True, True),
+    "make_list": _collect(False, False),
+    "makelist": _collect(False, False),
+    "make_list_if": _collect(False, True),
+    "make_bag": _make_bag,
+    "take_any": lambda a: (sb.fn("any_value", a[0].sql), a[0].type),
+    "any": lambda a: (sb.fn("any_value", a[0].sql), a[0].type),
+    "take_anyif": lambda a: (_flt(sb.fn("any_value", a[0].sql), a[1].sql), a[0].type),
+    "percentile": _percentile,
+    "stdev": lambda a: (sb.fn("stddev_samp", a[0].sql), "real"),
+    "variance": lambda a: (sb.fn("var_samp", a[0].sql), "real"),
+    "binary_all_or": lambda a: (sb.fn("bit_or", a[0].sql), "long"),
+    "binary_all_and": lambda a: (sb.fn("bit_and", a[0].sql), "long"),
+}
+
+# arg_max/arg_min and percentiles are lowered by the compiler (they yield several columns).
+AGGREGATE_DIALECTS: dict[str, dict[str, AggBuilder]] = {"duckdb": DUCKDB_AGGREGATES}
+
+
+def agg_sql(name: str, a: list[V], ctx: Ctx, node: Call) -> tuple[exp.Expr, str]:
+    """SQL and KQL result type of an aggregate call, from the target dialect's table."""
+    return AGGREGATE_DIALECTS[ctx.dialect][name](a)
