@@ -664,6 +664,8 @@ class Compiler:
         if not rel.open or rel.order:
             rel = self.wrap(rel) if not rel.open else rel
             rel.order = []
+        if self._single_arg_extreme(op):
+            return self.summarize_latest(rel, op, env)
         scope = Scope(env, rel)
         cols: dict[str, str] = {}
         exprs: dict[str, exp.Expr] = {}
@@ -708,6 +710,65 @@ class Compiler:
                 final_cols[c] = t
                 final_exprs[c] = post.get(c, sb.col(c))
             rel.cols, rel.exprs = final_cols, final_exprs
+        return rel
+
+    @staticmethod
+    def _single_arg_extreme(op: n.Operator) -> bool:
+        if len(op.exprs) != 1 or not op.by:
+            return False
+        item = op.exprs[0]
+        call = item.expr
+        return (isinstance(call, n.Call) and call.name in ("arg_max", "arg_min") and len(call.args) >= 2
+                and len(item.names) <= 1 and not isinstance(call.args[0], n.Star))
+
+    def summarize_latest(self, rel: Rel, op: n.Operator, env: Env) -> Rel:
+        """`summarize arg_max(T, cols) by keys` alone: keep the top row of each group with a
+        window (QUALIFY), which DuckDB runs faster than an aggregate over a row struct."""
+        scope = Scope(env, rel)
+        item = op.exprs[0]
+        call = item.expr
+        assert isinstance(call, n.Call)
+        cols: dict[str, str] = {}
+        exprs: dict[str, exp.Expr] = {}
+        keys: list[exp.Expr] = []
+        auto = 0
+        for by in op.by:
+            v = self.scalar(by.expr, scope)
+            name = by.names[0] if by.names else self.key_name(by.expr)
+            if not name:
+                auto += 1
+                name = f"Column{auto}"
+            if v.type in STRINGY and isinstance(v.sql, exp.Column):
+                v = V(sb.fn("coalesce", v.sql, sb.s("")), v.type)  # a missing string is ""
+            cols[name], exprs[name] = v.type, v.sql
+            keys.append(v.sql)
+        target = self.scalar(call.args[0], scope)
+        if target.type == "dynamic":
+            raise self.ctx.fail("type_mismatch", f"{call.name}(): cannot order by a dynamic value", call.args[0].span)
+        tname = item.names[0] if item.names else (self.column_name(call.args[0]) or
+                                                  ("max_" if call.name == "arg_max" else "min_") + "expr")
+        if tname not in cols:
+            cols[tname], exprs[tname] = target.type, target.sql
+        for a in call.args[1:]:
+            if isinstance(a, n.Star):
+                for c, t in list(rel.cols.items()):
+                    if c not in cols:
+                        cols[c], exprs[c] = t, rel.exprs[c]
+                continue
+            if isinstance(a, n.NamedArg):
+                v = self.scalar(a.value, scope)
+                cols.setdefault(a.name, v.type)
+                exprs.setdefault(a.name, v.sql)
+                continue
+            v = self.scalar(a, scope)
+            name = self.column_name(a) or self.unique(cols, "Column1")
+            if name not in cols:
+                cols[name], exprs[name] = v.type, v.sql
+        desc = call.name == "arg_max"
+        order = exp.Order(expressions=[exp.Ordered(this=target.sql.copy(), desc=desc, nulls_first=False)])
+        window = exp.Window(this=sb.fn("row_number"), partition_by=[k.copy() for k in keys], order=order)
+        rel.qualify = exp.EQ(this=window, expression=sb.num(1))
+        rel.cols, rel.exprs = cols, exprs
         return rel
 
     def key_name(self, node: n.Node) -> str | None:
