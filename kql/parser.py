@@ -512,7 +512,7 @@ _TERMINAL_WORDS = {
     "STR_OP": "a string operator (has, contains, startswith ...)",
     "IN_OP": "in / !in / in~ / has_any",
     "ADD_OP": "'+' or '-'",
-    "MUL_OP": "'*', '/' or '%'",
+    "MUL_OP": "'/' or '%'",
     "AND": "'and'",
     "OR": "'or'",
     "_BY": "'by'",
@@ -600,8 +600,16 @@ def _syntax_diagnostic(text: str, e: UnexpectedInput) -> Diagnostic:
         else:
             found = repr(str(tok))
             span = n.Span(tok.start_pos or pos, tok.end_pos or pos + 1)
-        words = _expected_words(set(e.expected))
-        guess = _did_you_mean(str(tok), set(e.expected)) if tok.type == "NAME" else None
+        expected = set(e.expected)
+        try:
+            # LALR reports the state before its pending reductions: ask the parser what it
+            # would really accept next, which is what a reader wants to see
+            accepted = e.interactive_parser.accepts() if e.interactive_parser else set()
+            expected = set(accepted) or expected
+        except Exception:  # noqa: BLE001 - a better message is optional, the error is not
+            pass
+        words = _expected_words(expected)
+        guess = _did_you_mean(str(tok), expected) if tok.type == "NAME" else None
         if guess:
             found += f" (did you mean '{guess}'?)"
     elif isinstance(e, UnexpectedCharacters):
@@ -617,6 +625,10 @@ def _syntax_diagnostic(text: str, e: UnexpectedInput) -> Diagnostic:
         found, span, words = "input", n.Span(pos, pos + 1), []
     msg = f"syntax error: unexpected {found}"
     hints = []
+    if (isinstance(e, UnexpectedToken) and e.token.type == "NAME" and "$END" in e.expected
+            and (e.token.column or 0) == 1 and e.token.line > 1):
+        hints.append("a second query seems to start here: statements are separated by ';', "
+                     "and a query returns the result of its last statement")
     if words:
         shown = ", ".join(words[:12]) + (", ..." if len(words) > 12 else "")
         msg += f"; expected {shown}"
