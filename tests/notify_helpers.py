@@ -4,7 +4,6 @@ webhook receiver, and DeviceInfo rows."""
 from __future__ import annotations
 
 import json
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -15,43 +14,17 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import uvicorn
-from fastapi import FastAPI
 
 from server.app import create_app
 from server.auth import create_key
 from server.settings import Settings
+from tests.support.live import LiveServer as SharedLiveServer
 
 ADMIN = "test-admin-key-notify"
 
 
-class LiveServer:
-    """A real uvicorn server on a free loopback port, in a thread of the test process (tests may
-    look at ``app.state`` directly)."""
-
-    def __init__(self, app: FastAPI) -> None:
-        self.app = app
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", 0))
-        self.sock = sock
-        self.url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
-        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]}, daemon=True)
-
-    def __enter__(self) -> LiveServer:
-        self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started:
-            if not self.thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("server did not start")
-            time.sleep(0.02)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=30)
-        self.sock.close()
+class LiveServer(SharedLiveServer):
+    """The shared live server (tests/support/live.py) with an admin client and key minting."""
 
     def client(self, key: str = ADMIN) -> httpx.Client:
         return httpx.Client(base_url=self.url, headers={"authorization": f"Bearer {key}"}, timeout=30)

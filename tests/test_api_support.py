@@ -8,20 +8,17 @@ The fixture events are written relative to the server's real clock (the seed que
 from __future__ import annotations
 
 import datetime as dt
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import httpx
-import uvicorn
 
 from server.app import create_app
 from server.auth import create_key
 from server.settings import Settings
+from tests.support.live import LiveServer as SharedLiveServer
 
 SEED_QUERY = (
     "DeviceProcessEvents | where Timestamp > ago(2h) "
@@ -29,38 +26,21 @@ SEED_QUERY = (
 )
 
 
-class LiveServer:
-    """The real app under uvicorn, in a thread, on 127.0.0.1 with a port chosen at run time."""
+class LiveServer(SharedLiveServer):
+    """The shared live server (tests/support/live.py) over ``create_app(settings)``, with an
+    ingest, a query and an admin key made at start."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.app = create_app(settings)
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", 0))
-        self.sock = sock
-        self.port = sock.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(self.app, log_level="warning", lifespan="on", timeout_graceful_shutdown=2)
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]}, daemon=True)
+        # A short graceful shutdown: a heavy query left running must not hold up the module.
+        super().__init__(create_app(settings), timeout_graceful_shutdown=2, join_timeout_s=15)
         self.keys: dict[str, str] = {}
 
-    def start(self) -> LiveServer:
-        self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started:
-            if not self.thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("the server did not start")
-            time.sleep(0.02)
+    def start(self) -> Self:
+        super().start()
         for scope in ("ingest", "query", "admin"):
             self.keys[scope] = create_key(self.app.state.metadata, scope, f"test-{scope}")
         return self
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=15)
-        self.sock.close()
 
     def client(self, scope: str | None = "query", timeout: float = 30.0) -> httpx.Client:
         headers = {"Authorization": f"Bearer {self.keys[scope]}"} if scope else {}
@@ -70,11 +50,8 @@ class LiveServer:
 @contextmanager
 def live_server(data_dir: Path, **overrides: Any) -> Iterator[LiveServer]:
     settings = Settings(data_dir=data_dir, scheduler_enabled=False, **overrides)
-    srv = LiveServer(settings).start()
-    try:
+    with LiveServer(settings) as srv:
         yield srv
-    finally:
-        srv.stop()
 
 
 def utcnow() -> dt.datetime:

@@ -4,8 +4,6 @@ bad-input class (status, error body, nothing written), back-pressure, streaming 
 from __future__ import annotations
 
 import gzip
-import socket
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,45 +12,17 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-import uvicorn
-from fastapi import FastAPI
 
 from server.app import create_app
 from server.settings import Settings
+from tests.support.live import LiveServer as SharedLiveServer
 
 ADMIN = "test-admin-key-ingest"
 LIMIT = 1 << 20  # max_body_bytes for these tests
 
 
-class LiveServer:
-    """A real uvicorn server on a free loopback port, in a thread of the test process (so tests
-    can also look at ``app.state.storage`` directly)."""
-
-    def __init__(self, app: FastAPI) -> None:
-        self.app = app
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", 0))
-        self.sock = sock
-        self.url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-        config = uvicorn.Config(app, log_level="warning", lifespan="on")
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]},
-                                       daemon=True)
-
-    def __enter__(self) -> LiveServer:
-        self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started:
-            if not self.thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("server did not start")
-            time.sleep(0.02)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=30)
-        self.sock.close()
+class LiveServer(SharedLiveServer):
+    """The shared live server (tests/support/live.py) with direct reads of ``app.state.storage``."""
 
     def count(self, table: str) -> int:
         con = self.app.state.storage.connect()
