@@ -202,6 +202,7 @@ AGGREGATES: dict[str, Sig] = {
 ALIASES: dict[str, str] = {
     "extractjson": "extract_json", "pack_dictionary": "bag_pack", "base64_decodestring": "base64_decode_tostring",
     "argmax": "arg_max", "argmin": "arg_min", "todouble": "toreal", "make_dictionary": "make_bag",
+    "parsejson": "parse_json",
 }
 
 # Default output column name per aggregate (Kusto: `count_`, `sum_X`, `dcount_X`, `set_X`...).
