@@ -22,10 +22,7 @@ from tests.test_api_support import (
     SEED_QUERY,
     LiveServer,
     assert_error_shape,
-    ingest,
-    live_server,
-    network_events,
-    process_events,
+    seeded_server,
     utcnow,
 )
 
@@ -37,11 +34,7 @@ NETWORK_ROWS = 120  # more than the cap
 
 @pytest.fixture(scope="module")
 def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    data: Path = tmp_path_factory.mktemp("hunting")
-    with live_server(data, max_rows=CAP) as s:
-        now = utcnow()
-        ingest(s, "DeviceProcessEvents", process_events(now))
-        ingest(s, "DeviceNetworkEvents", network_events(now, NETWORK_ROWS))
+    with seeded_server(tmp_path_factory.mktemp("hunting"), NETWORK_ROWS, max_rows=CAP) as s:
         yield s
 
 

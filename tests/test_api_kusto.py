@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterator
-from pathlib import Path
 
 import orjson
 import pytest
@@ -14,32 +13,22 @@ from azure.kusto.data.exceptions import KustoApiError, KustoMultiApiError, Kusto
 
 from schema import default_catalog
 from tests.test_api_support import (
+    HEAVY,
     SEED_EXPECTED_IDS,
     SEED_QUERY,
     LiveServer,
-    ingest,
-    live_server,
     network_events,
-    process_events,
-    utcnow,
+    seeded_server,
 )
 
 pytestmark = pytest.mark.slow
 
 CAP = 50
-HEAVY = (
-    "range i from 1 to 200000 step 1 | extend k = 1 "
-    "| join kind=inner (range j from 1 to 200000 step 1 | extend k = 1) on k | summarize n = count()"
-)
 
 
 @pytest.fixture(scope="module")
 def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    data: Path = tmp_path_factory.mktemp("kusto")
-    with live_server(data, max_rows=CAP) as s:
-        now = utcnow()
-        ingest(s, "DeviceProcessEvents", process_events(now))
-        ingest(s, "DeviceNetworkEvents", network_events(now, 80))
+    with seeded_server(tmp_path_factory.mktemp("kusto"), 80, max_rows=CAP) as s:
         yield s
 
 

@@ -7,20 +7,19 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.test_api_support import (
+    HEAVY,
     SEED_EXPECTED_IDS,
     SEED_QUERY,
     LiveServer,
     assert_error_shape,
     ingest,
-    live_server,
     network_events,
-    process_events,
+    seeded_server,
     utcnow,
 )
 
@@ -28,23 +27,16 @@ pytestmark = pytest.mark.slow
 
 TIMEOUT_S = 3.0
 QUEUE_WAIT_S = 0.3
-# A 40-billion-row join: minutes of work on any machine, so only the timeout can end it.
-HEAVY = (
-    "range i from 1 to 200000 step 1 | extend k = 1 "
-    "| join kind=inner (range j from 1 to 200000 step 1 | extend k = 1) on k | summarize n = count()"
-)
 
 
 @pytest.fixture(scope="module")
 def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    data: Path = tmp_path_factory.mktemp("limits")
-    with live_server(
-        data,
+    with seeded_server(
+        tmp_path_factory.mktemp("limits"),
         query_timeout_s=TIMEOUT_S,
         max_concurrent_queries=2,
         query_queue_wait_s=QUEUE_WAIT_S,
     ) as s:
-        ingest(s, "DeviceProcessEvents", process_events(utcnow()))
         yield s
 
 

@@ -19,10 +19,7 @@ from tests.test_api_support import (
     SEED_QUERY,
     LiveServer,
     assert_error_shape,
-    ingest,
-    live_server,
-    process_events,
-    utcnow,
+    seeded_server,
 )
 
 pytestmark = pytest.mark.slow
@@ -30,9 +27,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    data: Path = tmp_path_factory.mktemp("security")
-    with live_server(data) as s:
-        ingest(s, "DeviceProcessEvents", process_events(utcnow()))
+    with seeded_server(tmp_path_factory.mktemp("security")) as s:
         yield s
 
 

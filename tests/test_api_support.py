@@ -26,6 +26,13 @@ SEED_QUERY = (
 )
 
 
+# A 40-billion-row join: minutes of work on any machine, so only the timeout can end it.
+HEAVY = (
+    "range i from 1 to 200000 step 1 | extend k = 1 "
+    "| join kind=inner (range j from 1 to 200000 step 1 | extend k = 1) on k | summarize n = count()"
+)
+
+
 class LiveServer(SharedLiveServer):
     """The shared live server (tests/support/live.py) over ``create_app(settings)``, with an
     ingest, a query and an admin key made at start."""
@@ -51,6 +58,18 @@ class LiveServer(SharedLiveServer):
 def live_server(data_dir: Path, **overrides: Any) -> Iterator[LiveServer]:
     settings = Settings(data_dir=data_dir, scheduler_enabled=False, **overrides)
     with LiveServer(settings) as srv:
+        yield srv
+
+
+@contextmanager
+def seeded_server(data_dir: Path, network_rows: int = 0, **overrides: Any) -> Iterator[LiveServer]:
+    """``live_server`` with the process fixture ingested (and ``network_rows`` network events,
+    if any), both stamped relative to one ``utcnow()``."""
+    with live_server(data_dir, **overrides) as srv:
+        now = utcnow()
+        ingest(srv, "DeviceProcessEvents", process_events(now))
+        if network_rows:
+            ingest(srv, "DeviceNetworkEvents", network_events(now, network_rows))
         yield srv
 
 
