@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -17,21 +17,9 @@ from server.detections.runner import DetectionEngine
 from server.metadata import MetadataDB
 from server.settings import Settings
 from server.storage import Storage
+from tests.support.clock import ManualClock
 
 T0 = datetime(2026, 3, 10, 12, 0, 0)
-
-
-class ManualClock:
-    """Naive UTC, moved by hand; shared by storage (ingestion times) and the engine (run times)."""
-
-    def __init__(self, now: datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, **kw: float) -> None:
-        self.now += timedelta(**kw)
 
 
 def batch(table: str, rows: list[dict[str, Any]]) -> pa.Table:

@@ -19,9 +19,9 @@ import pytest
 from schema.catalog import default_catalog
 from server.storage import Backpressure, BatchError
 from server.storage.wal import encode_record, list_segments, segment_path
+from tests.support.clock import ManualClock
 from tests.test_storage_support import (
     TABLE,
-    ManualClock,
     open_storage,
     process_batch,
     report_ids,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -16,19 +16,6 @@ from server.storage import Storage
 
 TABLE = "DeviceProcessEvents"
 TS = pa.timestamp("us")
-
-
-class ManualClock:
-    """A clock the test moves by hand (naive UTC, like every stored datetime)."""
-
-    def __init__(self, now: datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, **kw: float) -> None:
-        self.now += timedelta(**kw)
 
 
 def settings_for(data_dir: Path, **overrides: Any) -> Settings:
