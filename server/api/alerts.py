@@ -49,6 +49,18 @@ def _store(request: Request) -> Any:
     return engine.store
 
 
+def parse_triage(body: dict[str, Any], what: str) -> TriagePatch:
+    """An alert or incident PATCH body (``what`` names which), or a 400 naming each bad field."""
+    try:
+        return TriagePatch.model_validate(body)
+    except ValidationError as e:
+        raise ApiError(
+            400,
+            f"invalid {what} update",
+            [{"code": "invalid_request", "message": str(x["msg"]), "field": ".".join(map(str, x["loc"]))} for x in e.errors()],
+        ) from None
+
+
 def triage_changes(body: TriagePatch, current_classification: str | None, actor: str, now: datetime) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     try:
         body.check_pair(current_classification)
@@ -113,14 +125,7 @@ def get_alert(request: Request, _: QueryKey, alert_id: str) -> dict[str, Any]:
 def update_alert(request: Request, scope: QueryKey, alert_id: str, body: dict[str, Any]) -> dict[str, Any]:
     """Update status, assignedTo, classification, determination; ``comment``/``comments`` are
     appended. Fields left out keep their values."""
-    try:
-        patch = TriagePatch.model_validate(body)
-    except ValidationError as e:
-        raise ApiError(
-            400,
-            "invalid alert update",
-            [{"code": "invalid_request", "message": str(x["msg"]), "field": ".".join(map(str, x["loc"]))} for x in e.errors()],
-        ) from None
+    patch = parse_triage(body, "alert")
     store = _store(request)
     current = store.get_alert(alert_id)
     if current is None:

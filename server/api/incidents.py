@@ -6,11 +6,10 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Query, Request
-from pydantic import ValidationError
 
-from server.api.alerts import _choice, _store, triage_changes
+from server.api.alerts import _choice, _store, parse_triage, triage_changes
 from server.auth import QueryKey
-from server.detections.model import ALERT_STATUSES, TriagePatch
+from server.detections.model import ALERT_STATUSES
 from server.detections.views import incident_to_api
 from server.errors import ApiError
 
@@ -44,14 +43,7 @@ def get_incident(request: Request, _: QueryKey, incident_id: int) -> dict[str, A
 @router.patch("/{incident_id}")
 def update_incident(request: Request, scope: QueryKey, incident_id: int, body: dict[str, Any]) -> dict[str, Any]:
     """Same fields as an alert; resolving an incident resolves its alerts (as Defender)."""
-    try:
-        patch = TriagePatch.model_validate(body)
-    except ValidationError as e:
-        raise ApiError(
-            400,
-            "invalid incident update",
-            [{"code": "invalid_request", "message": str(x["msg"]), "field": ".".join(map(str, x["loc"]))} for x in e.errors()],
-        ) from None
+    patch = parse_triage(body, "incident")
     store = _store(request)
     inc = store.get_incident(incident_id)
     if inc is None:
