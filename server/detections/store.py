@@ -10,7 +10,7 @@ import secrets
 import sqlite3
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import orjson
 
@@ -424,19 +424,8 @@ class SqliteDetectionStore:
         self, alert_id: str, fields: dict[str, Any], comments: list[dict[str, Any]], now: datetime
     ) -> dict[str, Any] | None:
         with self.db.tx() as conn:
-            row = conn.execute("SELECT status, comments FROM alerts WHERE id = ?", (alert_id,)).fetchone()
-            if row is None:
+            if _apply_triage(conn, "alerts", alert_id, fields, comments, now) is None:
                 return None
-            sets = {k: v for k, v in fields.items() if k in ("status", "assigned_to", "classification", "determination")}
-            if "status" in sets:
-                sets["resolved_at"] = iso(now) if sets["status"] == "resolved" else None
-            if comments:
-                sets["comments"] = _j(_l(row["comments"]) + comments)
-            sets["updated_at"] = iso(now)
-            conn.execute(
-                f"UPDATE alerts SET {', '.join(f'{k} = ?' for k in sets)} WHERE id = ?",
-                (*sets.values(), alert_id),
-            )
         return self.get_alert(alert_id)
 
     # -- incidents ---------------------------------------------------------------------------
@@ -468,19 +457,9 @@ class SqliteDetectionStore:
         self, incident_id: int, fields: dict[str, Any], comments: list[dict[str, Any]], now: datetime
     ) -> dict[str, Any] | None:
         with self.db.tx() as conn:
-            row = conn.execute("SELECT comments FROM incidents WHERE id = ?", (incident_id,)).fetchone()
-            if row is None:
+            sets = _apply_triage(conn, "incidents", incident_id, fields, comments, now)
+            if sets is None:
                 return None
-            sets = {k: v for k, v in fields.items() if k in ("status", "assigned_to", "classification", "determination")}
-            if "status" in sets:
-                sets["resolved_at"] = iso(now) if sets["status"] == "resolved" else None
-            if comments:
-                sets["comments"] = _j(_l(row["comments"]) + comments)
-            sets["updated_at"] = iso(now)
-            conn.execute(
-                f"UPDATE incidents SET {', '.join(f'{k} = ?' for k in sets)} WHERE id = ?",
-                (*sets.values(), incident_id),
-            )
             # As in Defender, resolving an incident resolves its alerts.
             if sets.get("status") == "resolved":
                 conn.execute(
@@ -489,6 +468,33 @@ class SqliteDetectionStore:
                     (iso(now), iso(now), incident_id),
                 )
         return self.get_incident(incident_id)
+
+
+_TRIAGE_FIELDS = ("status", "assigned_to", "classification", "determination")
+
+
+def _apply_triage(
+    conn: sqlite3.Connection,
+    table: Literal["alerts", "incidents"],
+    row_id: str | int,
+    fields: dict[str, Any],
+    comments: list[dict[str, Any]],
+    now: datetime,
+) -> dict[str, Any] | None:
+    """Write a triage change (the triage fields, resolved_at following status, appended comments)
+    to one alert or incident inside ``conn``'s transaction; the columns set, or None if there is
+    no such row. ``table`` is one of two fixed names, never user text."""
+    row = conn.execute(f"SELECT comments FROM {table} WHERE id = ?", (row_id,)).fetchone()
+    if row is None:
+        return None
+    sets = {k: v for k, v in fields.items() if k in _TRIAGE_FIELDS}
+    if "status" in sets:
+        sets["resolved_at"] = iso(now) if sets["status"] == "resolved" else None
+    if comments:
+        sets["comments"] = _j(_l(row["comments"]) + comments)
+    sets["updated_at"] = iso(now)
+    conn.execute(f"UPDATE {table} SET {', '.join(f'{k} = ?' for k in sets)} WHERE id = ?", (*sets.values(), row_id))
+    return sets
 
 
 def parse_opt(text: str | None) -> datetime | None:
