@@ -299,5 +299,16 @@ class MetadataDB:
             self._conn.close()
 
 
+def where_clause(filters: list[tuple[str, object]]) -> tuple[str, list[object]]:
+    """A `` WHERE`` clause (or "") over the filters whose value is not None, and its parameters.
+
+    Each filter is a fixed SQL condition with exactly one ``?`` and the value for it; values
+    are always parameters, never pasted into the text."""
+    given = [(cond, value) for cond, value in filters if value is not None]
+    if not given:
+        return "", []
+    return " WHERE " + " AND ".join(c for c, _ in given), [v for _, v in given]
+
+
 def _split_sql(script: str) -> list[str]:
     return [s.strip() for s in script.split(";") if s.strip()]

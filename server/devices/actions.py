@@ -24,7 +24,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from server.metadata import MetadataDB
+from server.metadata import MetadataDB, where_clause
 
 ACTION_TYPES: tuple[str, ...] = (
     "isolate",
@@ -174,17 +174,9 @@ def get_action(metadata: MetadataDB, device_id: str, action_id: str) -> dict[str
 def list_actions(
     metadata: MetadataDB, device_id: str | None = None, status: str | None = None, limit: int = 1000
 ) -> list[dict[str, Any]]:
-    sql = "SELECT * FROM device_actions WHERE 1 = 1"
-    params: list[Any] = []
-    if device_id is not None:
-        sql += " AND device_id = ?"
-        params.append(device_id)
-    if status is not None:
-        sql += " AND status = ?"
-        params.append(status)
-    sql += " ORDER BY created_at DESC, id LIMIT ?"
-    params.append(limit)
-    return [_to_api(r) for r in metadata.query(sql, tuple(params))]
+    cond, params = where_clause([("device_id = ?", device_id), ("status = ?", status)])
+    sql = f"SELECT * FROM device_actions{cond} ORDER BY created_at DESC, id LIMIT ?"
+    return [_to_api(r) for r in metadata.query(sql, (*params, limit))]
 
 
 def fetch_pending(metadata: MetadataDB, device_id: str, actor: str) -> list[dict[str, Any]]:
@@ -319,16 +311,8 @@ def audit_log(
     limit: int = 1000,
 ) -> list[dict[str, Any]]:
     """Audit entries, oldest first."""
-    sql = "SELECT * FROM device_action_audit WHERE 1 = 1"
-    params: list[Any] = []
-    if device_id is not None:
-        sql += " AND device_id = ?"
-        params.append(device_id)
-    if action_id is not None:
-        sql += " AND action_id = ?"
-        params.append(action_id)
-    sql += " ORDER BY id LIMIT ?"
-    params.append(limit)
+    cond, params = where_clause([("device_id = ?", device_id), ("action_id = ?", action_id)])
+    sql = f"SELECT * FROM device_action_audit{cond} ORDER BY id LIMIT ?"
     return [
         {
             "id": int(r["id"]),
@@ -339,5 +323,5 @@ def audit_log(
             "detail": json.loads(r["detail"]),
             "at": r["at"],
         }
-        for r in metadata.query(sql, tuple(params))
+        for r in metadata.query(sql, (*params, limit))
     ]

@@ -32,7 +32,7 @@ import httpx
 import orjson
 
 from server.devices.groups import DeviceFacts, SupportsConnect, device_facts, device_in_groups
-from server.metadata import MetadataDB
+from server.metadata import MetadataDB, where_clause
 from server.notify import render
 from server.notify.rules import NotificationRule, list_rules, validate_emails, validate_webhook
 from server.settings import Settings
@@ -462,21 +462,19 @@ class Notifier:
         alert_id: str | None = None,
         limit: int = 200,
     ) -> list[dict[str, Any]]:
-        sql = "SELECT m.* FROM notification_messages m WHERE 1 = 1"
-        params: list[Any] = []
-        if status is not None:
-            sql += " AND m.status = ?"
-            params.append(status)
-        if recipient is not None:
-            sql += " AND lower(m.recipient) = lower(?)"
-            params.append(recipient)
-        if alert_id is not None:
-            sql += " AND EXISTS (SELECT 1 FROM notification_items i WHERE i.message_id = m.id AND i.alert_id = ?)"
-            params.append(alert_id)
-        sql += " ORDER BY m.id DESC LIMIT ?"
-        params.append(limit)
+        cond, params = where_clause(
+            [
+                ("m.status = ?", status),
+                ("lower(m.recipient) = lower(?)", recipient),
+                (
+                    "EXISTS (SELECT 1 FROM notification_items i WHERE i.message_id = m.id AND i.alert_id = ?)",
+                    alert_id,
+                ),
+            ]
+        )
+        sql = f"SELECT m.* FROM notification_messages m{cond} ORDER BY m.id DESC LIMIT ?"
         out = []
-        for m in self.metadata.query(sql, tuple(params)):
+        for m in self.metadata.query(sql, (*params, limit)):
             ids = [
                 str(r["alert_id"])
                 for r in self.metadata.query(
