@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import datetime as dt
 
-import pytest
-
 from tests.kql.fixtures import assert_kql, ids_of, run_kql
 
 D = dt.datetime
@@ -606,11 +604,6 @@ def test_hunting_query_network_connection_to_its_process() -> None:
     assert ids_of("DeviceNetworkEvents | join kind=leftanti DeviceInfo on DeviceId") == [5]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="compiler: mv-expand does not expand property bags yet and kind=array is unsupported "
-    "(build/kql_findings.md #25)",
-)
 def test_mv_expand_property_bag() -> None:
     # mv-expand-operator: a property bag yields one row per property; kind=bag (default) gives
     # single-entry bags, kind=array gives [key, value] arrays.
