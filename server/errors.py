@@ -37,6 +37,18 @@ class ApiError(Exception):
         self.headers = headers
 
 
+def invalid_field(field: str, message: str, error: str | None = None) -> ApiError:
+    """A 400 about one field of the request body (``error``, the summary, defaults to ``message``)."""
+    return ApiError(400, error or message, [{"code": "invalid_request", "message": message, "field": field}])
+
+
+def reject_unknown_fields(body: dict[str, Any], allowed: set[str]) -> None:
+    """Refuse a body naming fields the endpoint does not know (a typo must not be ignored)."""
+    unknown = sorted(set(body) - allowed)
+    if unknown:
+        raise invalid_field(unknown[0], f"unknown field {unknown[0]!r}", f"unknown field(s): {', '.join(unknown)}")
+
+
 def error_body(error: str, errors: list[dict[str, Any]]) -> dict[str, Any]:
     return {"ok": False, "error": error, "errors": errors}
 

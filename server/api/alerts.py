@@ -15,13 +15,9 @@ from server.detections.process_tree import build_tree
 from server.detections.store import AlertFilter
 from server.detections.timeutil import iso, parse_iso
 from server.detections.views import alert_to_api
-from server.errors import ApiError
+from server.errors import ApiError, invalid_field
 
 router = APIRouter(prefix="/api/alerts", tags=["alerts"])
-
-
-def _bad(field: str, message: str) -> ApiError:
-    return ApiError(400, message, [{"code": "invalid_request", "message": message, "field": field}])
 
 
 def _choice(value: str | None, allowed: tuple[str, ...], field: str) -> str | None:
@@ -30,7 +26,7 @@ def _choice(value: str | None, allowed: tuple[str, ...], field: str) -> str | No
     try:
         return canonical(value, allowed, field)
     except ValueError as e:
-        raise _bad(field, str(e)) from None
+        raise invalid_field(field, str(e)) from None
 
 
 def _time(value: str | None, field: str) -> datetime | None:
@@ -39,7 +35,7 @@ def _time(value: str | None, field: str) -> datetime | None:
     try:
         return parse_iso(value)
     except ValueError:
-        raise _bad(field, f"{field} must be an ISO-8601 date-time such as 2025-01-31T12:00:00Z, got {value!r}") from None
+        raise invalid_field(field, f"{field} must be an ISO-8601 date-time such as 2025-01-31T12:00:00Z, got {value!r}") from None
 
 
 def _store(request: Request) -> Any:
@@ -65,7 +61,7 @@ def triage_changes(body: TriagePatch, current_classification: str | None, actor:
     try:
         body.check_pair(current_classification)
     except ValueError as e:
-        raise _bad("determination", str(e)) from None
+        raise invalid_field("determination", str(e)) from None
     data = body.model_dump(exclude_unset=True)
     fields: dict[str, Any] = {}
     if data.get("status") is not None:

@@ -17,7 +17,7 @@ from starlette.concurrency import run_in_threadpool
 from server.auth import AdminKey, IngestKey, hash_key
 from server.devices import actions as act
 from server.devices.groups import device_facts
-from server.errors import ApiError
+from server.errors import ApiError, invalid_field, reject_unknown_fields
 
 router = APIRouter(tags=["device actions"])
 JsonBody = Annotated[dict[str, Any], Body()]
@@ -50,11 +50,7 @@ def _str_field(body: dict[str, Any], name: str, default: str = "") -> str:
     if value is None:
         return default
     if not isinstance(value, str):
-        raise ApiError(
-            400,
-            f"{name} must be a string",
-            [{"code": "invalid_request", "message": f"{name} must be a string", "field": name}],
-        )
+        raise invalid_field(name, f"{name} must be a string")
     return value
 
 
@@ -63,14 +59,7 @@ async def request_action(request: Request, _: AdminKey, device_id: str, body: Js
     """Queue ``type`` (isolate, collectInvestigationPackage, runAntivirusScan,
     initiateInvestigation) with an optional ``comment``. 201 when queued; 200 with
     ``merged: true`` when the same action is already open on the device."""
-    unknown = set(body) - {"type", "comment"}
-    if unknown:
-        f = sorted(unknown)[0]
-        raise ApiError(
-            400,
-            f"unknown field(s): {', '.join(sorted(unknown))}",
-            [{"code": "invalid_request", "message": f"unknown field {f!r}", "field": f}],
-        )
+    reject_unknown_fields(body, {"type", "comment"})
     action_type = body.get("type")
     if not isinstance(action_type, str):
         raise _error(
@@ -120,14 +109,7 @@ def report_result(
     request: Request, _: IngestKey, device_id: str, action_id: str, body: JsonBody
 ) -> dict[str, Any]:
     """For agents: ``status`` Succeeded or Failed, optional ``comment`` and ``details`` (JSON)."""
-    unknown = set(body) - {"status", "comment", "details"}
-    if unknown:
-        f = sorted(unknown)[0]
-        raise ApiError(
-            400,
-            f"unknown field(s): {', '.join(sorted(unknown))}",
-            [{"code": "invalid_request", "message": f"unknown field {f!r}", "field": f}],
-        )
+    reject_unknown_fields(body, {"status", "comment", "details"})
     status = body.get("status")
     if not isinstance(status, str):
         raise _error(act.ActionError("status is required: Succeeded or Failed", "status"))

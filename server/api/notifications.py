@@ -8,7 +8,7 @@ from fastapi import APIRouter, Body, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from server.auth import AdminKey
-from server.errors import ApiError
+from server.errors import ApiError, reject_unknown_fields
 from server.notify import rules as r
 from server.notify.notifier import Notifier
 
@@ -79,14 +79,7 @@ async def send_test(request: Request, _: AdminKey, body: OptionalJsonBody = None
     the targets of rule ``ruleId``. 200 when every target accepted it, else 502 naming each
     failure (the outcome is also in the delivery log)."""
     body = body or {}
-    unknown = set(body) - {"emails", "webhookUrl", "ruleId"}
-    if unknown:
-        f = sorted(unknown)[0]
-        raise ApiError(
-            400,
-            f"unknown field(s): {', '.join(sorted(unknown))}",
-            [{"code": "invalid_request", "message": f"unknown field {f!r}", "field": f}],
-        )
+    reject_unknown_fields(body, {"emails", "webhookUrl", "ruleId"})
     emails, webhook = body.get("emails"), body.get("webhookUrl")
     if "ruleId" in body:
         rid = body["ruleId"]
