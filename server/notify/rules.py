@@ -175,36 +175,22 @@ def get_rule(metadata: MetadataDB, rule_id: int) -> NotificationRule | None:
 
 def _write(metadata: MetadataDB, rule_id: int | None, v: dict[str, Any]) -> int:
     now = _now()
+    # name, min_severity, emails, webhook_url, enabled: the same columns for insert and update.
+    values = (v["name"], v["min_severity"], json.dumps(v["emails"]), v["webhook"], int(v["enabled"]))
     try:
         with metadata.tx() as conn:
             if rule_id is None:
                 cur = conn.execute(
                     "INSERT INTO notification_rules (name, min_severity, emails, webhook_url, enabled,"
                     " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        v["name"],
-                        v["min_severity"],
-                        json.dumps(v["emails"]),
-                        v["webhook"],
-                        int(v["enabled"]),
-                        now,
-                        now,
-                    ),
+                    (*values, now, now),
                 )
                 rule_id = int(cur.lastrowid or 0)
             else:
                 conn.execute(
                     "UPDATE notification_rules SET name = ?, min_severity = ?, emails = ?, webhook_url = ?,"
                     " enabled = ?, updated_at = ? WHERE id = ?",
-                    (
-                        v["name"],
-                        v["min_severity"],
-                        json.dumps(v["emails"]),
-                        v["webhook"],
-                        int(v["enabled"]),
-                        now,
-                        rule_id,
-                    ),
+                    (*values, now, rule_id),
                 )
                 conn.execute("DELETE FROM notification_rule_groups WHERE rule_id = ?", (rule_id,))
             for gid in v["groups"]:
