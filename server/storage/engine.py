@@ -176,6 +176,7 @@ class Storage:
         self._ingest_schema: dict[str, pa.Schema] = {}
         self._row_schema: dict[str, pa.Schema] = {}
         self._json_columns: dict[str, list[str]] = {}
+        self._string_columns: dict[str, list[int]] = {}
         for t in catalog.tables.values():
             fields = [pa.field(c.name, c.type.arrow) for c in t.columns]
             self._ingest_schema[t.name] = pa.schema([*fields, pa.field(EXTRA_COLUMN, pa.string())])
@@ -184,6 +185,11 @@ class Storage:
             )
             dyn = [c.name for c in t.columns if c.type.name == "dynamic"]
             self._json_columns[t.name] = [*dyn, EXTRA_COLUMN]
+            # Kusto strings are never null ("The string data type doesn't support null
+            # values"): a missing string is stored as "", so queries need no COALESCE on it.
+            self._string_columns[t.name] = [
+                i for i, c in enumerate(t.columns) if c.type.name in ("string", "guid")
+            ]
         self._unflushed = 0
         self._deferred: list[tuple[float, list[Path]]] = []
         self._doomed: set[Path] = set()  # paths in _deferred
@@ -343,6 +349,9 @@ class Storage:
             arrays = list(batch.columns)
         else:
             arrays = self._conform(tbl, batch, ingest_schema)
+        for i in self._string_columns[tbl.name]:
+            if arrays[i].null_count:
+                arrays[i] = pc.fill_null(arrays[i], "")
         arrays.insert(len(tbl.columns), pa.repeat(pa.scalar(now, _TS), n))
         rows = pa.Table.from_arrays(arrays, schema=self._row_schema[tbl.name])
         self._check_json(tbl, rows)
