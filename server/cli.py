@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from server.settings import Settings
 
 
-def _serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
-    from server.app import create_app
+def _server_settings(args: argparse.Namespace) -> Settings:
+    """Settings from the environment, with --data-dir, --host and --port on top when given."""
     from server.settings import Settings
 
     overrides: dict[str, object] = {}
@@ -20,7 +22,15 @@ def _serve(args: argparse.Namespace) -> int:
         overrides["host"] = args.host
     if args.port is not None:
         overrides["port"] = args.port
-    settings = Settings(**overrides)  # type: ignore[arg-type]
+    return Settings(**overrides)  # type: ignore[arg-type]
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from server.app import create_app
+
+    settings = _server_settings(args)
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
     return 0
 
@@ -30,16 +40,8 @@ def _demo(args: argparse.Namespace) -> int:
     from server.auth import create_key
     from server.demo.load import DemoError, banner, load_demo
     from server.metadata import MetadataDB
-    from server.settings import Settings
 
-    overrides: dict[str, object] = {}
-    if args.data_dir is not None:
-        overrides["data_dir"] = Path(args.data_dir)
-    if args.host is not None:
-        overrides["host"] = args.host
-    if args.port is not None:
-        overrides["port"] = args.port
-    settings = Settings(**overrides)  # type: ignore[arg-type]
+    settings = _server_settings(args)
     try:
         load = load_demo(settings, days=args.days, devices=args.devices, seed=args.seed,
                          log=lambda m: print(m, flush=True))
