@@ -182,9 +182,14 @@ class DefenderQuery(BaseModel):
     Query: str = Field(validation_alias=AliasChoices("Query", "query"), description="KQL text")
 
 
-def _defender_body(result: QueryResult) -> dict[str, Any]:
+def _records(result: QueryResult) -> list[dict[str, Any]]:
+    """Rows as objects keyed by column name, values rendered as the Defender and Graph APIs send them."""
     names = [n for n, _ in result.columns]
     convert = row_converter([t for _, t in result.columns])
+    return [dict(zip(names, convert(r), strict=True)) for r in result.rows]
+
+
+def _defender_body(result: QueryResult) -> dict[str, Any]:
     return {
         "Stats": {
             "ExecutionTime": round(result.stats.elapsedMs / 1000, 6),
@@ -194,7 +199,7 @@ def _defender_body(result: QueryResult) -> dict[str, Any]:
             **result.stats.as_dict(),
         },
         "Schema": [{"Name": n, "Type": dotnet_type(t)} for n, t in result.columns],
-        "Results": [dict(zip(names, convert(r), strict=True)) for r in result.rows],
+        "Results": _records(result),
     }
 
 
@@ -272,12 +277,10 @@ class GraphQuery(BaseModel):
 
 
 def _graph_body(result: QueryResult) -> dict[str, Any]:
-    names = [n for n, _ in result.columns]
-    convert = row_converter([t for _, t in result.columns])
     return {
         "@odata.context": GRAPH_CONTEXT,
         "schema": [{"name": n, "type": dotnet_type(t)} for n, t in result.columns],
-        "results": [dict(zip(names, convert(r), strict=True)) for r in result.rows],
+        "results": _records(result),
     }
 
 
