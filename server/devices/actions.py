@@ -97,6 +97,18 @@ def _check_device_id(device_id: Any) -> str:
     return device_id
 
 
+def _action_row(conn: sqlite3.Connection, device_id: str, action_id: str) -> sqlite3.Row:
+    """The action's row, or a 404 when this device has no such action."""
+    row: sqlite3.Row | None = conn.execute(
+        "SELECT * FROM device_actions WHERE id = ? AND device_id = ?", (action_id, device_id)
+    ).fetchone()
+    if row is None:
+        raise ActionError(
+            f"no action {action_id!r} on device {device_id!r}", "actionId", "not_found", 404
+        )
+    return row
+
+
 def queue_action(
     metadata: MetadataDB,
     device_id: str,
@@ -229,13 +241,7 @@ def report_result(
     now = _now()
     rejected: ActionError | None = None
     with metadata.tx() as conn:
-        row = conn.execute(
-            "SELECT * FROM device_actions WHERE id = ? AND device_id = ?", (action_id, device_id)
-        ).fetchone()
-        if row is None:
-            raise ActionError(
-                f"no action {action_id!r} on device {device_id!r}", "actionId", "not_found", 404
-            )
+        row = _action_row(conn, device_id, action_id)
         if row["status"] not in OPEN_STATUSES:
             # Committed (not rolled back with an exception): a late or conflicting report is
             # itself worth keeping in the audit log.
@@ -284,13 +290,7 @@ def cancel_action(
 ) -> dict[str, Any]:
     now = _now()
     with metadata.tx() as conn:
-        row = conn.execute(
-            "SELECT * FROM device_actions WHERE id = ? AND device_id = ?", (action_id, device_id)
-        ).fetchone()
-        if row is None:
-            raise ActionError(
-                f"no action {action_id!r} on device {device_id!r}", "actionId", "not_found", 404
-            )
+        row = _action_row(conn, device_id, action_id)
         if row["status"] not in OPEN_STATUSES:
             raise ActionError(
                 f"action {action_id} is already {row['status']}", "status", "conflict", 409
