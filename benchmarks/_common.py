@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from schema.catalog import DATE_PARTITION, EXTRA_COLUMN, INGESTION_TIME_COLUMN, Catalog, Table
 
@@ -65,6 +66,18 @@ def _select_with_system_columns(tbl: Table, source: str, ingestion_fallback: dt.
     )
 
 
+def as_stored(tbl: Table, data: pa.Table) -> pa.Table:
+    """`data` as `Storage.append` stores it: a missing string (KQL string/guid) is "" (Kusto
+    strings are never null), so queries compile with `strings_never_null=True`."""
+    for col in tbl.columns:
+        if col.type.name in ("string", "guid") and col.name in data.column_names:
+            j = data.column_names.index(col.name)
+            arr = data.column(j)
+            if arr.null_count:
+                data = data.set_column(j, col.name, pc.fill_null(arr, ""))
+    return data
+
+
 def load_in_memory(
     con: duckdb.DuckDBPyConnection,
     catalog: Catalog,
@@ -83,6 +96,7 @@ def load_in_memory(
         if data is None or data.num_rows == 0:
             counts[tbl.name] = 0
             continue
+        data = as_stored(tbl, data)
         con.register("_bench_src", data)
         try:
             con.execute(
@@ -108,7 +122,7 @@ def write_partitioned(
 
     `files_per_day` > 1 splits a day into several files (as un-compacted flushes would be).
     """
-    con.register("_bench_src", data)
+    con.register("_bench_src", as_stored(tbl, data))
     written: list[Path] = []
     try:
         con.execute(

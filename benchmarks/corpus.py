@@ -162,7 +162,7 @@ def run_one(
     signal.setitimer(signal.ITIMER_REAL, timeout_s)
     t0 = time.perf_counter()
     try:
-        compiled = compile_kql(query, catalog, CompileOptions(now=NOW))
+        compiled = compile_kql(query, catalog, CompileOptions(now=NOW, strings_never_null=True))
     except _CompileTimeout:
         return Outcome(status="timeout", reason="compile timeout", compile_ms=None,
                        execute_ms=None, **base)

@@ -17,6 +17,10 @@ class CompileOptions:
     dialect: str = "duckdb"
     # Fixes now()/ago(); default: the time of compilation (UTC, naive like stored datetimes).
     now: datetime | None = None
+    # The data comes from Quarry's storage, which stores a missing string as "" (Kusto strings
+    # are never null): catalog string columns then need no COALESCE(col, ''). Computed strings
+    # still get it. Leave False for data that may hold NULL strings (test fixtures).
+    strings_never_null: bool = False
 
 
 @dataclass
@@ -47,7 +51,7 @@ def compile_kql(text: str, catalog: Catalog, options: CompileOptions | None = No
         tree = parse(text)
     except KqlSyntaxError as e:
         return Compiled(None, [], [e.diagnostic], set())
-    ctx = Ctx(text, catalog, now, options.dialect)
+    ctx = Ctx(text, catalog, now, options.dialect, strings_never_null=options.strings_never_null)
     rel = Compiler(ctx).query(tree)
     diags = sorted(ctx.diagnostics, key=lambda d: (d.start, d.end))
     if rel is None or any(d.severity == ERROR for d in diags):

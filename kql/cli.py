@@ -25,7 +25,8 @@ def _options(args: argparse.Namespace) -> CompileOptions:
         now = parse_datetime(args.now)
         if now is None:
             raise SystemExit(f"quarry: --now: cannot read {args.now!r} as a datetime")
-    return CompileOptions(dialect=args.dialect, now=now)
+    # the SQL is for Quarry's storage, which stores a missing string as ""
+    return CompileOptions(dialect=args.dialect, now=now, strings_never_null=True)
 
 
 def _check(args: argparse.Namespace) -> int:

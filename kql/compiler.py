@@ -63,6 +63,8 @@ class Rel:
     # Sentinel's copies of the Device tables call the event time TimeGenerated; queries written
     # for Sentinel use it, so it resolves to Timestamp (kept through projections of Timestamp).
     aliases: dict[str, str] = field(default_factory=dict)
+    # columns of `src` that are never NULL strings (see CompileOptions.strings_never_null)
+    notnull: frozenset[str] = frozenset()
 
     @property
     def open(self) -> bool:
@@ -148,8 +150,10 @@ _ROW_LIMIT_DEFAULT = None
 class Ctx:
     """Everything one compilation shares: text, catalog, options and the diagnostics list."""
 
-    def __init__(self, text: str, catalog: Catalog, now: datetime, dialect: str) -> None:
+    def __init__(self, text: str, catalog: Catalog, now: datetime, dialect: str,
+                 strings_never_null: bool = False) -> None:
         self.text = text
+        self.strings_never_null = strings_never_null
         self.catalog = catalog
         self.now = now
         self.dialect = dialect
@@ -310,6 +314,8 @@ class Compiler:
             base=table,
             name=table.name,
             aliases=time_aliases({c.name: c.type.name for c in table.columns}),
+            notnull=frozenset(c.name for c in table.columns if c.type.name in STRINGY)
+            if self.ctx.strings_never_null else frozenset(),
         )
 
     def tabular_call(self, node: n.Call, env: Env) -> Rel:
@@ -427,14 +433,15 @@ class Compiler:
         return self.union(None, node.params, node.items, env, node.span)
 
     def wrap_select(self, sel: exp.Select, cols: dict[str, str], name: str | None = None,
-                    aliases: dict[str, str] | None = None) -> Rel:
+                    aliases: dict[str, str] | None = None,
+                    notnull: frozenset[str] = frozenset()) -> Rel:
         alias = self.ctx.alias()
         sub = exp.Subquery(this=sel, alias=exp.TableAlias(this=sb.ident(alias)))
         return Rel(cols=dict(cols), exprs={c: sb.col(c) for c in cols}, src=sub, name=name,
-                   aliases=time_aliases(cols))
+                   aliases=time_aliases(cols), notnull=notnull)
 
     def wrap(self, rel: Rel) -> Rel:
-        return self.wrap_select(rel.select(), rel.cols, rel.name, rel.aliases)
+        return self.wrap_select(rel.select(), rel.cols, rel.name, rel.aliases, notnull_outputs(rel))
 
     # -------------------------------------------------------------- operators
 
@@ -680,7 +687,7 @@ class Compiler:
             if not name:
                 auto += 1
                 name = f"Column{auto}"
-            if v.type in STRINGY and isinstance(v.sql, exp.Column):
+            if v.type in STRINGY and isinstance(v.sql, exp.Column) and not v.notnull:
                 v = V(sb.fn("coalesce", v.sql, sb.s("")), v.type)  # a missing string is ""
             cols[name] = v.type
             exprs[name] = v.sql
@@ -738,7 +745,7 @@ class Compiler:
             if not name:
                 auto += 1
                 name = f"Column{auto}"
-            if v.type in STRINGY and isinstance(v.sql, exp.Column):
+            if v.type in STRINGY and isinstance(v.sql, exp.Column) and not v.notnull:
                 v = V(sb.fn("coalesce", v.sql, sb.s("")), v.type)  # a missing string is ""
             cols[name], exprs[name] = v.type, v.sql
             keys.append(v.sql)
@@ -940,7 +947,8 @@ class Compiler:
         elif not rel.open:
             rel = self.wrap(rel)
         for c, t in rel.cols.items():
-            if t == "string":  # a missing string is "": one distinct value, not two
+            if t == "string" and not is_notnull(rel, rel.exprs[c]):
+                # a missing string is "": one distinct value, not two
                 rel.exprs[c] = sb.fn("coalesce", rel.exprs[c], sb.s(""))
         rel.order = []
         rel.distinct = True
@@ -1304,7 +1312,8 @@ class Compiler:
     def x_Name(self, node: n.Name, scope: Scope) -> V:
         rel = scope.rel
         if rel is not None and node.name in rel.cols:
-            return V(rel.exprs[node.name].copy(), rel.cols[node.name])
+            e = rel.exprs[node.name]
+            return V(e.copy(), rel.cols[node.name], notnull=is_notnull(rel, e))
         if rel is not None and rel.aliases.get(node.name) in rel.cols:
             target = rel.aliases[node.name]
             return V(rel.exprs[target].copy(), rel.cols[target])
@@ -1411,7 +1420,7 @@ class Compiler:
         if op in ("=~", "!~"):
             la, lb = self.case_fold(a), self.case_fold(b)
             eq = exp.EQ(this=la, expression=lb)
-            return V(eq if op == "=~" else sb.not_true(eq), "bool")
+            return V(eq if op == "=~" else negate(eq, a, b), "bool")
         # Align types: dynamic adapts to the other side; null literals take any type
         if ta == "dynamic" and tb != "dynamic" and tb != UNKNOWN:
             a, ta = V(to_type(a, tb), tb), tb
@@ -1432,7 +1441,7 @@ class Compiler:
             lit = b if b.is_const else a if a.is_const else None
             other = a if lit is b else b
             if lit is not None and lit.const == "":
-                empty = F._isempty(V(other.sql, "string"))
+                empty = F._isempty(V(other.sql, "string", notnull=other.notnull))
                 return V(empty if op == "==" else exp.Not(this=empty), "bool")
         cls: type[exp.Binary] = {"==": exp.EQ, "!=": exp.NEQ, "<": exp.LT, "<=": exp.LTE, ">": exp.GT, ">=": exp.GTE}[op]
         if op in ("==", "!="):
@@ -1474,7 +1483,7 @@ class Compiler:
         neg = op.startswith("!")
         base = op.lstrip("!")
         pred = self.string_pred(base, as_string(a), b, node)
-        return V(sb.not_true(pred) if neg else pred, "bool", window=a.window, agg=a.agg)
+        return V(negate(pred, a, b) if neg else pred, "bool", window=a.window, agg=a.agg)
 
     def expect_string(self, v: V, node: n.Node, op: str) -> None:
         if v.type not in STRINGY and v.type not in (UNKNOWN, "dynamic"):
@@ -1558,7 +1567,7 @@ class Compiler:
                     raise self.ctx.fail("unsupported", f"{base} needs constant terms", node.span)
                 terms.append(str(v.const))
             pred = has_any(as_string(a), terms) if base == "has_any" else has_all(as_string(a), terms)
-            return V(sb.not_true(pred) if neg else pred, "bool")
+            return V(negate(pred, a, *vals) if neg else pred, "bool")
         ci = base == "in~"
         if sub is not None:
             lhs = self.case_fold(a) if ci else a.sql
@@ -1589,7 +1598,7 @@ class Compiler:
             if t in NUMERIC and any(v.type in STRINGY for v in vals):
                 self.ctx.error("type_mismatch", f"in: the list has strings but the value is {t}", node.span)
         pred = exp.In(this=lhs, expressions=rhs)
-        return V(sb.not_true(pred) if neg else pred, "bool")
+        return V(negate(pred, a, *vals) if neg else pred, "bool")
 
     def x_Between(self, node: n.Between, scope: Scope) -> V:
         v, lo, hi = (self.scalar(x, scope) for x in (node.value, node.low, node.high))
@@ -1868,7 +1877,31 @@ class Compiler:
 def wrap_copy(rel: Rel, ctx: Ctx) -> Rel:
     sub = exp.Subquery(this=rel.select(), alias=exp.TableAlias(this=sb.ident(ctx.alias())))
     return Rel(cols=dict(rel.cols), exprs={c: sb.col(c) for c in rel.cols}, src=sub, name=rel.name,
-               aliases=time_aliases(rel.cols))
+               aliases=time_aliases(rel.cols), notnull=notnull_outputs(rel))
+
+
+def negate(pred: exp.Expr, *operands: V) -> exp.Expr:
+    """NOT of a string predicate: a plain NOT when no operand can be NULL (a stored catalog
+    string, non-null constants), else NOT COALESCE(pred, false) so a missing string counts as
+    "not matched"."""
+    if all(v.notnull or (v.is_const and v.const is not None) for v in operands):
+        return exp.Not(this=exp.Paren(this=pred))
+    return sb.not_true(pred)
+
+
+def is_notnull(rel: Rel, e: exp.Expr) -> bool:
+    """Is `e`, computed inside `rel`'s SELECT, a string that is never NULL?"""
+    if isinstance(e, exp.Column):
+        return not e.table and e.name in rel.notnull
+    if isinstance(e, exp.Anonymous) and e.name.lower() == "coalesce" and e.expressions:
+        last = e.expressions[-1]  # COALESCE(x, ''), e.g. a string group key
+        return isinstance(last, exp.Literal) and last.is_string
+    return False
+
+
+def notnull_outputs(rel: Rel) -> frozenset[str]:
+    """The output columns of `rel` that are never-NULL strings (for the SELECT that wraps it)."""
+    return frozenset(c for c, t in rel.cols.items() if t in STRINGY and is_notnull(rel, rel.exprs[c]))
 
 
 def time_aliases(cols: dict[str, str]) -> dict[str, str]:

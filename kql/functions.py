@@ -465,7 +465,16 @@ def _parse_json(ctx: Ctx, a: list[V], node: Call) -> exp.Expr:
     return sb.fn("to_json", v.sql)
 
 
+def _nonnull_string(v: V) -> exp.Expr:
+    """tostring(v): a null becomes "" (a stored catalog string needs nothing)."""
+    if v.notnull and v.type in STRINGY:
+        return v.sql
+    return sb.fn("coalesce", as_string(v), sb.s(""))
+
+
 def _isempty(v: V) -> exp.Expr:
+    if v.type in STRINGY and v.notnull:
+        return exp.EQ(this=v.sql, expression=sb.s(""))
     if v.type in STRINGY:
         return exp.Paren(this=exp.Or(this=exp.Is(this=v.sql, expression=exp.Null()),
                                      expression=exp.EQ(this=v.sql.copy(), expression=sb.s(""))))
@@ -669,7 +678,7 @@ def _prevnext(name: str) -> Builder:
 def str_arg(v: V) -> exp.Expr:
     """A string argument where a missing (NULL) string must act as "" (Kusto has no null strings)."""
     e = as_string(v)
-    if isinstance(e, exp.Column) or v.type == "dynamic":
+    if (isinstance(e, exp.Column) and not v.notnull) or v.type == "dynamic":
         return sb.fn("coalesce", e, sb.s(""))
     return e
 
@@ -728,7 +737,7 @@ DUCKDB: dict[str, Builder] = {
     "toupper": _simple("upper"),
     "strcat": _strcat,
     # every argument keeps its slot: tostring(null) is "" (concat_ws would skip NULLs)
-    "strcat_delim": lambda c, a, n: sb.fn("concat_ws", *[sb.fn("coalesce", as_string(v), sb.s("")) for v in a]),
+    "strcat_delim": lambda c, a, n: sb.fn("concat_ws", *[_nonnull_string(v) for v in a]),
     "strlen": _simple("length"),
     "substring": _substring,
     "split": _split,
@@ -748,7 +757,7 @@ DUCKDB: dict[str, Builder] = {
     "base64_encode_tostring": lambda c, a, n: sb.fn("to_base64", sb.fn("encode", as_string(a[0]))),
     "url_decode": lambda c, a, n: sb.fn("try", sb.fn("url_decode", as_string(a[0]))),
     "url_encode": _simple("url_encode"),
-    "tostring": lambda c, a, n: sb.fn("coalesce", as_string(a[0]), sb.s("")),
+    "tostring": lambda c, a, n: _nonnull_string(a[0]),
     "toint": _cast_to("int"),
     "tolong": _cast_to("long"),
     "toreal": _cast_to("real"),

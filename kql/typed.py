@@ -29,6 +29,9 @@ class V:
     const: Any = NOCONST  # the python value when known at compile time
     window: bool = False  # uses a window function (prevents folding later filters)
     agg: bool = False
+    # never NULL at run time: a stored catalog string (storage writes "" for a missing string,
+    # see CompileOptions.strings_never_null) or a value already coalesced to ""
+    notnull: bool = False
 
     @property
     def is_const(self) -> bool:

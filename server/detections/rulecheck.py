@@ -41,7 +41,8 @@ def compile_rule(query: str, catalog: Catalog, now: datetime) -> Any:
     """Compile ``query`` with ``now()``/``ago()`` fixed at ``now``."""
     from kql import CompileOptions, compile_kql  # the compiler package, built separately
 
-    return compile_kql(query, catalog, CompileOptions(now=now))
+    # rules run over storage, which stores a missing string as "" (no COALESCE needed)
+    return compile_kql(query, catalog, CompileOptions(now=now, strings_never_null=True))
 
 
 def check_rule(

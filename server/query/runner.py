@@ -217,7 +217,10 @@ class QueryRunner:
             )
         t0 = time.perf_counter()
         try:
-            compiled = compile_kql(text, self.catalog, CompileOptions(now=now or self.clock()))
+            # storage stores a missing string as "": no COALESCE on stored string columns
+            compiled = compile_kql(
+                text, self.catalog, CompileOptions(now=now or self.clock(), strings_never_null=True)
+            )
         except RecursionError:
             raise CompileFailed(
                 "the query is nested too deeply to compile",
