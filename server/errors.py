@@ -37,6 +37,25 @@ class ApiError(Exception):
         self.headers = headers
 
 
+class FieldError(ValueError):
+    """Bad input found below the API (device actions, device groups, notification rules):
+    ``field`` names the offending field; ``code`` and ``status`` are what the API answers
+    (``field_error``). Subclasses name their default code."""
+
+    default_code = "invalid_request"
+
+    def __init__(self, message: str, field: str = "", code: str = "", status: int = 400) -> None:
+        super().__init__(message)
+        self.field = field
+        self.code = code or self.default_code
+        self.status = status
+
+
+def field_error(e: FieldError) -> ApiError:
+    """A FieldError in the one error shape."""
+    return ApiError(e.status, str(e), [{"code": e.code, "message": str(e), "field": e.field}])
+
+
 def invalid_field(field: str, message: str, error: str | None = None) -> ApiError:
     """A 400 about one field of the request body (``error``, the summary, defaults to ``message``)."""
     return ApiError(400, error or message, [{"code": "invalid_request", "message": message, "field": field}])

@@ -17,7 +17,7 @@ from starlette.concurrency import run_in_threadpool
 from server.auth import AdminKey, IngestKey, hash_key
 from server.devices import actions as act
 from server.devices.groups import device_facts
-from server.errors import ApiError, invalid_field, reject_unknown_fields
+from server.errors import ApiError, field_error, invalid_field, reject_unknown_fields
 
 router = APIRouter(tags=["device actions"])
 JsonBody = Annotated[dict[str, Any], Body()]
@@ -41,10 +41,6 @@ def actor(request: Request) -> str:
     return f"{label} ({r['name']})" if r["name"] else label
 
 
-def _error(e: act.ActionError) -> ApiError:
-    return ApiError(e.status, str(e), [{"code": e.code, "message": str(e), "field": e.field}])
-
-
 def _str_field(body: dict[str, Any], name: str, default: str = "") -> str:
     value = body.get(name, default)
     if value is None:
@@ -62,7 +58,7 @@ async def request_action(request: Request, _: AdminKey, device_id: str, body: Js
     reject_unknown_fields(body, {"type", "comment"})
     action_type = body.get("type")
     if not isinstance(action_type, str):
-        raise _error(
+        raise field_error(
             act.ActionError(f"type is required: one of {', '.join(act.ACTION_TYPES)}", "type")
         )
     comment = _str_field(body, "comment")
@@ -79,7 +75,7 @@ async def request_action(request: Request, _: AdminKey, device_id: str, body: Js
     try:
         result = act.queue_action(state.metadata, device_id, action_type, actor(request), comment)
     except act.ActionError as e:
-        raise _error(e) from None
+        raise field_error(e) from None
     return ORJSONResponse(result, status_code=200 if result["merged"] else 201)
 
 
@@ -101,7 +97,7 @@ def pending_actions(request: Request, _: IngestKey, device_id: str) -> dict[str,
     try:
         return {"value": act.fetch_pending(request.app.state.metadata, device_id, actor(request))}
     except act.ActionError as e:
-        raise _error(e) from None
+        raise field_error(e) from None
 
 
 @router.post("/api/devices/{device_id}/actions/{action_id}/result")
@@ -112,7 +108,7 @@ def report_result(
     reject_unknown_fields(body, {"status", "comment", "details"})
     status = body.get("status")
     if not isinstance(status, str):
-        raise _error(act.ActionError("status is required: Succeeded or Failed", "status"))
+        raise field_error(act.ActionError("status is required: Succeeded or Failed", "status"))
     try:
         return act.report_result(
             request.app.state.metadata,
@@ -124,7 +120,7 @@ def report_result(
             body.get("details"),
         )
     except act.ActionError as e:
-        raise _error(e) from None
+        raise field_error(e) from None
 
 
 @router.post("/api/devices/{device_id}/actions/{action_id}/cancel")
@@ -141,7 +137,7 @@ def cancel_action(
             request.app.state.metadata, device_id, action_id, actor(request), comment
         )
     except act.ActionError as e:
-        raise _error(e) from None
+        raise field_error(e) from None
 
 
 @router.get("/api/devices/{device_id}/actions/audit")

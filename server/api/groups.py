@@ -9,15 +9,10 @@ from starlette.concurrency import run_in_threadpool
 
 from server.auth import AdminKey
 from server.devices import groups as g
-from server.errors import ApiError
+from server.errors import ApiError, field_error
 
 router = APIRouter(prefix="/api/devicegroups", tags=["device groups"])
 JsonBody = Annotated[dict[str, Any], Body()]
-
-
-def _error(e: g.GroupError) -> ApiError:
-    status = {"conflict": 409, "in_use": 409}.get(e.code, 400)
-    return ApiError(status, str(e), [{"code": e.code, "message": str(e), "field": e.field}])
 
 
 def _not_found(group_id: int) -> ApiError:
@@ -30,12 +25,12 @@ def create_group(request: Request, _: AdminKey, body: JsonBody) -> dict[str, Any
     ``osPlatforms`` and ``tags``; optional ``description``."""
     unknown = set(body) - {"name", "description", "namePattern", "osPlatforms", "tags"}
     if unknown:
-        raise _error(
+        raise field_error(
             g.GroupError(f"unknown field(s): {', '.join(sorted(unknown))}", sorted(unknown)[0])
         )
     description = body.get("description", "")
     if not isinstance(description, str):
-        raise _error(g.GroupError("description must be a string", "description"))
+        raise field_error(g.GroupError("description must be a string", "description"))
     try:
         group = g.create_group(
             request.app.state.metadata,
@@ -46,7 +41,7 @@ def create_group(request: Request, _: AdminKey, body: JsonBody) -> dict[str, Any
             description=description,
         )
     except g.GroupError as e:
-        raise _error(e) from None
+        raise field_error(e) from None
     return group.to_api()
 
 
@@ -68,7 +63,7 @@ def update_group(request: Request, _: AdminKey, group_id: int, body: JsonBody) -
     try:
         group = g.update_group(request.app.state.metadata, group_id, body)
     except g.GroupError as e:
-        raise _error(e) from None
+        raise field_error(e) from None
     if group is None:
         raise _not_found(group_id)
     return group.to_api()
@@ -79,7 +74,7 @@ def delete_group(request: Request, _: AdminKey, group_id: int) -> Response:
     try:
         deleted = g.delete_group(request.app.state.metadata, group_id)
     except g.GroupError as e:
-        raise _error(e) from None
+        raise field_error(e) from None
     if not deleted:
         raise _not_found(group_id)
     return Response(status_code=204)

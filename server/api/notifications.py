@@ -8,17 +8,13 @@ from fastapi import APIRouter, Body, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from server.auth import AdminKey
-from server.errors import ApiError, reject_unknown_fields
+from server.errors import ApiError, field_error, reject_unknown_fields
 from server.notify import rules as r
 from server.notify.notifier import Notifier
 
 router = APIRouter(prefix="/api/notifications", tags=["notifications"])
 JsonBody = Annotated[dict[str, Any], Body()]
 OptionalJsonBody = Annotated[dict[str, Any] | None, Body()]
-
-
-def _error(e: r.RuleError) -> ApiError:
-    return ApiError(e.status, str(e), [{"code": e.code, "message": str(e), "field": e.field}])
 
 
 def _not_found(rule_id: int) -> ApiError:
@@ -39,7 +35,7 @@ def create_rule(request: Request, _: AdminKey, body: JsonBody) -> dict[str, Any]
     try:
         return r.create_rule(request.app.state.metadata, body).to_api()
     except r.RuleError as e:
-        raise _error(e) from None
+        raise field_error(e) from None
 
 
 @router.get("/rules")
@@ -60,7 +56,7 @@ def update_rule(request: Request, _: AdminKey, rule_id: int, body: JsonBody) -> 
     try:
         rule = r.update_rule(request.app.state.metadata, rule_id, body)
     except r.RuleError as e:
-        raise _error(e) from None
+        raise field_error(e) from None
     if rule is None:
         raise _not_found(rule_id)
     return rule.to_api()
@@ -101,7 +97,7 @@ async def send_test(request: Request, _: AdminKey, body: OptionalJsonBody = None
     try:
         results = await run_in_threadpool(notifier.send_test, emails or [], webhook)
     except r.RuleError as e:
-        raise _error(e) from None
+        raise field_error(e) from None
     failed = [x for x in results if x["status"] != "sent"]
     if failed:
         raise ApiError(

@@ -24,6 +24,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
+from server.errors import FieldError
 from server.metadata import MetadataDB, where_clause
 
 ACTION_TYPES: tuple[str, ...] = (
@@ -38,16 +39,10 @@ MAX_COMMENT = 4000
 MAX_DETAILS_BYTES = 64 * 1024
 
 
-class ActionError(ValueError):
+class ActionError(FieldError):
     """A bad action request; ``status`` is the HTTP status the API should answer with."""
 
-    def __init__(
-        self, message: str, field: str = "", code: str = "invalid_action", status: int = 400
-    ) -> None:
-        super().__init__(message)
-        self.field = field
-        self.code = code
-        self.status = status
+    default_code = "invalid_action"
 
 
 def _now() -> str:

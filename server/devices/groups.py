@@ -27,16 +27,14 @@ from typing import Any, Protocol
 
 import duckdb
 
+from server.errors import FieldError
 from server.metadata import MetadataDB
 
 
-class GroupError(ValueError):
+class GroupError(FieldError):
     """A group definition or reference is invalid; ``field`` names the offending field."""
 
-    def __init__(self, message: str, field: str = "", code: str = "invalid_group") -> None:
-        super().__init__(message)
-        self.field = field
-        self.code = code
+    default_code = "invalid_group"
 
 
 class SupportsConnect(Protocol):
@@ -214,7 +212,7 @@ def create_group(
             gid = int(cur.lastrowid or 0)
     except sqlite3.IntegrityError:
         raise GroupError(
-            f"a device group named {name.strip()!r} already exists", "name", "conflict"
+            f"a device group named {name.strip()!r} already exists", "name", "conflict", 409
         ) from None
     group = get_group(metadata, gid)
     assert group is not None
@@ -256,7 +254,7 @@ def update_group(
             )
     except sqlite3.IntegrityError:
         raise GroupError(
-            f"a device group named {name.strip()!r} already exists", "name", "conflict"
+            f"a device group named {name.strip()!r} already exists", "name", "conflict", 409
         ) from None
     return get_group(metadata, group_id)
 
@@ -271,7 +269,7 @@ def delete_group(metadata: MetadataDB, group_id: int) -> bool:
     if users:
         names = ", ".join(repr(str(u["name"])) for u in users)
         raise GroupError(
-            f"device group {group_id} is used by notification rule(s) {names}", "id", "in_use"
+            f"device group {group_id} is used by notification rule(s) {names}", "id", "in_use", 409
         )
     with metadata.tx() as conn:
         cur = conn.execute("DELETE FROM device_groups WHERE id = ?", (group_id,))

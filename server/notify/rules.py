@@ -11,6 +11,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from server.devices.groups import GroupError, get_groups, normalise_group_ids
+from server.errors import FieldError
 from server.metadata import MetadataDB
 
 SEVERITIES: tuple[str, ...] = ("informational", "low", "medium", "high")
@@ -23,14 +24,8 @@ FIELDS = {"name", "deviceGroups", "minSeverity", "emails", "webhookUrl", "enable
 _EMAIL = re.compile(r"^[^@\s<>,;\"]+@[^@\s<>,;\"]+\.[^@\s<>,;\".]+$")
 
 
-class RuleError(ValueError):
-    def __init__(
-        self, message: str, field: str = "", code: str = "invalid_rule", status: int = 400
-    ) -> None:
-        super().__init__(message)
-        self.field = field
-        self.code = code
-        self.status = status
+class RuleError(FieldError):
+    default_code = "invalid_rule"
 
 
 @dataclass(frozen=True)
