@@ -18,6 +18,7 @@ from server.metadata import MetadataDB
 from server.settings import Settings
 from server.storage import Storage
 from tests.support.clock import ManualClock
+from tests.support.settings import MANUAL_FLUSH
 
 T0 = datetime(2026, 3, 10, 12, 0, 0)
 
@@ -95,10 +96,7 @@ class Env:
 def settings_for(data_dir: Path, **overrides: Any) -> Settings:
     base: dict[str, Any] = {
         "data_dir": data_dir,
-        "flush_max_rows": 10_000_000,
-        "flush_max_age_s": 3600.0,
-        "compaction_interval_s": 3600.0,
-        "retention_interval_s": 3600.0,
+        **MANUAL_FLUSH,
         "retention_days": 3650,  # fixture times are fixed; retention must not drop them
         "query_memory_limit": "512MB",
         "scheduler_enabled": False,

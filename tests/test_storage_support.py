@@ -13,6 +13,7 @@ import pyarrow as pa
 from schema.catalog import default_catalog
 from server.settings import Settings
 from server.storage import Storage
+from tests.support.settings import MANUAL_FLUSH
 
 TABLE = "DeviceProcessEvents"
 TS = pa.timestamp("us")
@@ -22,10 +23,7 @@ def settings_for(data_dir: Path, **overrides: Any) -> Settings:
     base: dict[str, Any] = {
         "data_dir": data_dir,
         # Tests flush by hand unless they say otherwise.
-        "flush_max_rows": 10_000_000,
-        "flush_max_age_s": 3600.0,
-        "compaction_interval_s": 3600.0,
-        "retention_interval_s": 3600.0,
+        **MANUAL_FLUSH,
         "query_timeout_s": 0.0,
         "query_memory_limit": "1GB",
     }
