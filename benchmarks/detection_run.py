@@ -19,16 +19,15 @@ and flushed to Parquet. Only ratios are reported.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import tempfile
-import time
 from datetime import datetime, timedelta
 from pathlib import Path
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks._common import median, timed  # noqa: E402
 from schema.catalog import default_catalog  # noqa: E402
 from server.demo.bulk import iter_bulk_process_events  # noqa: E402
 from server.detections.runner import DetectionEngine  # noqa: E402
@@ -81,26 +80,21 @@ def main() -> int:
             )
             rid = int(rule["id"])
 
-            def steady() -> float:
-                engine.store.update_rule(
-                    rid, {"covered_through": iso(end - timedelta(hours=1)), "ingest_watermark": iso(end - timedelta(hours=1))}, end
-                )
-                t0 = time.perf_counter()
-                run = engine.run_rule(rid, "scheduled", now=end)
+            def rule_run(since: str | None) -> float:
+                """One scheduled run with the rule's watermarks at ``since`` (None: a first run)."""
+                engine.store.update_rule(rid, {"covered_through": since, "ingest_watermark": since}, end)
+                elapsed, run = timed(lambda: engine.run_rule(rid, "scheduled", now=end))
                 assert run["status"] == "completed", run
-                return time.perf_counter() - t0
+                return elapsed
+
+            def steady() -> float:
+                return rule_run(iso(end - timedelta(hours=1)))
 
             def first() -> float:
-                engine.store.update_rule(rid, {"covered_through": None, "ingest_watermark": None}, end)
-                t0 = time.perf_counter()
-                run = engine.run_rule(rid, "scheduled", now=end)
-                assert run["status"] == "completed", run
-                return time.perf_counter() - t0
+                return rule_run(None)
 
             def baseline() -> float:
-                t0 = time.perf_counter()
-                runner.run(QUERY, time_range=TimeRange(end - timedelta(hours=4)), now=end)
-                return time.perf_counter() - t0
+                return timed(lambda: runner.run(QUERY, time_range=TimeRange(end - timedelta(hours=4)), now=end))[0]
 
             first()  # warm caches and create the alerts once
             b, s, f = [], [], []
@@ -112,7 +106,7 @@ def main() -> int:
         finally:
             storage.close()
             metadata.close()
-    mb, ms, mf = statistics.median(b), statistics.median(s), statistics.median(f)
+    mb, ms, mf = median(b), median(s), median(f)
     print(f"{args.rows} DeviceProcessEvents rows over 30 days, {args.reps} repetitions (medians)")
     print(f"  steady 1h rule run / 4h hunting query: {ms / mb:.2f}x")
     print(f"  first run (30 days) / 4h hunting query: {mf / mb:.2f}x")
