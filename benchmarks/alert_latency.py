@@ -22,12 +22,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from tests.notify_helpers import live_server, settings_for  # noqa: E402
+from tests.notify_helpers import iso, live_server, settings_for  # noqa: E402
 from tests.smtp_fixture import start_smtp_server, stop_smtp_server  # noqa: E402
-
-
-def iso(t: datetime) -> str:
-    return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def main() -> int:
