@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import email
 import email.policy
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -29,6 +28,8 @@ from typing import Any
 
 import pytest
 from aiosmtpd.controller import Controller
+
+from tests.support.live import free_port
 
 
 @dataclass
@@ -110,18 +111,12 @@ class SmtpServer:
             self._handler.messages.clear()
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def start_smtp_server() -> SmtpServer:
     """Start a server on a free loopback port (retrying if another process takes the port)."""
     last: Exception | None = None
     for _ in range(5):
         handler = _Handler()
-        port = _free_port()
+        port = free_port()
         controller = Controller(handler, hostname="127.0.0.1", port=port, ready_timeout=5.0)
         try:
             controller.start()

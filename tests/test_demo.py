@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -38,6 +37,7 @@ from server.demo import (
 )
 from server.demo.load import DemoError, load_demo, marker_path
 from server.settings import Settings
+from tests.support.live import free_port
 
 CATALOG = default_catalog()
 START = datetime(2024, 6, 3, 0, 0, 0)  # a Monday
@@ -382,15 +382,9 @@ def test_interrupted_demo_load_is_refused_not_duplicated(tmp_path: Path) -> None
 
 
 # -- end to end: `quarry demo` serving over HTTP -----------------------------------------------
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.mark.slow
 def test_quarry_demo_serves_the_dataset_over_http(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "QUARRY_SCHEDULER_ENABLED": "false"}
     env.pop("QUARRY_ADMIN_KEY", None)
     log_path = tmp_path / "demo.log"

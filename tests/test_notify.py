@@ -3,7 +3,6 @@ webhook receiver; alerts handed to ``app.state.notifier.alerts_created`` as dete
 
 from __future__ import annotations
 
-import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from tests.notify_helpers import (
     wait_until,
 )
 from tests.smtp_fixture import SmtpServer, smtp_server_fixture  # noqa: F401  (registers smtp_server)
+from tests.support.live import free_port
 
 
 def _rule(c: httpx.Client, **body: Any) -> dict[str, Any]:
@@ -122,14 +122,8 @@ def test_failed_send_is_retried_then_delivered(smtp_server: SmtpServer, tmp_path
         assert d["attempts"] == 2
 
 
-def _closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def test_undeliverable_email_ends_failed_with_its_error(tmp_path: Path) -> None:
-    settings = settings_for(tmp_path, smtp_host="127.0.0.1", smtp_port=_closed_port())
+    settings = settings_for(tmp_path, smtp_host="127.0.0.1", smtp_port=free_port())
     with live_server(settings) as s, s.client() as c:
         _rule(c, emails=["admin@example.com"])
         s.app.state.notifier.alerts_created([alert("f-1")])
@@ -203,7 +197,7 @@ def test_test_message_endpoint(smtp_server: SmtpServer, tmp_path: Path) -> None:
         assert r.status_code == 200, r.text
         [mail] = smtp_server.wait_for(1)
         assert mail.subject == "[Quarry] test notification"
-        bad = f"http://127.0.0.1:{_closed_port()}/hook"
+        bad = f"http://127.0.0.1:{free_port()}/hook"
         r = c.post("/api/notifications/test", json={"webhookUrl": bad})
         assert r.status_code == 502
         body = r.json()

@@ -13,6 +13,14 @@ import uvicorn
 from fastapi import FastAPI
 
 
+def free_port() -> int:
+    """A loopback port nothing listens on at the moment (for a subprocess server, or as a port
+    that refuses connections)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 class LiveServer:
     """Start with ``with LiveServer(app) as srv:`` (or ``start()``/``stop()``). The app runs in
     this process, so tests may also look at ``app.state`` directly."""
