@@ -58,6 +58,10 @@ def compile_kql(text: str, catalog: Catalog, options: CompileOptions | None = No
         return Compiled(None, [], diags, set(ctx.tables))
     from kql.sqlbuild import add_parens
 
-    sql = add_parens(rel.select()).sql(dialect=options.dialect)
+    final = rel.select()
+    for name, body in ctx.ctes:
+        # MATERIALIZED: the body is read more than once and must be computed once
+        final = final.with_(name, as_=body, materialized=True, copy=False)
+    sql = add_parens(final).sql(dialect=options.dialect)
     columns = [(c, t if t != "unknown" else "string") for c, t in rel.cols.items()]
     return Compiled(sql, columns, diags, set(ctx.tables))

@@ -160,6 +160,8 @@ class Ctx:
         self.builders = F.DIALECTS[dialect]
         self.diagnostics: list[Diagnostic] = []
         self.tables: set[str] = set()
+        # (name, SELECT) hoisted to a WITH on the final query, for inputs read more than once
+        self.ctes: list[tuple[str, exp.Select]] = []
         self._alias_n = 0
 
     def error(self, code: str, message: str, span: n.Span, hints: list[str] | None = None) -> None:
@@ -237,8 +239,11 @@ class Compiler:
         if isinstance(value, n.FnDef):
             env.names[stmt.name] = Binding("function", value, env)
         elif self.is_tabular(value, env):
-            # check it now so errors surface even if it is never used
+            # check it now so errors surface even if it is never used (each use compiles it
+            # again, so what this check hoists into WITH is dropped)
+            hoisted = len(self.ctx.ctes)
             self.tabular(value, env)
+            del self.ctx.ctes[hoisted:]
             env.names[stmt.name] = Binding("tabular", value, env)
         else:
             v = self.scalar(value, Scope(env))
@@ -981,6 +986,10 @@ class Compiler:
         call = op.operand
         assert isinstance(call, n.Call)
         b = env.get(call.name)
+        if (b is None or b.kind != "function") and call.name == "FileProfile":
+            from kql.enrich import file_profile
+
+            return file_profile(self, rel, call, env)
         if (b is None or b.kind != "function") and call.name in F.UNSUPPORTED_FUNCTIONS:
             raise self.ctx.fail("unsupported", f"{call.name}() {F.UNSUPPORTED_FUNCTIONS[call.name]}", call.name_span)
         if b is None or b.kind != "function":

@@ -894,7 +894,6 @@ DIALECTS: dict[str, dict[str, Builder]] = {"duckdb": DUCKDB}
 # Functions that exist in Kusto but that Quarry cannot offer (data from outside, plugins...).
 UNSUPPORTED_FUNCTIONS = {
     "geo_info_from_ip_address": "needs a geo-IP database, which Quarry does not ship",
-    "FileProfile": "needs Microsoft's file reputation service",
     "DeviceFromIP": "needs Microsoft's device inventory service",
     "AssignedIPAddresses": "needs Microsoft's device inventory service",
     "SeenBy": "needs Microsoft's device inventory service",
