@@ -204,9 +204,9 @@ def test_export_returns_more_rows_than_the_cap(srv: LiveServer, fmt: str) -> Non
         ids = [int(x["ReportId"]) for x in rows]
         assert rows[0]["Timestamp"].endswith("Z")
     elif fmt == "ndjson":
-        rows = [orjson.loads(line) for line in data.splitlines()]
-        ids = [x["ReportId"] for x in rows]
-        assert rows[0]["Timestamp"].endswith("Z")
+        records = [orjson.loads(line) for line in data.splitlines()]
+        ids = [x["ReportId"] for x in records]
+        assert records[0]["Timestamp"].endswith("Z")
     else:
         table = pq.read_table(io.BytesIO(data))
         assert table.column_names == ["ReportId", "Timestamp", "RemoteIP"]
