@@ -129,6 +129,8 @@ def update_alert(request: Request, scope: QueryKey, alert_id: str, body: dict[st
     now = request.app.state.detections.clock()
     fields, comments = triage_changes(patch, current["classification"], f"api key ({scope})", now)
     updated = store.update_alert(alert_id, fields, comments, now)
+    if updated is None:  # removed between the read and the update
+        raise ApiError(404, f"no alert with id {alert_id!r}", code="not_found")
     return alert_to_api(updated, request.app.state.settings, full=True)
 
 
