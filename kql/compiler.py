@@ -376,7 +376,24 @@ class Compiler:
         raise self.ctx.fail("unsupported", "externaldata is not supported: Quarry does not fetch data from URLs", node.span)
 
     def src_search(self, node: n.Source, env: Env) -> Rel:
-        raise self.ctx.fail("unsupported", f"the {node.extra} operator is not supported: name the tables and columns to filter", node.span)
+        from kql.search import search_source
+
+        return search_source(self, node, env)
+
+    def src_find(self, node: n.Source, env: Env) -> Rel:
+        from kql.search import find_source
+
+        return find_source(self, node, env)
+
+    def op_search(self, rel: Rel, op: n.Operator, env: Env) -> Rel:
+        from kql.search import search_operator
+
+        return search_operator(self, rel, op, env)
+
+    def op_top_nested(self, rel: Rel, op: n.Operator, env: Env) -> Rel:
+        from kql.search import top_nested
+
+        return top_nested(self, rel, op, env)
 
     def src_print(self, node: n.Source, env: Env) -> Rel:
         scope = Scope(env)
@@ -1609,6 +1626,10 @@ class Compiler:
         pred = exp.In(this=lhs, expressions=rhs)
         return V(negate(pred, a, *vals) if neg else pred, "bool")
 
+    def x_ColumnTerm(self, node: n.ColumnTerm, scope: Scope) -> V:
+        raise self.ctx.fail("syntax", f'{node.column.name}:"..." is search syntax: write {node.column.name} has "..."',
+                            node.span)
+
     def x_Between(self, node: n.Between, scope: Scope) -> V:
         v, lo, hi = (self.scalar(x, scope) for x in (node.value, node.low, node.high))
         if v.type == "datetime" and hi.type == "timespan":
@@ -1769,6 +1790,8 @@ class Compiler:
         t = self.result_type(sig.ret, args, node)
         if name == "extract" and len(args) == 4 and args[3].is_const and isinstance(args[3].const, str):
             t = normalize_type(args[3].const)
+        if name == "extract_json" and len(args) == 3 and args[2].is_const and isinstance(args[2].const, str):
+            t = normalize_type(args[2].const)
         folded = self.fold_call(name, args)
         return V(sql, t, folded, window=any(a.window for a in args), agg=any(a.agg for a in args))
 

@@ -19,7 +19,16 @@ from typing import TYPE_CHECKING
 from sqlglot import exp
 
 from kql import sqlbuild as sb
-from kql.typed import NUMERIC, STRINGY, UNKNOWN, V, as_string, json_to_string, to_type
+from kql.typed import (
+    NUMERIC,
+    STRINGY,
+    UNKNOWN,
+    V,
+    as_string,
+    json_to_string,
+    normalize_type,
+    to_type,
+)
 
 if TYPE_CHECKING:
     from kql.compiler import Ctx
@@ -701,8 +710,21 @@ def _bin(ctx: Ctx, a: list[V], node: Call) -> exp.Expr:
     return bin_value(ctx, a[0], a[1])
 
 
+def _rewrite(v: V) -> exp.Expr:
+    """A replace_regex rewrite pattern: \\0-\\9 are groups and \\\\ a backslash; any other
+    backslash is taken literally (RE2, which DuckDB uses, would reject the query)."""
+    if v.is_const and isinstance(v.const, str):
+        return sb.s(re.sub(r"\\(?![0-9\\])", r"\\\\", v.const.replace("\\\\", "\0")).replace("\0", "\\\\"))
+    return as_string(v)
+
+
 def _json_extract(ctx: Ctx, a: list[V], node: Call) -> exp.Expr:
-    return sb.fn("json_extract_string", sb.cast(as_string(a[1]), "dynamic"), as_string(a[0]))
+    # text that is not JSON ("" included) gives null rather than failing the query
+    src = a[1].sql if a[1].type == "dynamic" else sb.try_cast(as_string(a[1]), "dynamic")
+    out = sb.fn("json_extract_string", src, as_string(a[0]))
+    if len(a) == 3 and a[2].is_const and isinstance(a[2].const, str) and normalize_type(a[2].const) != "string":
+        return sb.try_cast(out, normalize_type(a[2].const))  # extract_json(path, json, typeof(T))
+    return sb.fn("coalesce", out, sb.s(""))  # a string result: a missing value is ""
 
 
 DUCKDB: dict[str, Builder] = {
@@ -744,8 +766,8 @@ DUCKDB: dict[str, Builder] = {
     "extract": _extract,
     "extract_all": _extract_all,
     "replace_string": _simple("replace"),
-    "replace_regex": lambda c, a, n: sb.fn("regexp_replace", as_string(a[0]), as_string(a[1]), as_string(a[2]), sb.s("g")),
-    "replace": lambda c, a, n: sb.fn("regexp_replace", as_string(a[2]), as_string(a[0]), as_string(a[1]), sb.s("g")),
+    "replace_regex": lambda c, a, n: sb.fn("regexp_replace", as_string(a[0]), as_string(a[1]), _rewrite(a[2]), sb.s("g")),
+    "replace": lambda c, a, n: sb.fn("regexp_replace", as_string(a[2]), as_string(a[0]), _rewrite(a[1]), sb.s("g")),
     "trim": _trim("both"),
     "trim_start": _trim("start"),
     "trim_end": _trim("end"),

@@ -84,6 +84,14 @@ class InOp(Node):
 
 
 @dataclass(frozen=True)
+class ColumnTerm(Node):
+    """`Col:"term"` inside a search predicate: `Col has "term"` (with the term's wildcards)."""
+
+    column: Name
+    term: Literal
+
+
+@dataclass(frozen=True)
 class Between(Node):
     negated: bool
     value: Node

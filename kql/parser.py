@@ -9,7 +9,13 @@ from pathlib import Path
 from typing import Any
 
 from lark import Lark, Token, Transformer, v_args
-from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
+from lark.exceptions import (
+    UnexpectedCharacters,
+    UnexpectedEOF,
+    UnexpectedInput,
+    UnexpectedToken,
+    VisitError,
+)
 
 from kql import nodes as n
 from kql.diagnostics import Diagnostic, make
@@ -166,6 +172,14 @@ def _balanced(op: str, items: list[n.Node]) -> n.Node:
     return n.Binary(span, op, left, right, span)
 
 
+class _MisplacedToken(Exception):
+    """A token the grammar admits only to get past the lexer (see search_tables)."""
+
+    def __init__(self, span: n.Span, found: str, expected: str) -> None:
+        super().__init__(found)
+        self.span, self.found, self.expected = span, found, expected
+
+
 @v_args(meta=True)
 class Builder(Transformer[Token, n.Node]):
     # statements
@@ -224,7 +238,34 @@ class Builder(Transformer[Token, n.Node]):
         return n.Source(_span(meta), "externaldata")
 
     def search_src(self, meta: Any, ch: list[Any]) -> n.Source:
-        return n.Source(_span(meta), "search", extra=str(ch[0]).split()[0])
+        params, tables, pred = ch
+        return n.Source(_span(meta), "search", params=params, items=tables or (), extra=pred)
+
+    def find_src(self, meta: Any, ch: list[Any]) -> n.Source:
+        params, tables, pred, proj = ch
+        return n.Source(_span(meta), "find", params=params, items=tables or (), extra=(pred, proj))
+
+    def search_tables(self, meta: Any, ch: list[Any]) -> tuple[n.Node, ...]:
+        if ch and isinstance(ch[0], Token):
+            if str(ch[0]) != "in":
+                raise _MisplacedToken(_tspan(ch[0]), str(ch[0]), "in (tables)")
+            ch = ch[1:]
+        return _nodes(ch)
+
+    def search_all(self, meta: Any, ch: list[Any]) -> n.Star:
+        return n.Star(_span(meta))
+
+    def find_project_smart(self, meta: Any, ch: list[Any]) -> None:
+        return None  # the default output schema
+
+    def find_project(self, meta: Any, ch: list[Any]) -> tuple[tuple[n.Name, n.Name | None], ...]:
+        return tuple(ch)
+
+    def find_column(self, meta: Any, ch: list[Any]) -> tuple[n.Name, n.Name | None]:
+        return (ch[0], ch[1])
+
+    def column_term(self, meta: Any, ch: list[Any]) -> n.ColumnTerm:
+        return n.ColumnTerm(_span(meta), ch[0], ch[1])
 
     # operators
     def _op(self, meta: Any, kind: str, **kw: Any) -> n.Operator:
@@ -329,6 +370,16 @@ class Builder(Transformer[Token, n.Node]):
     def invoke_op(self, meta: Any, ch: list[Any]) -> n.Operator:
         name = ch[0]
         return self._op(meta, "invoke", operand=n.Call(_span(meta), name.name, name.span, ch[1] or ()))
+
+    def search_op(self, meta: Any, ch: list[Any]) -> n.Operator:
+        return self._op(meta, "search", params=ch[0], operand=ch[1])
+
+    def top_nested_op(self, meta: Any, ch: list[Any]) -> n.Operator:
+        return self._op(meta, "top-nested", extra=tuple(ch))
+
+    def top_nested_level(self, meta: Any, ch: list[Any]) -> tuple[Any, ...]:
+        count, of, others, by, direction = ch
+        return (count, of, others, by, str(direction) if direction is not None else None, _span(meta))
 
     def getschema_op(self, meta: Any, ch: list[Any]) -> n.Operator:
         return self._op(meta, "getschema")
@@ -587,7 +638,14 @@ def parse(text: str) -> n.Query:
         tree = _lark().parse(text)
     except UnexpectedInput as e:
         raise KqlSyntaxError(_syntax_diagnostic(text, e)) from None
-    result = Builder().transform(tree)
+    try:
+        result = Builder().transform(tree)
+    except VisitError as e:
+        if isinstance(e.orig_exc, _MisplacedToken):
+            bad = e.orig_exc
+            raise KqlSyntaxError(make(text, "syntax", f"syntax error: unexpected {bad.found!r}; expected {bad.expected}",
+                                      bad.span, [])) from None
+        raise
     assert isinstance(result, n.Query)
     return result
 
