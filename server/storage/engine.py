@@ -720,7 +720,14 @@ class Storage:
             data = data.append_column("__day", day_col).sort_by(
                 [("__day", "ascending"), (order, "ascending")]
             )
-            for day in sorted(pc.unique(day_col).to_pylist()):
+            # Sorted by day first, each day is one contiguous run: slice it (no copy) rather
+            # than filter the whole segment once per day. value_counts lists values in order of
+            # first appearance, i.e. ascending here; the day is never null (ingestion time is).
+            start = 0
+            for run in pc.value_counts(data["__day"]).to_pylist():
+                day, count = run["values"], run["counts"]
+                part = data.slice(start, count)
+                start += count
                 if day < cutoff_day:
                     # Expired while waiting in the WAL; its partition is (being) dropped.
                     log.info("flush: %s rows of %s are past retention, not written", name, day)
@@ -728,7 +735,6 @@ class Storage:
                 ddir = self.data_dir / name / f"{DATE_PARTITION}={day.isoformat()}"
                 final = ddir / f"w{seg.seq:012d}.parquet"
                 if not final.exists():  # exists: written before a crash, the handoff is done
-                    part = data.filter(pc.equal(data["__day"], pa.scalar(day, pa.date32())))
                     ddir.mkdir(exist_ok=True)
                     tmp = ddir / f".{final.name}.tmp"
                     with open(tmp, "wb") as f:
