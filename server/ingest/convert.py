@@ -51,6 +51,11 @@ _DT_PATTERN = (
 )
 _DT_RE = re.compile(_DT_PATTERN)
 _ZONE_PATTERN = r"(?:Z|[+-]\d{2}:?\d{2})$"
+# What agents and Defender send: a time and a zone. Matching it implies matching _DT_PATTERN and
+# _ZONE_PATTERN, so such an array can go straight to the zoned parse below.
+_DT_ZONED_PATTERN = (
+    r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,7})?)?(?:Z|[+-]\d{2}:?\d{2})$"
+)
 _TIMESPAN_RE = re.compile(r"^(-)?(?:(\d+)\.)?(\d{1,2}):(\d{2}):(\d{2})(?:\.(\d{1,7}))?$")
 _INT_RANGE = {"long": (-(2**63), 2**63 - 1), "int": (-(2**31), 2**31 - 1)}
 # KQL types pyarrow's JSON reader converts with exactly our rules (datetime is read as a string
@@ -114,6 +119,12 @@ def parse_datetimes(arr: pa.Array | pa.ChunkedArray) -> tuple[pa.Array, list[int
     Returns the converted array (null where invalid) and the indices of invalid strings."""
     if isinstance(arr, pa.ChunkedArray):
         arr = arr.combine_chunks()
+    if arr.null_count < len(arr) and pc.all(pc.match_substring_regex(arr, _DT_ZONED_PATTERN)).as_py():
+        # Every string has a time and a zone (nulls are skipped): one regex pass instead of the
+        # three below (empty, well-formed, zoned), a fifth of the cost of a datetime column.
+        zoned = _parse_zoned(arr)
+        if zoned is not None:
+            return zoned, []
     empty = pc.equal(arr, "")
     if pc.any(empty).as_py():
         arr = pc.if_else(empty, _NULL_STR, arr)
@@ -124,16 +135,9 @@ def parse_datetimes(arr: pa.Array | pa.ChunkedArray) -> tuple[pa.Array, list[int
         arr = pc.if_else(bad_mask, _NULL_STR, arr)
     no_zone = pc.invert(pc.match_substring_regex(arr, _ZONE_PATTERN))
     if not pc.any(no_zone).as_py():
-        # The common case (agents and Defender write a zone): Arrow's own parser takes up to 9
-        # fractional digits into nanoseconds, and truncating to microseconds is one more cast.
-        # Regex rewrites cost 10x more, so they are kept for the rest. Nanoseconds only reach
-        # 1677..2262: other years fall through to the general path.
-        try:
-            ns = pc.cast(arr, _TS_NS_UTC)
-            us = pc.cast(ns, options=pc.CastOptions(_TS_UTC, allow_time_truncate=True))
-            return us.cast(_TS), bad
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-            pass
+        zoned = _parse_zoned(arr)
+        if zoned is not None:
+            return zoned, bad
     s = arr
     if pc.any(pc.equal(pc.utf8_length(s), 10)).as_py():
         s = pc.replace_substring_regex(s, r"^(\d{4}-\d{2}-\d{2})$", r"\1T00:00:00")
@@ -159,6 +163,21 @@ def parse_datetimes(arr: pa.Array | pa.ChunkedArray) -> tuple[pa.Array, list[int
         out = pc.cast(pa.array(fixed, pa.string()), _TS_UTC)
         bad.sort()
     return out.cast(_TS), bad
+
+
+def _parse_zoned(arr: pa.Array) -> pa.Array | None:
+    """Well-formed datetimes that all carry a zone, or None if Arrow cannot parse them all.
+
+    The common case (agents and Defender write a zone): Arrow's own parser takes up to 9
+    fractional digits into nanoseconds, and truncating to microseconds is one more cast. Regex
+    rewrites cost 10x more, so they are kept for the rest. Nanoseconds only reach 1677..2262:
+    other years fall through to the general path."""
+    try:
+        ns = pc.cast(arr, _TS_NS_UTC)
+        us = pc.cast(ns, options=pc.CastOptions(_TS_UTC, allow_time_truncate=True))
+        return us.cast(_TS)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return None
 
 
 # -- column converters (Python path) -----------------------------------------------------------

@@ -178,6 +178,7 @@ class Storage:
         self._row_schema: dict[str, pa.Schema] = {}
         self._json_columns: dict[str, list[str]] = {}
         self._string_columns: dict[str, list[int]] = {}
+        self._empty_string_arrays: dict[int, pa.Array] = {}
         for t in catalog.tables.values():
             fields = [pa.field(c.name, c.type.arrow) for c in t.columns]
             self._ingest_schema[t.name] = pa.schema([*fields, pa.field(EXTRA_COLUMN, pa.string())])
@@ -351,7 +352,12 @@ class Storage:
         else:
             arrays = self._conform(tbl, batch, ingest_schema)
         for i in self._string_columns[tbl.name]:
-            if arrays[i].null_count:
+            nulls = arrays[i].null_count
+            if nulls == n:
+                # A column the sender left out (half of a table's columns, typically): one
+                # shared, immutable array of "" instead of a fill per column and batch.
+                arrays[i] = self._empty_strings(n)
+            elif nulls:
                 arrays[i] = pc.fill_null(arrays[i], "")
         arrays.insert(len(tbl.columns), pa.repeat(pa.scalar(now, _TS), n))
         rows = pa.Table.from_arrays(arrays, schema=self._row_schema[tbl.name])
@@ -367,6 +373,15 @@ class Storage:
                 expired = n - kept.num_rows
                 rows = kept
         return rows, expired
+
+    def _empty_strings(self, n: int) -> pa.Array:
+        arr = self._empty_string_arrays.get(n)
+        if arr is None:
+            arr = pa.array([""], pa.string()).take(pa.repeat(pa.scalar(0, pa.int32()), n))
+            if len(self._empty_string_arrays) >= 8:  # batch sizes vary little; keep a few
+                self._empty_string_arrays.clear()
+            self._empty_string_arrays[n] = arr
+        return arr
 
     def _conform(self, tbl: Table, batch: pa.Table, ingest_schema: pa.Schema) -> list[Any]:
         """Columns of ``ingest_schema`` from a batch that has a subset of them, in any order and
