@@ -87,6 +87,12 @@ def test_datetimes_mixed_batch_and_ranges() -> None:
         ("2021-04-14T18:49:17Z", "2021-04-14 18:49:17", "2021-04-14"): [
             datetime(2021, 4, 14, 18, 49, 17), datetime(2021, 4, 14, 18, 49, 17),
             datetime(2021, 4, 14)],
+        # Nulls among zoned values (the one-regex path) stay null; "" sends the array through
+        # the general path, where it is null too.
+        ("2021-04-14T18:49:17Z", None, "2021-04-14 18:49:17+00:00"): [
+            datetime(2021, 4, 14, 18, 49, 17), None, datetime(2021, 4, 14, 18, 49, 17)],
+        ("2021-04-14T18:49:17Z", ""): [datetime(2021, 4, 14, 18, 49, 17), None],
+        (None, None): [None, None],
     }
     for texts, expected in cases.items():
         arr, bad = parse_datetimes(pa.array(list(texts), pa.string()))
