@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from kql.compiler import Compiler, Ctx
 from kql.diagnostics import ERROR, Diagnostic
@@ -21,6 +23,11 @@ class CompileOptions:
     # are never null): catalog string columns then need no COALESCE(col, ''). Computed strings
     # still get it. Leave False for data that may hold NULL strings (test fixtures).
     strings_never_null: bool = False
+    # Runs a SELECT the compiler built and returns its rows, where the query will run (same
+    # connection, views and timeout): `evaluate bag_unpack/pivot` learn their data-dependent
+    # output columns through it. Without one, such a query compiles with a
+    # `data_dependent_schema` warning and no SQL (Compiled.needs_probe).
+    probe: Callable[[str], Sequence[Sequence[Any]]] | None = None
 
 
 @dataclass
@@ -29,6 +36,8 @@ class Compiled:
     columns: list[tuple[str, str]]  # (name, KQL type)
     diagnostics: list[Diagnostic]
     tables: set[str] = field(default_factory=set)
+    # ok, but the output columns depend on the data: compile again with a probe to get SQL
+    needs_probe: bool = False
 
     @property
     def ok(self) -> bool:
@@ -51,11 +60,15 @@ def compile_kql(text: str, catalog: Catalog, options: CompileOptions | None = No
         tree = parse(text)
     except KqlSyntaxError as e:
         return Compiled(None, [], [e.diagnostic], set())
-    ctx = Ctx(text, catalog, now, options.dialect, strings_never_null=options.strings_never_null)
+    ctx = Ctx(text, catalog, now, options.dialect, strings_never_null=options.strings_never_null,
+              probe=options.probe)
     rel = Compiler(ctx).query(tree)
     diags = sorted(ctx.diagnostics, key=lambda d: (d.start, d.end))
     if rel is None or any(d.severity == ERROR for d in diags):
         return Compiled(None, [], diags, set(ctx.tables))
+    if ctx.needs_probe:
+        known = [(c, t if t != "unknown" else "string") for c, t in rel.cols.items()]
+        return Compiled(None, known, diags, set(ctx.tables), needs_probe=True)
     from kql.sqlbuild import add_parens
 
     final = rel.select()

@@ -65,6 +65,9 @@ class Rel:
     aliases: dict[str, str] = field(default_factory=dict)
     # columns of `src` that are never NULL strings (see CompileOptions.strings_never_null)
     notnull: frozenset[str] = frozenset()
+    # columns beyond `cols` may exist (an evaluate plugin whose columns depend on the data, with
+    # no probe to learn them): references to unknown names are allowed, typed unknown
+    open_schema: bool = False
 
     @property
     def open(self) -> bool:
@@ -151,8 +154,12 @@ class Ctx:
     """Everything one compilation shares: text, catalog, options and the diagnostics list."""
 
     def __init__(self, text: str, catalog: Catalog, now: datetime, dialect: str,
-                 strings_never_null: bool = False) -> None:
+                 strings_never_null: bool = False,
+                 probe: Callable[[str], Any] | None = None) -> None:
         self.text = text
+        self.probe = probe
+        # an output schema depended on data and there was no probe: no SQL can be produced
+        self.needs_probe = False
         self.strings_never_null = strings_never_null
         self.catalog = catalog
         self.now = now
@@ -173,6 +180,17 @@ class Ctx:
     def fail(self, code: str, message: str, span: n.Span, hints: list[str] | None = None) -> CompileError:
         self.error(code, message, span, hints)
         return CompileError(message)
+
+    def run_probe(self, sel: exp.Select) -> list[tuple[Any, ...]] | None:
+        """Run a SELECT the compiler built (with the WITHs hoisted so far) through the caller's
+        probe, to learn a data-dependent output schema; None without a probe."""
+        if self.probe is None:
+            return None
+        from kql.sqlbuild import add_parens
+
+        for name, body in self.ctes:
+            sel = sel.with_(name, as_=body.copy(), materialized=True, copy=False)
+        return [tuple(r) for r in self.probe(add_parens(sel).sql(dialect=self.dialect))]
 
     def alias(self, prefix: str = "_t") -> str:
         self._alias_n += 1
@@ -463,7 +481,9 @@ class Compiler:
                    aliases=time_aliases(cols), notnull=notnull)
 
     def wrap(self, rel: Rel) -> Rel:
-        return self.wrap_select(rel.select(), rel.cols, rel.name, rel.aliases, notnull_outputs(rel))
+        out = self.wrap_select(rel.select(), rel.cols, rel.name, rel.aliases, notnull_outputs(rel))
+        out.open_schema = rel.open_schema
+        return out
 
     # -------------------------------------------------------------- operators
 
@@ -475,6 +495,11 @@ class Compiler:
         if handler is None:
             raise self.ctx.fail("unsupported", f"the {op.kind} operator is not supported", op.span)
         return handler(rel, op, env)
+
+    def op_evaluate(self, rel: Rel, op: n.Operator, env: Env) -> Rel:
+        from kql.evaluate import evaluate
+
+        return evaluate(self, rel, op, env)
 
     def op_other(self, rel: Rel, op: n.Operator, env: Env) -> Rel:
         word, text = op.extra
@@ -644,6 +669,8 @@ class Compiler:
             return [pat.name]
         if rel.aliases.get(pat.name) in rel.cols:
             return [rel.aliases[pat.name]]
+        if rel.open_schema:
+            return []
         self.unknown_column(pat.name, pat.span, rel)
         return []
 
@@ -1357,6 +1384,8 @@ class Compiler:
             return V(exp.Null(), UNKNOWN, None)
         if self.ctx.catalog.table(node.name) is not None:
             raise self.ctx.fail("type_mismatch", f"{node.name!r} is a table; a scalar is needed here", node.span)
+        if rel is not None and rel.open_schema:
+            return V(sb.col(node.name), UNKNOWN)  # a column the data will decide (no probe)
         names = list(rel.cols) if rel else []
         names += [k for k in scope.env.all_names() if k not in names]
         raise self.ctx.fail("unknown_column", f"unknown column or variable {node.name!r}", node.span,

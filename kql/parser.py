@@ -371,6 +371,16 @@ class Builder(Transformer[Token, n.Node]):
         name = ch[0]
         return self._op(meta, "invoke", operand=n.Call(_span(meta), name.name, name.span, ch[1] or ()))
 
+    def evaluate_op(self, meta: Any, ch: list[Any]) -> n.Operator:
+        params, name, args, schema = ch
+        call = n.Call(_span(meta), name.name, name.span, args or ())
+        return self._op(meta, "evaluate", params=params, operand=call, extra=schema)
+
+    def evaluate_schema(self, meta: Any, ch: list[Any]) -> tuple[bool, tuple[tuple[str, str, n.Span], ...]]:
+        # (keeps every input column (`*`), declared columns)
+        star = bool(ch) and not isinstance(ch[0], tuple)
+        return (star, tuple(c for c in ch if isinstance(c, tuple)))
+
     def search_op(self, meta: Any, ch: list[Any]) -> n.Operator:
         return self._op(meta, "search", params=ch[0], operand=ch[1])
 

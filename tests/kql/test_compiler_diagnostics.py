@@ -73,7 +73,7 @@ def test_type_errors() -> None:
 
 
 def test_unsupported_is_reported_where_it_is() -> None:
-    assert_kql_error('DeviceProcessEvents\n| evaluate bag_unpack(AdditionalFields)', "unsupported", 2, 3)
+    assert_kql_error('DeviceProcessEvents\n| evaluate autocluster()', "unsupported", 2, 3)
     assert_kql_error('externaldata(a:string)["https://example.com/x.csv"] | take 1', "unsupported", 1, 1)
     assert_kql_error("EmailEvents | take 1", "unsupported", 1, 1)
     assert_kql_error("DeviceNetworkEvents | extend g = geo_info_from_ip_address(RemoteIP)", "unsupported", 1, 34)

@@ -73,8 +73,9 @@ def test_externaldata_is_unsupported_at_its_position() -> None:
     )
 
 
+
 def test_evaluate_plugin_is_unsupported() -> None:
-    assert_kql_error("DeviceInfo | evaluate bag_unpack(AdditionalFields)", "unsupported", 1, 14)
+    assert_kql_error("DeviceInfo | evaluate autocluster()", "unsupported", 1, 14)
 
 
 def test_table_outside_the_catalog_is_reported() -> None:
