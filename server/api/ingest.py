@@ -233,20 +233,40 @@ async def ingest_table(table: str, request: Request, _key: IngestKey) -> ORJSONR
     encoding = request.headers.get("content-encoding")
     ndjson = is_ndjson(request.headers.get("content-type"))
 
-    def work() -> Converted:
-        body = decode_body(raw, encoding, settings.max_body_bytes)
-        return _prepare_table(spec, body, ndjson)
+    # Conversion and append run in one worker thread (one hand-off per request, not two). The
+    # conversion slot is given back as soon as conversion is done, not after the fsync: the
+    # thread asks the event loop to release it, and the handler releases it if the thread could
+    # not (exactly once, both on the loop).
+    slots = _slots(request)
+    loop = asyncio.get_running_loop()
+    await slots.acquire()
+    released = False
 
-    async with _slots(request):
+    def release() -> None:
+        nonlocal released
+        if not released:
+            released = True
+            slots.release()
+
+    def work() -> tuple[int, int]:
         try:
-            conv = await run_in_threadpool(work)
+            body = decode_body(raw, encoding, settings.max_body_bytes)
+            conv = _prepare_table(spec, body, ndjson)
+            del body
         except ApiError as e:
             _count_rejected(request, table, e.errors[0].get("code", "invalid"),
                             max(1, len(e.errors)))
             raise
-    accepted = expired = 0
-    if conv.table.num_rows:
-        accepted, expired = await run_in_threadpool(_append, request, table, conv.table)
+        finally:
+            loop.call_soon_threadsafe(release)
+        if not conv.table.num_rows:
+            return 0, 0
+        return _append(request, table, conv.table)
+
+    try:
+        accepted, expired = await run_in_threadpool(work)
+    finally:
+        release()
     m = get_metrics(request)
     if m is not None:
         m.ingest_events.labels(table=table).inc(accepted)
