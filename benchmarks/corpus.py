@@ -162,7 +162,16 @@ def run_one(
     signal.setitimer(signal.ITIMER_REAL, timeout_s)
     t0 = time.perf_counter()
     try:
-        compiled = compile_kql(query, catalog, CompileOptions(now=NOW, strings_never_null=True))
+        # evaluate bag_unpack/pivot learn their columns from the data, as the query runner does
+        def probe(sql: str) -> list[Any]:
+            pcur = con.cursor()
+            try:
+                with interrupt_after(pcur, timeout_s):
+                    return pcur.execute(sql).fetchall()
+            finally:
+                pcur.close()
+
+        compiled = compile_kql(query, catalog, CompileOptions(now=NOW, strings_never_null=True, probe=probe))
     except _CompileTimeout:
         return Outcome(status="timeout", reason="compile timeout", compile_ms=None,
                        execute_ms=None, **base)

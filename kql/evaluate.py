@@ -170,9 +170,9 @@ def bag_unpack(c: Compiler, rel: Rel, op: n.Operator, call: n.Call, env: Env) ->
     ignored = set(map(str, _const(c, args["ignoredProperties"], env, "ignoredProperties", list))) \
         if "ignoredProperties" in args else set()
     bag = c.scalar(args["Column"], Scope(env, rel))
-    if bag.type not in ("dynamic", *STRINGY):
+    if bag.type != "dynamic":
         raise c.ctx.fail("type_mismatch", f"bag_unpack() unpacks a dynamic column; {column!r} is {bag.type}",
-                         args["Column"].span)
+                         args["Column"].span, [f"parse it first: extend {column} = parse_json({column})"])
     # the bag is parsed once, in a column of its own, and every slot is read from that column
     tmp = "__bag"
     rel.cols[tmp], rel.exprs[tmp] = "dynamic", c.dyn(bag, args["Column"])

@@ -69,7 +69,11 @@ class Result:
 
 
 def run_kql(con: duckdb.DuckDBPyConnection, kql: str, catalog: Catalog, now: dt.datetime) -> Result:
-    compiled = compile_kql(kql, catalog, CompileOptions(now=now))
+    def probe(sql: str) -> list[tuple[Any, ...]]:
+        # evaluate bag_unpack/pivot learn their columns on the same data, as the runner does
+        return con.cursor().execute(sql).fetchall()
+
+    compiled = compile_kql(kql, catalog, CompileOptions(now=now, probe=probe))
     if not compiled.ok or compiled.sql is None:
         msgs = "; ".join(f"{d.code} at {d.line}:{d.column}: {d.message}" for d in compiled.diagnostics)
         raise AssertionError(f"did not compile: {kql}\n{msgs}")

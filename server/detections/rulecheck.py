@@ -25,6 +25,9 @@ class RuleCheck:
     sql: str | None = None
     columns: list[tuple[str, str]] = field(default_factory=list)
     tables: set[str] = field(default_factory=set)
+    # the columns depend on the data (evaluate bag_unpack/pivot): `sql` comes from a check with a
+    # probe on the run's connection; `columns` are the ones known without data
+    needs_probe: bool = False
 
 
 def diagnostic_dict(d: Any) -> dict[str, Any]:
@@ -37,12 +40,12 @@ def diagnostic_dict(d: Any) -> dict[str, Any]:
     return out
 
 
-def compile_rule(query: str, catalog: Catalog, now: datetime) -> Any:
-    """Compile ``query`` with ``now()``/``ago()`` fixed at ``now``."""
+def compile_rule(query: str, catalog: Catalog, now: datetime, probe: Any = None) -> Any:
+    """Compile ``query`` with ``now()``/``ago()`` fixed at ``now`` (``probe``: see CompileOptions)."""
     from kql import CompileOptions, compile_kql  # the compiler package, built separately
 
     # rules run over storage, which stores a missing string as "" (no COALESCE needed)
-    return compile_kql(query, catalog, CompileOptions(now=now, strings_never_null=True))
+    return compile_kql(query, catalog, CompileOptions(now=now, strings_never_null=True, probe=probe))
 
 
 def check_rule(
@@ -52,16 +55,18 @@ def check_rule(
     now: datetime,
     title: str = "",
     description: str = "",
+    probe: Any = None,
 ) -> RuleCheck:
     try:
-        compiled = compile_rule(query, catalog, now)
+        compiled = compile_rule(query, catalog, now, probe)
     except Exception as e:  # a compiler bug must be a clear refusal, never a 500
         return RuleCheck(
             False,
             [{"code": "compile_error", "message": f"the compiler failed on this query ({type(e).__name__}: {e})"}],
         )
     errors = [diagnostic_dict(d) for d in compiled.diagnostics if getattr(d, "severity", "error") == "error"]
-    if not compiled.ok or compiled.sql is None:
+    needs_probe = bool(getattr(compiled, "needs_probe", False))
+    if not compiled.ok or (compiled.sql is None and not needs_probe):
         return RuleCheck(False, errors or [{"code": "compile", "message": "the query did not compile"}])
     names = [c[0] for c in compiled.columns]
     types = dict(compiled.columns)
@@ -119,7 +124,8 @@ def check_rule(
                         "field": where,
                     }
                 )
-    return RuleCheck(not errors, errors, compiled.sql, list(compiled.columns), set(compiled.tables))
+    return RuleCheck(not errors, errors, compiled.sql, list(compiled.columns), set(compiled.tables),
+                     needs_probe)
 
 
 def render_template(text: str, row: dict[str, Any]) -> str:

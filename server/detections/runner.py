@@ -35,7 +35,7 @@ import duckdb
 from schema.catalog import Catalog
 from server.detections.entities import evidence_summary, extract_entities, jsonable
 from server.detections.model import FREQUENCY_SECONDS
-from server.detections.rulecheck import check_rule, render_template
+from server.detections.rulecheck import RuleCheck, check_rule, render_template
 from server.detections.scope import RunScope, ingest_watermark, scope_tables
 from server.detections.store import NewAlert, SqliteDetectionStore
 from server.detections.timeutil import iso, parse_iso, utcnow
@@ -148,7 +148,7 @@ class DetectionEngine:
             rule.get("alert_title") or "",
             rule.get("alert_description") or "",
         )
-        if not check.ok or check.sql is None:
+        if not check.ok or (check.sql is None and not check.needs_probe):
             msg = "; ".join(e["message"] for e in check.errors)
             raise RunFailed(f"the rule no longer compiles: {msg}", "queryExecutionFailed")
         try:
@@ -158,6 +158,9 @@ class DetectionEngine:
         try:
             wm = ingest_watermark(con, self.catalog, check.tables, watermark_after) if want_watermark else None
             scope_tables(con, self.catalog, check.tables, scope)
+            if check.needs_probe:
+                check = self._probed_check(con, rule, now)
+            assert check.sql is not None
             sql = check.sql.strip().rstrip(";")
             statements = duckdb.extract_statements(sql)
             if len(statements) != 1 or statements[0].type != duckdb.StatementType.SELECT:
@@ -193,6 +196,30 @@ class DetectionEngine:
         truncated = len(raw) > max_rows
         rows = [dict(zip(names, r, strict=True)) for r in raw[:max_rows]]
         return Matches(names, rows, truncated, wm)
+
+    def _probed_check(self, con: duckdb.DuckDBPyConnection, rule: dict[str, Any], now: datetime) -> RuleCheck:
+        """Check the rule again with a probe on the run's connection (its scope views apply):
+        `evaluate bag_unpack/pivot` learn their columns from the data the run reads."""
+
+        def probe(sql: str) -> list[Any]:
+            # bounded like the rule's query itself
+            timer = threading.Timer(float(self.settings.detection_timeout_s), con.interrupt)
+            timer.daemon = True
+            timer.start()
+            try:
+                return con.execute(sql).fetchmany(100_000)
+            except duckdb.Error as e:
+                first = str(e).splitlines()[0] if str(e) else type(e).__name__
+                raise RunFailed(f"the query failed while learning its columns: {first}") from None
+            finally:
+                timer.cancel()
+
+        check = check_rule(rule["query"], rule["frequency"], self.catalog, now,
+                           rule.get("alert_title") or "", rule.get("alert_description") or "", probe=probe)
+        if not check.ok or check.sql is None:
+            msg = "; ".join(e["message"] for e in check.errors) or "its columns could not be learned"
+            raise RunFailed(f"the rule no longer compiles: {msg}", "queryExecutionFailed")
+        return check
 
     # -- alerts from rows --------------------------------------------------------------------
     def to_alert(self, rule: dict[str, Any], row: dict[str, Any], run_id: int | None) -> NewAlert:

@@ -177,6 +177,10 @@ class _Prepared:
     tables: set[str]
     compile_ms: float
     warnings: list[str]
+    # `evaluate bag_unpack/pivot`: the columns depend on the data; compile again with a probe on
+    # the query's connection (after its time-range views) to get the SQL
+    needs_probe: bool = False
+    now: dt.datetime | None = None
 
 
 class QueryRunner:
@@ -206,7 +210,8 @@ class QueryRunner:
 
     # -- compile -----------------------------------------------------------------------------
 
-    def compile(self, text: str, now: dt.datetime | None = None) -> _Prepared:
+    def compile(self, text: str, now: dt.datetime | None = None,
+                probe: Callable[[str], list[Any]] | None = None) -> _Prepared:
         """Compile or raise ``CompileFailed`` carrying every diagnostic."""
         from kql import CompileOptions, compile_kql
 
@@ -216,11 +221,14 @@ class QueryRunner:
                 [{"code": "syntax", "message": "the query is empty", "line": 1, "column": 1, "hints": []}],
             )
         t0 = time.perf_counter()
+        now = now or self.clock()
         try:
             # storage stores a missing string as "": no COALESCE on stored string columns
             compiled = compile_kql(
-                text, self.catalog, CompileOptions(now=now or self.clock(), strings_never_null=True)
+                text, self.catalog, CompileOptions(now=now, strings_never_null=True, probe=probe)
             )
+        except QueryError:
+            raise  # the probe's own failure (timeout, execution error)
         except RecursionError:
             raise CompileFailed(
                 "the query is nested too deeply to compile",
@@ -236,6 +244,9 @@ class QueryRunner:
             ) from None
         compile_ms = (time.perf_counter() - t0) * 1000
         errors = [d for d in compiled.diagnostics if _is_error(d)]
+        if not errors and compiled.ok and compiled.needs_probe:
+            return _Prepared("", list(compiled.columns), set(compiled.tables), compile_ms, [],
+                             needs_probe=True, now=now)
         if errors or not compiled.ok or compiled.sql is None:
             entries = [diagnostic_dict(d) for d in errors] or [
                 {"code": "compile_error", "message": "the query could not be compiled", "hints": []}
@@ -273,6 +284,7 @@ class QueryRunner:
             cap = self.limits.max_rows if max_rows is None else max(0, min(max_rows, self.limits.max_rows))
             with self._slot(deadline), self._connection() as con:
                 self._restrict(con, prepared.tables, time_range)
+                prepared = self._probed(con, text, prepared, timeout_s)
                 partitions = self._partitions(con, prepared.sql, prepared.tables)
                 rows = self._execute(con, _limited(prepared.sql, cap + 1), timeout_s, cap + 1)
             truncated = len(rows) > cap
@@ -332,10 +344,14 @@ class QueryRunner:
             try:
                 with self._slot(deadline), self._connection() as con:
                     self._restrict(con, prepared.tables, time_range)
+                    ready = self._probed(con, text, prepared, None)
+                    # data-dependent columns (evaluate bag_unpack/pivot) are known from here on,
+                    # before the first yield the caller waits for
+                    columns[:] = ready.columns
                     with self._timer(con, None) as fired:
                         try:
                             # A relation's reader streams; a DB-API result's would copy it all.
-                            reader = con.sql(_wrap(prepared.sql)).to_arrow_reader(
+                            reader = con.sql(_wrap(ready.sql)).to_arrow_reader(
                                 self.limits.export_batch_rows
                             )
                             # The query runs and holds its slot: the caller primes the generator
@@ -355,9 +371,27 @@ class QueryRunner:
                 if self.metrics is not None:
                     self.metrics.observe_query(outcome, time.perf_counter() - started, rows)
 
-        return prepared.columns, generate()
+        columns = list(prepared.columns)
+        return columns, generate()
 
     # -- pieces ------------------------------------------------------------------------------
+
+    def _probed(self, con: duckdb.DuckDBPyConnection, text: str, prepared: _Prepared,
+                timeout_s: float | None) -> _Prepared:
+        """Compile again with a probe that runs the compiler's schema queries on ``con`` (its
+        time-range views apply, and the query's timeout), when the columns depend on the data."""
+        if not prepared.needs_probe:
+            return prepared
+
+        def probe(sql: str) -> list[Any]:
+            return self._execute(con, sql, timeout_s, 100_000)
+
+        again = self.compile(text, prepared.now, probe=probe)
+        again.compile_ms += prepared.compile_ms
+        if again.needs_probe or not again.sql:
+            raise CompileFailed("the query's columns could not be learned from the data", [
+                {"code": "compile_error", "message": "the query's columns could not be learned", "hints": []}])
+        return again
 
     def _slot(self, deadline: float | None) -> _Slot:
         return _Slot(self._slots, self.limits.queue_wait_s, deadline)
