@@ -52,7 +52,11 @@ def test_alert_email_names_everything_and_links_to_the_page(smtp_server: SmtpSer
         ):
             assert expected in text, expected
         assert 'href="http://quarry.test:8080/alerts/a-1"' in mail.html()
-        log = c.get("/api/notifications/deliveries").json()["value"]
+        # The mail can reach the SMTP server a moment before the delivery is marked sent.
+        log = wait_until(
+            lambda: [d for d in c.get("/api/notifications/deliveries").json()["value"] if d["status"] != "pending"],
+            what="the delivery to be recorded",
+        )
         assert [(d["status"], d["kind"], d["alertIds"], d["attempts"]) for d in log] == [
             ("sent", "alert", ["a-1"], 1)
         ]
