@@ -419,7 +419,10 @@ class Compiler:
         exprs: dict[str, exp.Expr] = {}
         for i, ne in enumerate(node.exprs):
             v = self.scalar(ne.expr, scope)
-            name = ne.names[0] if ne.names else (self.column_name(ne.expr) or f"print_{i}")
+            # print has no input columns: a bare name is a let variable, which names nothing
+            # (`print x` is print_0); `print d.a` is still d_a
+            inferred = None if isinstance(ne.expr, n.Name) else self.column_name(ne.expr)
+            name = ne.names[0] if ne.names else (inferred or f"print_{i}")
             cols[name] = v.type
             exprs[name] = v.sql
         sel = exp.Select(expressions=[sb.alias(exprs[c], c) for c in cols])
@@ -873,6 +876,8 @@ class Compiler:
         else:
             prefix = F.AGG_PREFIX.get(call.name, call.name + "_")
             arg = self.column_name(call.args[0]) if call.args and call.name != "countif" else None
+            if arg and scope.rel is not None and arg not in scope.rel.cols and scope.rel.aliases.get(arg) in scope.rel.cols:
+                arg = scope.rel.aliases[arg]  # max(TimeGenerated) reads Timestamp: max_Timestamp
             if call.name == "percentile" and arg:
                 p = call.args[1]
                 arg = f"{arg}_{p.value}" if isinstance(p, n.Literal) else arg

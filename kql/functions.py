@@ -144,6 +144,7 @@ SCALARS: dict[str, Sig] = {
     "rand": _sig(0, 1, "num", "real"),
     "ipv4_is_private": _sig(1, 1, "str", "bool"),
     "ipv4_is_in_range": _sig(2, 2, "str str", "bool"),
+    "has_any_index": _sig(2, 2, "str any", "long"),
     "ipv4_is_in_any_range": _sig(2, -1, "str any *", "bool"),
     "parse_ipv4": _sig(1, 1, "str", "long"),
     "countof": _sig(2, 3, "str str str", "long"),
@@ -366,6 +367,19 @@ def _ipv4_in_range(ctx: Ctx, a: list[V], node: Call) -> exp.Expr:
     except ValueError as e:
         ctx.error("invalid_argument", f"{node.name}(): {e}", node.span)
         return exp.false()
+
+
+def _has_any_index(ctx: Ctx, a: list[V], node: Call) -> exp.Expr:
+    """The 0-based index of the first term of the array the text `has`, else -1."""
+    from kql.compiler import has_term
+
+    if not (a[1].is_const and isinstance(a[1].const, list)):
+        ctx.error("unsupported", f"{node.name}(): the values must be a constant array", node.span)
+        return sb.num(-1)
+    src = as_string(a[0])
+    ifs = [exp.If(this=has_term(src.copy(), str(t).lower() if isinstance(t, bool) else str(t)), true=sb.num(i))
+           for i, t in enumerate(a[1].const) if t is not None]
+    return exp.Case(ifs=ifs, default=sb.num(-1)) if ifs else sb.num(-1)
 
 
 def _extract(ctx: Ctx, a: list[V], node: Call) -> exp.Expr:
@@ -825,6 +839,7 @@ DUCKDB: dict[str, Builder] = {
     "rand": lambda c, a, n: exp.Mul(this=sb.fn("random"), expression=a[0].sql) if a else sb.fn("random"),
     "ipv4_is_private": lambda c, a, n: _in_ranges(as_string(a[0]), ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"]),
     "ipv4_is_in_range": _ipv4_in_range,
+    "has_any_index": _has_any_index,
     "ipv4_is_in_any_range": _ipv4_in_range,
     "parse_ipv4": lambda c, a, n: ipv4_to_long(as_string(a[0])),
     "countof": _countof,
