@@ -32,6 +32,7 @@ from kql.typed import (
     as_string,
     const,
     is_numeric,
+    json_to_string,
     normalize_type,
     num_result,
     to_type,
@@ -1597,6 +1598,21 @@ class Compiler:
             if not sel.expressions:
                 raise self.ctx.fail("type_mismatch", "the subquery returns no columns", items[0].span)
             sel.set("expressions", [sel.expressions[0]])
+            first = next(iter(rel.cols))
+            if rel.cols[first] == "dynamic":
+                # Kusto flattens arrays in the list: `x in (T | summarize make_set(y))` compares x
+                # with the elements, not with the array (a non-array value is one element)
+                c = sb.col(first)
+                elems = exp.Case(
+                    ifs=[exp.If(this=exp.EQ(this=sb.fn("json_type", c), expression=sb.s("ARRAY")),
+                                true=exp.Cast(this=sb.fn("json_extract", c.copy(), sb.s("$[*]")),
+                                              to=exp.DataType.build("JSON[]")))],
+                    default=exp.Array(expressions=[c.copy()]))
+                elem = V(sb.fn("unnest", elems), "dynamic")
+                flat = exp.Select(expressions=[sb.alias(json_to_string(elem.sql), first)]).from_(
+                    exp.Subquery(this=sel, alias=exp.TableAlias(this=sb.ident(self.ctx.alias()))))
+                flat.meta["kql_flat"] = True
+                return [], flat
             return [], sel
         for it in items:
             v = self.scalar(it, scope)
@@ -1631,6 +1647,8 @@ class Compiler:
         ci = base == "in~"
         if sub is not None:
             lhs = self.case_fold(a) if ci else a.sql
+            if sub.meta.get("kql_flat") and not ci:
+                lhs = as_string(a)  # flattened array elements are compared as their text
             if ci:
                 inner = exp.Select(expressions=[sb.fn("lower", sb.col(sub.expressions[0].alias_or_name))]).from_(
                     exp.Subquery(this=sub, alias=exp.TableAlias(this=sb.ident(self.ctx.alias()))))
