@@ -1297,6 +1297,54 @@ class Compiler:
             rel.limit = self._limit_value(op.operand, env)
         return rel
 
+    def op_mv_apply(self, rel: Rel, op: n.Operator, env: Env) -> Rel:
+        """mv-apply: for each row, mv-expand it into a subtable and run the subquery on that.
+
+        Lowered to a LATERAL subquery: the subtable reads the outer row's columns (qualified
+        with the outer alias) and unnests its arrays, so a `summarize` or `top` in the subquery
+        works per input row, as Kusto's documentation describes. The result is the subquery's
+        columns, after the outer row's columns the subquery does not return and that were not
+        expanded (an expanded input column is replaced, per the documentation).
+        """
+        types, sub_ops = op.extra
+        outer = self.wrap(rel)
+        o_alias = outer.src.alias
+        inner = Rel(cols=dict(outer.cols), exprs={c: sb.col(c, o_alias) for c in outer.cols},
+                    src=exp.Subquery(this=exp.Select(expressions=[exp.Literal.number(1)]),
+                                     alias=exp.TableAlias(this=sb.ident(self.ctx.alias("_one")))),
+                    aliases=dict(outer.aliases), notnull=outer.notnull)
+        expand = n.Operator(op.span, "mv-expand", params=op.params, exprs=op.exprs, operand=op.operand,
+                            extra=types)
+        sub = self.op_mv_expand(inner, expand, env)
+        expanded = set()
+        for item in op.exprs:
+            name = item.names[0] if item.names else self.column_name(item.expr)
+            if name:
+                expanded.add(name)
+        for p in op.params:
+            if p.name == "with_itemindex":
+                expanded.add(str(p.value))
+        for sub_op in sub_ops:
+            sub = self.operator(sub, sub_op, env)
+        s_alias = self.ctx.alias()
+        cols: dict[str, str] = {}
+        exprs: list[exp.Expr] = []
+        for c, t in outer.cols.items():
+            if c in sub.cols:
+                cols[c] = sub.cols[c]
+                exprs.append(sb.alias(sb.col(c, s_alias), c))
+            elif c not in expanded:
+                cols[c] = t
+                exprs.append(sb.alias(sb.col(c, o_alias), c))
+        for c, t in sub.cols.items():
+            if c not in cols:
+                cols[c] = t
+                exprs.append(sb.alias(sb.col(c, s_alias), c))
+        lateral = exp.Lateral(this=exp.Subquery(this=sub.select()), alias=exp.TableAlias(this=sb.ident(s_alias)))
+        sel = exp.Select(expressions=exprs).from_(outer.src.copy(), copy=False)
+        sel.append("joins", exp.Join(this=lateral))
+        return self.wrap_select(sel, cols)
+
     def op_parse(self, rel: Rel, op: n.Operator, env: Env) -> Rel:
         if not rel.open:
             rel = self.wrap(rel)

@@ -346,6 +346,14 @@ class Builder(Transformer[Token, n.Node]):
         return self._op(meta, "mv-expand", params=ch[0], exprs=tuple(i[0] for i in items),
                         operand=ch[-1], extra=tuple(i[1] for i in items))
 
+    def mv_apply_op(self, meta: Any, ch: list[Any]) -> n.Operator:
+        items = [c for c in ch[1:] if isinstance(c, tuple)]
+        rest = [c for c in ch[1 + len(items):]]
+        limit, ops = rest[0], tuple(c for c in rest[1:] if isinstance(c, n.Operator))
+        # extra: (types of the expanded items, the subquery's operators)
+        return self._op(meta, "mv-apply", params=ch[0], exprs=tuple(i[0] for i in items),
+                        operand=limit, extra=(tuple(i[1] for i in items), ops))
+
     def mv_item(self, meta: Any, ch: list[Any]) -> tuple[n.NamedExpr, str | None]:
         return (ch[0], ch[1].name if ch[1] is not None else None)
 

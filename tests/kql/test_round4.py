@@ -24,3 +24,34 @@ def test_in_a_subquery_of_arrays_compares_with_the_elements() -> None:
     q2 = ("let ids = DeviceInfo | summarize make_set(DeviceId);"
           " DeviceProcessEvents | where DeviceId !in (ids) | project FileName")
     assert run_kql(con, q2, CAT, NOW).rows == [("z",)]
+
+
+def _procs(*cmds: str) -> dict[str, list[dict[str, object]]]:
+    return {"DeviceProcessEvents": [{"Timestamp": T0, "ReportId": i, "ProcessCommandLine": c, "FileName": f"f{i}"}
+                                    for i, c in enumerate(cmds)]}
+
+
+def test_mv_apply_filters_each_rows_subtable() -> None:
+    con = fixture_connection(_procs("net user bob /domain", "net group"), CAT)
+    q = ("DeviceProcessEvents | extend P = split(ProcessCommandLine, ' ')"
+         " | mv-apply Q = P on (where not(Q has_any ('net', 'user', 'group', '/domain')) | project Q)"
+         " | project FileName, Q = tostring(Q), n = array_length(P)")
+    r = run_kql(con, q, CAT, NOW)
+    # the second row's subtable is empty after the filter: no output row for it
+    assert r.columns == ["FileName", "Q", "n"] and r.rows == [("f0", "bob", 4)]
+
+
+def test_mv_apply_summarize_is_per_row_and_top_per_subtable() -> None:
+    con = fixture_connection({}, CAT)
+    # the documentation's example shape: the two largest values of each row's array
+    q = ("datatable(Id:long, Metric:dynamic) [1, dynamic([3, 9, 1, 7]), 2, dynamic([5])]"
+         " | mv-apply Metric to typeof(long) on (top 2 by Metric desc)"
+         " | sort by Id asc, Metric desc")
+    assert run_kql(con, q, CAT, NOW).rows == [(1, 9), (1, 7), (2, 5)]
+    q2 = ("datatable(Id:long, Metric:dynamic) [1, dynamic([3, 9, 1]), 2, dynamic([])]"
+          " | mv-apply with_itemindex=i m = Metric to typeof(long) on (summarize total = sum(m), n = count(), last = max(i))"
+          " | sort by Id asc")
+    r = run_kql(con, q2, CAT, NOW)
+    assert r.columns == ["Id", "Metric", "total", "n", "last"]
+    # a summarize without `by` gives one row even for an empty subtable
+    assert [(row[0], row[2], row[3], row[4]) for row in r.rows] == [(1, 13, 3, 2), (2, None, 0, None)]
