@@ -96,6 +96,8 @@ SCALARS: dict[str, Sig] = {
     "parse_path": _sig(1, 1, "str", "dynamic"),
     "parse_url": _sig(1, 1, "str", "dynamic"),
     "base64_decode_tostring": _sig(1, 1, "str", "string"),
+    "base64_decode_toarray": _sig(1, 1, "str", "dynamic"),
+    "unicode_codepoints_to_string": _sig(1, 1, "dyn", "string"),
     "base64_encode_tostring": _sig(1, 1, "str", "string"),
     "url_decode": _sig(1, 1, "str", "string"),
     "url_encode": _sig(1, 1, "str", "string"),
@@ -211,6 +213,7 @@ AGGREGATES: dict[str, Sig] = {
 # Older or alternative spellings Kusto still accepts, mapped to one name.
 ALIASES: dict[str, str] = {
     "extractjson": "extract_json", "pack_dictionary": "bag_pack", "base64_decodestring": "base64_decode_tostring",
+    "make_string": "unicode_codepoints_to_string", "notempty": "isnotempty",
     "argmax": "arg_max", "argmin": "arg_min", "todouble": "toreal", "make_dictionary": "make_bag",
     "parsejson": "parse_json",
 }
@@ -410,6 +413,25 @@ def _trim(kind: str) -> Builder:
             parts.append(f"(?:{pat})+$")
         return sb.fn("regexp_replace", as_string(a[1]), sb.s("|".join(parts)), sb.s(""), sb.s("g"))
     return build
+
+
+def _base64_decode_toarray(ctx: Ctx, a: list[V], node: Call) -> exp.Expr:
+    # the decoded bytes as a JSON array of longs; text that is not base64 gives null
+    b = sb.fn("try", sb.fn("from_base64", as_string(a[0])))
+    byte = exp.Cast(this=exp.DPipe(this=sb.s("0x"), expression=sb.fn(
+        "substr", sb.fn("hex", b.copy()), exp.Cast(this=exp.Add(this=exp.Mul(this=exp.column("i"), expression=sb.num(2)),
+                                                              expression=sb.num(1)), to=exp.DataType.build("INT")),
+        sb.num(2))), to=exp.DataType.build("BIGINT"))
+    lst = sb.fn("list_transform", sb.fn("range", sb.fn("octet_length", b)),
+                exp.Lambda(this=byte, expressions=[exp.to_identifier("i")]))
+    return sb.fn("to_json", lst)
+
+
+def _unicode_codepoints_to_string(ctx: Ctx, a: list[V], node: Call) -> exp.Expr:
+    codes = exp.TryCast(this=a[0].sql, to=exp.DataType.build("BIGINT[]"))
+    chars = sb.fn("list_transform", codes, exp.Lambda(
+        this=sb.fn("chr", exp.Cast(this=exp.column("x"), to=exp.DataType.build("INT"))), expressions=[exp.to_identifier("x")]))
+    return sb.fn("array_to_string", chars, sb.s(""))
 
 
 def _parse_path(ctx: Ctx, a: list[V], node: Call) -> exp.Expr:
@@ -788,6 +810,8 @@ DUCKDB: dict[str, Builder] = {
     "indexof": _indexof,
     "reverse": _simple("reverse"),
     "parse_path": _parse_path,
+    "base64_decode_toarray": _base64_decode_toarray,
+    "unicode_codepoints_to_string": _unicode_codepoints_to_string,
     "parse_url": _parse_url,
     "base64_decode_tostring": lambda c, a, n: sb.fn("try", sb.fn("decode", sb.fn("from_base64", as_string(a[0])))),
     "base64_encode_tostring": lambda c, a, n: sb.fn("to_base64", sb.fn("encode", as_string(a[0]))),

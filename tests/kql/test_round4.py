@@ -55,3 +55,13 @@ def test_mv_apply_summarize_is_per_row_and_top_per_subtable() -> None:
     assert r.columns == ["Id", "Metric", "total", "n", "last"]
     # a summarize without `by` gives one row even for an empty subtable
     assert [(row[0], row[2], row[3], row[4]) for row in r.rows] == [(1, 13, 3, 2), (2, None, 0, None)]
+
+
+def test_base64_bytes_and_codepoints() -> None:
+    con = fixture_connection({}, CAT)
+    # documented examples: base64_decode_toarray("S3VzdG8=") == [75,117,115,116,111];
+    # unicode_codepoints_to_string(75, 117, 115, 116, 111) == "Kusto" (make_string is its old name)
+    q = ("print a = base64_decode_toarray('S3VzdG8='), s = unicode_codepoints_to_string(dynamic([75, 117, 115, 116, 111])),"
+         " m = make_string(base64_decode_toarray('S3VzdG8=')), e = notempty('x'), bad = base64_decode_toarray('!!')"
+         " | project n = array_length(a), first = tolong(a[0]), s, m, e, isnull(bad)")
+    assert run_kql(con, q, CAT, NOW).rows == [(5, 75, "Kusto", "Kusto", True, True)]
