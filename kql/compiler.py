@@ -1345,6 +1345,36 @@ class Compiler:
         sel.append("joins", exp.Join(this=lateral))
         return self.wrap_select(sel, cols)
 
+    def op_partition(self, rel: Rel, op: n.Operator, env: Env) -> Rel:
+        """partition by Col (SubQuery): the subquery on the rows of each value of Col, results unioned.
+
+        Lowered to a LATERAL subquery per distinct key (`hint.*` parameters change only how
+        Kusto distributes the work, so they are accepted and ignored).
+        """
+        key = op.names[0]
+        for p in op.params:
+            if not p.name.startswith("hint."):
+                self.ctx.error("unsupported", f"partition {p.name} is not supported", p.span)
+        inp = self.wrap(rel)
+        if key.name not in inp.cols:
+            self.unknown_column(key.name, key.span, inp)
+            raise CompileError()
+        if inp.cols[key.name] == "dynamic":
+            raise self.ctx.fail("type_mismatch", "partition needs a scalar key column, not dynamic", key.span)
+        k_alias = self.ctx.alias()
+        keys = exp.Subquery(this=exp.Select(expressions=[sb.alias(sb.col(key.name), key.name)], distinct=exp.Distinct())
+                            .from_(inp.src.copy(), copy=False), alias=exp.TableAlias(this=sb.ident(k_alias)))
+        part = self.wrap(inp)
+        part.where.append(exp.NullSafeEQ(this=sb.col(key.name), expression=sb.col(key.name, k_alias)))
+        sub = part
+        for sub_op in op.extra:
+            sub = self.operator(sub, sub_op, env)
+        s_alias = self.ctx.alias()
+        lateral = exp.Lateral(this=exp.Subquery(this=sub.select()), alias=exp.TableAlias(this=sb.ident(s_alias)))
+        sel = exp.Select(expressions=[sb.alias(sb.col(c, s_alias), c) for c in sub.cols]).from_(keys, copy=False)
+        sel.append("joins", exp.Join(this=lateral))
+        return self.wrap_select(sel, sub.cols)
+
     def op_parse(self, rel: Rel, op: n.Operator, env: Env) -> Rel:
         if not rel.open:
             rel = self.wrap(rel)

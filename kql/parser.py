@@ -346,6 +346,10 @@ class Builder(Transformer[Token, n.Node]):
         return self._op(meta, "mv-expand", params=ch[0], exprs=tuple(i[0] for i in items),
                         operand=ch[-1], extra=tuple(i[1] for i in items))
 
+    def partition_op(self, meta: Any, ch: list[Any]) -> n.Operator:
+        return self._op(meta, "partition", params=ch[0], names=(ch[1],),
+                        extra=tuple(c for c in ch[2:] if isinstance(c, n.Operator)))
+
     def mv_apply_op(self, meta: Any, ch: list[Any]) -> n.Operator:
         items = [c for c in ch[1:] if isinstance(c, tuple)]
         rest = [c for c in ch[1 + len(items):]]

@@ -65,3 +65,16 @@ def test_base64_bytes_and_codepoints() -> None:
          " m = make_string(base64_decode_toarray('S3VzdG8=')), e = notempty('x'), bad = base64_decode_toarray('!!')"
          " | project n = array_length(a), first = tolong(a[0]), s, m, e, isnull(bad)")
     assert run_kql(con, q, CAT, NOW).rows == [(5, 75, "Kusto", "Kusto", True, True)]
+
+
+def test_partition_runs_the_subquery_per_key() -> None:
+    con = fixture_connection({}, CAT)
+    q = ("datatable(K:string, V:long) ['a', 1, 'a', 5, 'b', 2, 'b', 7, 'b', 3, '', 4]"
+         " | partition hint.strategy=native by K (top 1 by V | project K, V)"
+         " | sort by K asc")
+    assert run_kql(con, q, CAT, NOW).rows == [("", 4), ("a", 5), ("b", 7)]
+    q2 = ("datatable(K:string, V:long) ['a', 1, 'a', 5, 'b', 2]"
+          " | partition by K (summarize n = count(), s = sum(V)) | sort by s asc")
+    # the key column is not added: the result is the subquery's columns
+    r = run_kql(con, q2, CAT, NOW)
+    assert r.columns == ["n", "s"] and r.rows == [(1, 2), (2, 6)]
