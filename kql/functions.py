@@ -946,7 +946,9 @@ DUCKDB.update({
     "array_slice": lambda c, a, n: sb.fn("to_json", sb.fn("list_slice", _json_list(a[0]), exp.Add(this=sb.paren(a[1].sql), expression=sb.num(1)), exp.Add(this=sb.paren(a[2].sql), expression=sb.num(1)))),
     "ipv4_is_match": _ipv4_is_match,
     "indexof_regex": _indexof_regex,
-    "range": lambda c, a, n: sb.fn("to_json", sb.fn("generate_series", *[v.sql for v in a])),
+    # integer arguments as BIGINT: array_length() arithmetic can be HUGEINT, which generate_series refuses
+    "range": lambda c, a, n: sb.fn("to_json", sb.fn("generate_series", *[
+        exp.Cast(this=v.sql, to=exp.DataType.build("BIGINT")) if v.type in ("long", "int") else v.sql for v in a])),
     "isascii": lambda c, a, n: sb.fn("regexp_full_match", as_string(a[0]), sb.s(r"[\x00-\x7F]*")),
 })
 

@@ -78,3 +78,9 @@ def test_partition_runs_the_subquery_per_key() -> None:
     # the key column is not added: the result is the subquery's columns
     r = run_kql(con, q2, CAT, NOW)
     assert r.columns == ["n", "s"] and r.rows == [(1, 2), (2, 6)]
+
+
+def test_range_of_array_length_arithmetic() -> None:
+    con = fixture_connection({}, CAT)
+    q = "print a = dynamic([1, 2, 3, 4, 5]) | extend r = range(0, array_length(a) - 2, 2) | project n = array_length(r), last = tolong(r[-1])"
+    assert run_kql(con, q, CAT, NOW).rows == [(2, 2)]
