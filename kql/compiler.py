@@ -1345,6 +1345,87 @@ class Compiler:
         sel.append("joins", exp.Join(this=lateral))
         return self.wrap_select(sel, cols)
 
+    def op_make_series(self, rel: Rel, op: n.Operator, env: Env) -> Rel:
+        """make-series: per group, one array per aggregate over the bins start, start+step, ... < end.
+
+        A bin with no rows holds the aggregate's `default` (0 unless given), as documented. Without
+        `from`/`to` the bounds are the input's smallest axis value and just past its largest.
+        Output: the by columns, the aggregate arrays, then the axis array (bin starts).
+        """
+        defaults, axis_node, start_node, end_node, step_node = op.extra
+        for p in op.params:
+            if not p.name.startswith("hint.") and p.name != "kind":
+                self.ctx.error("unsupported", f"make-series {p.name} is not supported", p.span)
+        inp = self.wrap(rel)
+        scope = Scope(env, inp)
+        axis = self.scalar(axis_node, scope)
+        axis_name = self.column_name(axis_node)
+        if not axis_name:
+            raise self.ctx.fail("wrong_arguments", "make-series needs a column after on", axis_node.span)
+        if axis.type not in ("datetime", "timespan") and not is_numeric(axis.type):
+            raise self.ctx.fail("type_mismatch", f"make-series axis must be a datetime, timespan or number, not {axis.type}",
+                                axis_node.span)
+        step = self.scalar(step_node, scope)
+
+        def bound(node: n.Node | None, agg: str) -> exp.Expr:
+            if node is not None:
+                v = self.scalar(node, scope)
+                if v.type != axis.type and not (is_numeric(v.type) and is_numeric(axis.type)):
+                    raise self.ctx.fail("type_mismatch", f"make-series bound is {v.type}, the axis is {axis.type}", node.span)
+                return v.sql
+            edge: exp.Expr = sb.fn(agg, axis.sql.copy())
+            if agg == "max":
+                edge = exp.Add(this=edge, expression=step.sql.copy())
+            return exp.Subquery(this=exp.Select(expressions=[edge]).from_(inp.src.copy(), copy=False))
+
+        start, end = bound(start_node, "min"), bound(end_node, "max")
+        binned = self.wrap(inp)
+        offset = V(exp.Sub(this=axis.sql.copy(), expression=start.copy()),
+                   "timespan" if axis.type == "datetime" else axis.type)
+        bin_col = "__series_bin"
+        binned.cols[bin_col] = axis.type
+        binned.exprs[bin_col] = exp.Add(this=F.bin_value(self.ctx, offset, step), expression=start.copy())
+        binned.where += [exp.GTE(this=axis.sql.copy(), expression=start.copy()),
+                         exp.LT(this=axis.sql.copy(), expression=end.copy())]
+        summ = n.Operator(op.span, "summarize", exprs=op.exprs,
+                          by=op.by + (n.NamedExpr(op.span, (bin_col,), n.Name(op.span, bin_col)),))
+        agg = self.op_summarize(binned, summ, env)
+        keys = [c for c in agg.cols if c != bin_col][:len(op.by)]
+        values = [c for c in agg.cols if c != bin_col and c not in keys]
+        agg_sel = agg.select()
+        s_alias, k_alias, g_alias = self.ctx.alias(), self.ctx.alias(), self.ctx.alias()
+
+        def sub(alias: str) -> exp.Expr:
+            return exp.Subquery(this=agg_sel.copy(), alias=exp.TableAlias(this=sb.ident(alias)))
+
+        key_exprs = [sb.alias(sb.col(k), k) for k in keys] or [sb.alias(exp.true(), "__series_group")]
+        groups = exp.Subquery(this=exp.Select(expressions=key_exprs, distinct=exp.Distinct()).from_(sub(s_alias + "k"), copy=False),
+                              alias=exp.TableAlias(this=sb.ident(k_alias)))
+        grid = exp.Subquery(this=exp.Select(expressions=[sb.alias(sb.fn("unnest", sb.fn("range", start.copy(), end.copy(), step.sql.copy())), "t")]),
+                            alias=exp.TableAlias(this=sb.ident(g_alias)))
+        on = sb.and_all([exp.NullSafeEQ(this=sb.col(k, k_alias), expression=sb.col(k, s_alias)) for k in keys]
+                        + [exp.EQ(this=sb.col(bin_col, s_alias), expression=sb.col("t", g_alias))])
+        order = exp.Order(expressions=[exp.Ordered(this=sb.col("t", g_alias))])
+        cols: dict[str, str] = {k: agg.cols[k] for k in keys}
+        exprs: list[exp.Expr] = [sb.alias(sb.col(k, k_alias), k) for k in keys]
+        for i, c in enumerate(values):
+            dnode = defaults[i] if i < len(defaults) else None
+            dflt = self.scalar(dnode, scope).sql if dnode is not None else sb.num(0)
+            item = sb.fn("coalesce", sb.col(c, s_alias), dflt)
+            lst = exp.ArrayAgg(this=exp.Order(this=item, expressions=order.expressions))
+            exprs.append(sb.alias(sb.fn("to_json", lst), c))
+            cols[c] = "dynamic"
+        t: exp.Expr = sb.col("t", g_alias)
+        if axis.type == "datetime":
+            t = sb.fn("strftime", t, sb.s("%Y-%m-%dT%H:%M:%S.%f0Z"))  # Kusto's JSON form of a datetime
+        exprs.append(sb.alias(sb.fn("to_json", exp.ArrayAgg(this=exp.Order(this=t, expressions=order.expressions))), axis_name))
+        cols[axis_name] = "dynamic"
+        sel = exp.Select(expressions=exprs).from_(groups, copy=False)
+        sel = sel.join(grid, join_type="cross", copy=False)
+        sel = sel.join(sub(s_alias), on=on, join_type="left", copy=False)
+        sel = sel.group_by(*[sb.col(k, k_alias) for k in keys] or [sb.col("__series_group", k_alias)], copy=False)
+        return self.wrap_select(sel, cols)
+
     def op_partition(self, rel: Rel, op: n.Operator, env: Env) -> Rel:
         """partition by Col (SubQuery): the subquery on the rows of each value of Col, results unioned.
 

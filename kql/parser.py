@@ -350,6 +350,17 @@ class Builder(Transformer[Token, n.Node]):
         return self._op(meta, "partition", params=ch[0], names=(ch[1],),
                         extra=tuple(c for c in ch[2:] if isinstance(c, n.Operator)))
 
+    def make_series_op(self, meta: Any, ch: list[Any]) -> n.Operator:
+        params, rest = ch[0], ch[1:]
+        aggs = [c for c in rest if isinstance(c, tuple) and len(c) == 2 and isinstance(c[0], n.NamedExpr)]
+        axis, start, end, step, by = rest[len(aggs):]
+        # extra: (defaults per aggregate, axis, from, to, step)
+        return self._op(meta, "make-series", params=params, exprs=tuple(a[0] for a in aggs), by=by or (),
+                        extra=(tuple(a[1] for a in aggs), axis, start, end, step))
+
+    def ms_agg(self, meta: Any, ch: list[Any]) -> tuple[n.NamedExpr, n.Node | None]:
+        return (ch[0], ch[1])
+
     def mv_apply_op(self, meta: Any, ch: list[Any]) -> n.Operator:
         items = [c for c in ch[1:] if isinstance(c, tuple)]
         rest = [c for c in ch[1 + len(items):]]

@@ -84,3 +84,28 @@ def test_range_of_array_length_arithmetic() -> None:
     con = fixture_connection({}, CAT)
     q = "print a = dynamic([1, 2, 3, 4, 5]) | extend r = range(0, array_length(a) - 2, 2) | project n = array_length(r), last = tolong(r[-1])"
     assert run_kql(con, q, CAT, NOW).rows == [(2, 2)]
+
+
+def test_make_series_fills_missing_bins_with_the_default() -> None:
+    ev = [("a", dt.datetime(2024, 5, 15, 8, 10)), ("a", dt.datetime(2024, 5, 15, 8, 50)),
+          ("a", dt.datetime(2024, 5, 15, 10, 5)), ("b", dt.datetime(2024, 5, 15, 9, 30)),
+          ("b", dt.datetime(2024, 5, 15, 12, 0))]  # outside the range: `to` is exclusive
+    con = fixture_connection({"DeviceProcessEvents": [{"Timestamp": t, "DeviceName": d, "ProcessId": 1}
+                                                      for d, t in ev]}, CAT)
+    q = ("DeviceProcessEvents | make-series n = count(), s = sum(ProcessId) default = -1 on Timestamp"
+         " from datetime(2024-05-15 08:00) to datetime(2024-05-15 12:00) step 1h by DeviceName"
+         " | sort by DeviceName asc")
+    r = run_kql(con, q, CAT, NOW)
+    assert r.columns == ["DeviceName", "n", "s", "Timestamp"]
+    import json
+    rows = [(d, json.loads(n), json.loads(s), json.loads(ts)) for d, n, s, ts in r.rows]
+    axis = ["2024-05-15T08:00:00.0000000Z", "2024-05-15T09:00:00.0000000Z",
+            "2024-05-15T10:00:00.0000000Z", "2024-05-15T11:00:00.0000000Z"]
+    assert rows == [("a", [2, 0, 1, 0], [2, -1, 1, -1], axis), ("b", [0, 1, 0, 0], [-1, 1, -1, -1], axis)]
+
+
+def test_make_series_without_bounds_and_without_by() -> None:
+    con = fixture_connection({}, CAT)
+    q = ("datatable(x:long, v:long) [1, 10, 2, 20, 7, 5]"
+         " | make-series total = sum(v) on x step 3 | project total = tostring(total), x = tostring(x)")
+    assert run_kql(con, q, CAT, NOW).rows == [("[30,0,5]", "[1,4,7]")]
