@@ -109,3 +109,12 @@ def test_make_series_without_bounds_and_without_by() -> None:
     q = ("datatable(x:long, v:long) [1, 10, 2, 20, 7, 5]"
          " | make-series total = sum(v) on x step 3 | project total = tostring(total), x = tostring(x)")
     assert run_kql(con, q, CAT, NOW).rows == [("[30,0,5]", "[1,4,7]")]
+
+
+def test_parse_into_bracketed_column_names() -> None:
+    con = fixture_connection({}, CAT)
+    q = ("print s = 'user=bob level=3'"
+         " | parse s with 'user=' ['User Name'] ' level=' ['Level']:long"
+         " | project ['User Name'], Level")
+    r = run_kql(con, q, CAT, NOW)
+    assert r.columns == ["User Name", "Level"] and r.rows == [("bob", 3)]
