@@ -1456,6 +1456,56 @@ class Compiler:
         sel.append("joins", exp.Join(this=lateral))
         return self.wrap_select(sel, sub.cols)
 
+    def op_parse_kv(self, rel: Rel, op: n.Operator, env: Env) -> Rel:
+        """parse-kv with given delimiters (optionally quotes) or a two-group regex.
+
+        As documented: only the listed keys are extracted, the first occurrence of a key wins,
+        spaces around keys and values are ignored, and a missing key gives "" for a string column
+        and null for other types.
+        """
+        if not rel.open:
+            rel = self.wrap(rel)
+        assert op.operand is not None
+        src = as_string(self.scalar(op.operand, Scope(env, rel)))
+        opts: dict[str, list[str]] = {}
+        for p in op.params:
+            if p.name not in ("pair_delimiter", "kv_delimiter", "quote", "regex"):
+                raise self.ctx.fail("unsupported", f"parse-kv {p.name} is not supported", p.span)
+            opts.setdefault(p.name, []).append(str(p.value))
+        if "regex" not in opts and not ("pair_delimiter" in opts and "kv_delimiter" in opts):
+            raise self.ctx.fail("unsupported", "parse-kv needs pair_delimiter and kv_delimiter, or regex", op.span)
+        if len(opts.get("pair_delimiter", [" "])[0]) != 1:
+            raise self.ctx.fail("unsupported", "parse-kv with a pair_delimiter longer than one character is not supported",
+                                op.span)
+        for (nm, tname) in op.extra:
+            typ = normalize_type(tname)
+            if "regex" in opts:
+                pat = sb.s(opts["regex"][0])
+                keys = sb.fn("regexp_extract_all", src.copy(), pat, sb.num(1))
+                vals = sb.fn("regexp_extract_all", src.copy(), pat.copy(), sb.num(2))
+                e: exp.Expr = sb.fn("list_extract", vals, sb.fn("list_position", keys, sb.s(nm.name)))
+            else:
+                pd, kv = re.escape(opts["pair_delimiter"][0]), re.escape(opts["kv_delimiter"][0])
+                head = f"(?:^|{pd})\\s*{re.escape(nm.name)}\\s*{kv}\\s*"
+                plain = sb.fn("regexp_extract", src.copy(), sb.s(head + f"([^{pd}]*)"), sb.num(1))
+                e = sb.fn("trim", plain)
+                for q in opts.get("quote", []):
+                    open_q, close_q = re.escape(q[0]), re.escape(q[-1])
+                    quoted_pat = head + f"{open_q}([^{close_q}]*){close_q}"
+                    e = exp.Case(ifs=[exp.If(this=sb.fn("regexp_matches", src.copy(), sb.s(quoted_pat)),
+                                             true=sb.fn("regexp_extract", src.copy(), sb.s(quoted_pat), sb.num(1)))],
+                                 default=e)
+                e = exp.Case(ifs=[exp.If(this=sb.fn("regexp_matches", src.copy(), sb.s(head)), true=e)], default=exp.Null())
+            if typ in STRINGY:
+                e = sb.fn("coalesce", e, sb.s(""))
+            elif typ == "datetime":
+                e = F.string_to_datetime(exp.Nullif(this=e, expression=sb.s("")))
+            else:
+                e = sb.try_cast(exp.Nullif(this=e, expression=sb.s("")), typ)
+            rel.cols[nm.name] = typ
+            rel.exprs[nm.name] = e
+        return rel
+
     def op_parse(self, rel: Rel, op: n.Operator, env: Env) -> Rel:
         if not rel.open:
             rel = self.wrap(rel)

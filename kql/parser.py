@@ -361,6 +361,17 @@ class Builder(Transformer[Token, n.Node]):
     def ms_agg(self, meta: Any, ch: list[Any]) -> tuple[n.NamedExpr, n.Node | None]:
         return (ch[0], ch[1])
 
+    def parse_kv_op(self, meta: Any, ch: list[Any]) -> n.Operator:
+        keys = tuple(c for c in ch[1:] if isinstance(c, tuple) and isinstance(c[0], n.Name))
+        params = tuple(c for c in ch[1:] if isinstance(c, n.OpParam))
+        return self._op(meta, "parse-kv", operand=ch[0], params=params, extra=keys)
+
+    def kv_key(self, meta: Any, ch: list[Any]) -> tuple[n.Name, str]:
+        return (ch[0], ch[1].name)
+
+    def kv_param(self, meta: Any, ch: list[Any]) -> n.OpParam:
+        return n.OpParam(_span(meta), ch[0].name, getattr(ch[1], "value", ch[1]))
+
     def mv_apply_op(self, meta: Any, ch: list[Any]) -> n.Operator:
         items = [c for c in ch[1:] if isinstance(c, tuple)]
         rest = [c for c in ch[1 + len(items):]]

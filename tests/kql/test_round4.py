@@ -118,3 +118,20 @@ def test_parse_into_bracketed_column_names() -> None:
          " | project ['User Name'], Level")
     r = run_kql(con, q, CAT, NOW)
     assert r.columns == ["User Name", "Level"] and r.rows == [("bob", 3)]
+
+
+def test_parse_kv_documented_examples() -> None:
+    con = fixture_connection({}, CAT)
+    # the documentation's first example
+    q = ('print str="ThreadId:458745723, Machine:Node001, Text: The service is up, Level: Info"'
+         " | parse-kv str as (Text: string, ThreadId:long, Machine: string) with (pair_delimiter=',', kv_delimiter=':')"
+         " | project-away str")
+    r = run_kql(con, q, CAT, NOW)
+    assert r.columns == ["Text", "ThreadId", "Machine"] and r.rows == [("The service is up", 458745723, "Node001")]
+    # quoted values, a missing key ("" for string, null otherwise), first occurrence wins
+    q2 = ("print s = 'name=\"allow rdp\" dir=in dir=out localport=3389'"
+          " | parse-kv s as (name:string, dir:string, localport:long, missing:string, gone:long)"
+          " with (pair_delimiter=' ', kv_delimiter='=', quote='\"') | project-away s")
+    assert run_kql(con, q2, CAT, NOW).rows == [("allow rdp", "in", 3389, "", None)]
+    q3 = ("print s = 'a=1; b=22' | parse-kv s as (b:long, a:long) with (regex=@'(\\w+)=(\\d+)') | project-away s")
+    assert run_kql(con, q3, CAT, NOW).rows == [(22, 1)]
