@@ -358,6 +358,9 @@ class Builder(Transformer[Token, n.Node]):
         return self._op(meta, "make-series", params=params, exprs=tuple(a[0] for a in aggs), by=by or (),
                         extra=(tuple(a[1] for a in aggs), axis, start, end, step))
 
+    def make_series_in_range(self, meta: Any, ch: list[Any]) -> n.Operator:
+        return self._op(meta, "other", extra=("make-series in range()", ""))
+
     def ms_agg(self, meta: Any, ch: list[Any]) -> tuple[n.NamedExpr, n.Node | None]:
         return (ch[0], ch[1])
 

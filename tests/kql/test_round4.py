@@ -135,3 +135,10 @@ def test_parse_kv_documented_examples() -> None:
     assert run_kql(con, q2, CAT, NOW).rows == [("allow rdp", "in", 3389, "", None)]
     q3 = ("print s = 'a=1; b=22' | parse-kv s as (b:long, a:long) with (regex=@'(\\w+)=(\\d+)') | project-away s")
     assert run_kql(con, q3, CAT, NOW).rows == [(22, 1)]
+
+
+def test_make_series_in_range_form_is_refused_clearly() -> None:
+    from kql import compile_kql
+
+    c = compile_kql("DeviceEvents | make-series n = count() on Timestamp in range(ago(1d), now(), 1h)", CAT)
+    assert [d.code for d in c.errors] == ["unsupported"] and "in range()" in c.errors[0].message
