@@ -732,16 +732,18 @@ class Storage:
             if tbl.has_timestamp:
                 day_col = pc.coalesce(pc.cast(data["Timestamp"], pa.date32()), day_col)
             order = "Timestamp" if tbl.has_timestamp else INGESTION_TIME_COLUMN
-            data = data.append_column("__day", day_col).sort_by(
-                [("__day", "ascending"), (order, "ascending")]
-            )
-            # Sorted by day first, each day is one contiguous run: slice it (no copy) rather
-            # than filter the whole segment once per day. value_counts lists values in order of
-            # first appearance, i.e. ascending here; the day is never null (ingestion time is).
+            # Sort the keys only; the rows are gathered in row-group slices as they are
+            # written, so the flush holds one row group's copy, not a sorted copy of the whole
+            # segment (the tail itself stays until the views have moved).
+            keys = pa.table({"day": day_col, "order": data[order]})
+            by_day = pc.sort_indices(keys, sort_keys=[("day", "ascending"), ("order", "ascending")])
+            # Sorted by day first, each day is one contiguous run of indices. value_counts lists
+            # values in order of first appearance, i.e. ascending here; the day is never null
+            # (ingestion time is not).
             start = 0
-            for run in pc.value_counts(data["__day"]).to_pylist():
+            for run in pc.value_counts(day_col.take(by_day)).to_pylist():
                 day, count = run["values"], run["counts"]
-                part = data.slice(start, count)
+                rows = by_day.slice(start, count)
                 start += count
                 if day < cutoff_day:
                     # Expired while waiting in the WAL; its partition is (being) dropped.
@@ -753,12 +755,12 @@ class Storage:
                     ddir.mkdir(exist_ok=True)
                     tmp = ddir / f".{final.name}.tmp"
                     with open(tmp, "wb") as f:
-                        pq.write_table(
-                            part.drop_columns(["__day"]),
-                            f,
-                            compression="zstd",
-                            row_group_size=ROW_GROUP_ROWS,
-                        )
+                        with pq.ParquetWriter(f, data.schema, compression="zstd") as writer:
+                            for off in range(0, count, ROW_GROUP_ROWS):
+                                writer.write_table(
+                                    data.take(rows.slice(off, ROW_GROUP_ROWS)),
+                                    row_group_size=ROW_GROUP_ROWS,
+                                )
                         f.flush()
                         os.fsync(f.fileno())
                     os.replace(tmp, final)
