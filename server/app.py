@@ -8,10 +8,10 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
-from fastapi.responses import ORJSONResponse
 
 from server.errors import install_handlers
 from server.metadata import MetadataDB
+from server.responses import OrjsonResponse
 from server.settings import Settings
 
 
@@ -69,7 +69,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         description="Telemetry ingestion and KQL threat hunting over Defender Device* tables.",
         lifespan=lifespan,
-        default_response_class=ORJSONResponse,
+        default_response_class=OrjsonResponse,
         # Only /healthz is open (issue 2, section 5): FastAPI's open /openapi.json, /docs and
         # /redoc are off; the OpenAPI document is served below behind a query key, and
         # server/web/docs.py serves Swagger UI at /docs (query key or browser session).

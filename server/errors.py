@@ -15,8 +15,9 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import ORJSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from server.responses import OrjsonResponse
 
 log = logging.getLogger("quarry")
 
@@ -72,8 +73,8 @@ def error_body(error: str, errors: list[dict[str, Any]]) -> dict[str, Any]:
     return {"ok": False, "error": error, "errors": errors}
 
 
-def error_response(exc: ApiError) -> ORJSONResponse:
-    return ORJSONResponse(error_body(exc.error, exc.errors), status_code=exc.status, headers=exc.headers)
+def error_response(exc: ApiError) -> OrjsonResponse:
+    return OrjsonResponse(error_body(exc.error, exc.errors), status_code=exc.status, headers=exc.headers)
 
 
 _STATUS_CODES = {
@@ -91,21 +92,21 @@ _STATUS_CODES = {
 
 def install_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
-    async def _api_error(_: Request, exc: ApiError) -> ORJSONResponse:
+    async def _api_error(_: Request, exc: ApiError) -> OrjsonResponse:
         return error_response(exc)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http_error(_: Request, exc: StarletteHTTPException) -> ORJSONResponse:
+    async def _http_error(_: Request, exc: StarletteHTTPException) -> OrjsonResponse:
         code = _STATUS_CODES.get(exc.status_code, "error")
         msg = str(exc.detail)
-        return ORJSONResponse(
+        return OrjsonResponse(
             error_body(msg, [{"code": code, "message": msg}]),
             status_code=exc.status_code,
             headers=getattr(exc, "headers", None),
         )
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(_: Request, exc: RequestValidationError) -> ORJSONResponse:
+    async def _validation(_: Request, exc: RequestValidationError) -> OrjsonResponse:
         errors = [
             {
                 "code": "invalid_request",
@@ -114,12 +115,12 @@ def install_handlers(app: FastAPI) -> None:
             }
             for e in exc.errors()
         ]
-        return ORJSONResponse(error_body("invalid request", errors), status_code=400)
+        return OrjsonResponse(error_body("invalid request", errors), status_code=400)
 
     @app.exception_handler(Exception)
-    async def _unexpected(_: Request, exc: Exception) -> ORJSONResponse:
+    async def _unexpected(_: Request, exc: Exception) -> OrjsonResponse:
         log.exception("unhandled error", exc_info=exc)
-        return ORJSONResponse(
+        return OrjsonResponse(
             error_body("internal error", [{"code": "internal", "message": "internal error"}]),
             status_code=500,
         )

@@ -11,13 +11,13 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Query, Request
-from fastapi.responses import ORJSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from server.auth import AdminKey, IngestKey, hash_key
 from server.devices import actions as act
 from server.devices.groups import device_facts
 from server.errors import ApiError, field_error, invalid_field, reject_unknown_fields
+from server.responses import OrjsonResponse
 
 router = APIRouter(tags=["device actions"])
 JsonBody = Annotated[dict[str, Any], Body()]
@@ -76,7 +76,7 @@ async def request_action(request: Request, _: AdminKey, device_id: str, body: Js
         result = act.queue_action(state.metadata, device_id, action_type, actor(request), comment)
     except act.ActionError as e:
         raise field_error(e) from None
-    return ORJSONResponse(result, status_code=200 if result["merged"] else 201)
+    return OrjsonResponse(result, status_code=200 if result["merged"] else 201)
 
 
 @router.get("/api/devices/{device_id}/actions")
