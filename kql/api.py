@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -28,6 +28,11 @@ class CompileOptions:
     # output columns through it. Without one, such a query compiles with a
     # `data_dependent_schema` warning and no SQL (Compiled.needs_probe).
     probe: Callable[[str], Sequence[Sequence[Any]]] | None = None
+    # Values for `declare query_parameters`, as the request sent them: Kusto REST text (each
+    # value a string read by the declared type: `datetime(2024-01-01)`, `5`, plain text for a
+    # string) or JSON values (native API). They only ever become typed SQL literals. Names the
+    # query does not declare are ignored (as Kusto does); see kql.params.
+    parameters: Mapping[str, Any] | None = None
 
 
 @dataclass
@@ -61,7 +66,7 @@ def compile_kql(text: str, catalog: Catalog, options: CompileOptions | None = No
     except KqlSyntaxError as e:
         return Compiled(None, [], [e.diagnostic], set())
     ctx = Ctx(text, catalog, now, options.dialect, strings_never_null=options.strings_never_null,
-              probe=options.probe)
+              probe=options.probe, parameters=dict(options.parameters or {}))
     rel = Compiler(ctx).query(tree)
     diags = sorted(ctx.diagnostics, key=lambda d: (d.start, d.end))
     if rel is None or any(d.severity == ERROR for d in diags):

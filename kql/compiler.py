@@ -156,8 +156,11 @@ class Ctx:
 
     def __init__(self, text: str, catalog: Catalog, now: datetime, dialect: str,
                  strings_never_null: bool = False,
-                 probe: Callable[[str], Any] | None = None) -> None:
+                 probe: Callable[[str], Any] | None = None,
+                 parameters: dict[str, Any] | None = None) -> None:
         self.text = text
+        # the request's query parameter values, read by `declare query_parameters`
+        self.parameters = dict(parameters or {})
         self.probe = probe
         # an output schema depended on data and there was no probe: no SQL can be produced
         self.needs_probe = False
@@ -238,6 +241,8 @@ class Compiler:
                     self.let(stmt, env)
                 elif isinstance(stmt, n.SetStmt):
                     continue  # request options (e.g. truncation limits) do not change results
+                elif isinstance(stmt, n.DeclareParams):
+                    self.declare_params(stmt, env)
                 else:
                     if result is not None and result_node is not None:
                         self.ctx.warn(
@@ -252,6 +257,86 @@ class Compiler:
         if result is None and not any(d.severity == ERROR for d in self.ctx.diagnostics):
             self.ctx.error("no_result", "the query has no tabular expression to return", q.span)
         return result
+
+    def declare_params(self, stmt: n.DeclareParams, env: Env) -> None:
+        """Bind each declared parameter like a scalar `let`, to the request's value (or the
+        default) as a typed literal. A request value the query does not declare is ignored, as
+        Kusto does: clients may send one parameter set to many queries."""
+        from kql.params import PARAM_TYPES, BadValue, read_value
+
+        seen: set[str] = set()
+        for p in stmt.params:
+            if p.type is None:
+                self.ctx.error("invalid_argument", f"query parameter {p.name!r} must have a scalar type "
+                               f"({', '.join(PARAM_TYPES)}), not a table", p.span)
+                continue
+            t = normalize_type(p.type)
+            if t not in PARAM_TYPES:
+                self.ctx.error("unknown_type", f"query parameter {p.name!r}: unknown type {p.type!r}", p.span,
+                               name_hints(p.type, list(PARAM_TYPES), "types"))
+                continue
+            if p.name in seen:
+                self.ctx.error("invalid_argument", f"query parameter {p.name!r} is declared twice", p.span)
+                continue
+            seen.add(p.name)
+            if p.name in self.ctx.parameters:
+                raw = self.ctx.parameters[p.name]
+                try:
+                    value = read_value(t, raw)
+                except BadValue as e:
+                    self.ctx.error("invalid_parameter", f"query parameter {p.name!r} ({t}): {e}", p.span)
+                    v = const(None, t)  # bound all the same: uses need no second error
+                else:
+                    v = const("" if value is None and t == "string" else value, t)
+            elif p.default is not None:
+                v = self._param_default(p, t, p.default, env) or const(None, t)
+            else:
+                self.ctx.error("missing_parameter", f"query parameter {p.name!r} ({t}) has no value: the "
+                               "request does not pass it and the declaration has no default", p.span,
+                               [f"pass {p.name!r} in the request's parameters, or declare a default: "
+                                f"{p.name}:{t} = ..."])
+                v = const(None, t)
+            env.names[p.name] = Binding("scalar", v, env)
+
+    def _param_default(self, p: n.Param, t: str, node: n.Node, env: Env) -> V | None:
+        """The declared default as a `t` literal, or None after reporting why it is not one."""
+        if t == "dynamic":
+            # as for user-defined functions, Kusto allows no default for a dynamic parameter
+            self.ctx.error("invalid_argument", f"query parameter {p.name!r}: a dynamic query "
+                           "parameter cannot have a default value", node.span)
+            return None
+        try:
+            d = self.scalar(node, Scope(env))
+        except CompileError:
+            return None
+        if not d.is_const:
+            self.ctx.error("invalid_argument", f"query parameter {p.name!r}: the default must be a "
+                           f"{t} literal", node.span)
+            return None
+        if d.const is None:
+            return const(None, t)
+        if d.type == t or (t == "long" and d.type == "int"):
+            return const(d.const, t)
+        if t in ("real", "decimal") and d.type in ("long", "int", "real", "decimal"):
+            return const(float(d.const), t)
+        if t == "int" and d.type == "long":
+            from kql.params import BadValue, read_value
+
+            try:
+                return const(read_value("int", d.const), t)
+            except BadValue as e:
+                self.ctx.error("type_mismatch", f"query parameter {p.name!r}: the default {e}", p.span)
+                return None
+        if t == "guid" and d.type == "string":
+            from kql.params import BadValue, read_value
+
+            try:
+                return const(read_value("guid", d.const), t)
+            except BadValue as e:
+                self.ctx.error("type_mismatch", f"query parameter {p.name!r}: the default: {e}", p.span)
+                return None
+        self.ctx.error("type_mismatch", f"query parameter {p.name!r} is {t} but its default is {d.type}", p.span)
+        return None
 
     def let(self, stmt: n.Let, env: Env) -> None:
         value = stmt.value

@@ -228,5 +228,12 @@ class SetStmt(Node):
 
 
 @dataclass(frozen=True)
+class DeclareParams(Node):
+    """`declare query_parameters(Name:type [= default], ...)`: values come with the request."""
+
+    params: tuple[Param, ...]
+
+
+@dataclass(frozen=True)
 class Query(Node):
     statements: tuple[Node, ...]

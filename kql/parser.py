@@ -216,6 +216,9 @@ class Builder(Transformer[Token, n.Node]):
     def set_stmt(self, meta: Any, ch: list[Any]) -> n.SetStmt:
         return n.SetStmt(_span(meta), ch[0].name)
 
+    def declare_stmt(self, meta: Any, ch: list[Any]) -> n.DeclareParams:
+        return n.DeclareParams(_span(meta), tuple(c for c in ch if c is not None))
+
     # pipelines and sources
     def pipe(self, meta: Any, ch: list[Any]) -> n.Pipe:
         return n.Pipe(_span(meta), ch[0], ch[1])
