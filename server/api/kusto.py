@@ -140,6 +140,29 @@ def parse_kusto_timespan(text: str) -> dt.timedelta:
     return -value if sign else value
 
 
+def _parameters(props: dict[str, Any]) -> dict[str, Any]:
+    """``properties.Parameters``: name -> value for ``declare query_parameters``. Kusto sends
+    each value as a string read by the declared type; azure-kusto-data's ``set_parameter`` may
+    also put a JSON number, boolean or list there (it JSON-encodes what it is given), which the
+    compiler reads by the declared type too. Names the query does not declare are ignored."""
+    params = props.get("Parameters")
+    if params is None:
+        params = props.get("parameters")
+    if params is None or params == "":
+        return {}
+    if isinstance(params, str):  # a JSON-encoded object, like `properties` itself may be
+        try:
+            params = orjson.loads(params)
+        except orjson.JSONDecodeError:
+            raise KustoError(400, "General_BadRequest", "'properties.Parameters' is not valid JSON") from None
+    if not isinstance(params, dict):
+        raise KustoError(400, "General_BadRequest", "'properties.Parameters' must be an object of name: value")
+    for name in params:
+        if not name.strip():
+            raise KustoError(400, "General_BadRequest", "'properties.Parameters' has an empty parameter name")
+    return params
+
+
 def _options(props: dict[str, Any]) -> dict[str, Any]:
     options = props.get("Options") or props.get("options") or {}
     if not isinstance(options, dict):
@@ -269,10 +292,7 @@ async def _run(request: Request, csl: str, props: dict[str, Any], render: Callab
     if csl.lstrip().startswith("."):
         raise KustoError(400, "General_BadRequest",
                          "management commands (text starting with '.') go to /v1/rest/mgmt")
-    params = props.get("Parameters") or props.get("parameters") or {}
-    if params:
-        raise KustoError(400, "General_BadRequest", "query parameters are not supported by Quarry",
-                         "query parameters (properties.Parameters) are not supported; put values in the query text")
+    params = _parameters(props)
     options = _options(props)
     runner = get_runner(request)
     cap = runner.limits.max_rows
@@ -289,7 +309,8 @@ async def _run(request: Request, csl: str, props: dict[str, Any], render: Callab
     deadline = time.monotonic() + runner.limits.queue_wait_s
 
     def work() -> bytes:
-        result = runner.run(csl, max_rows=cap, timeout_s=timeout, now=now, deadline=deadline)
+        result = runner.run(csl, max_rows=cap, timeout_s=timeout, now=now, deadline=deadline,
+                            parameters=params)
         return orjson.dumps(render(result, cap))
 
     return orjson.Fragment(await runner.in_pool(work))

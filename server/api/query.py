@@ -98,6 +98,7 @@ async def run_and_render(
     tr: TimeRange | None,
     max_rows: int | None = None,
     now: dt.datetime,
+    parameters: dict[str, Any] | None = None,
 ) -> Response:
     """Run the query and serialise the body on the runner's threads: rendering 100,000 rows is
     CPU work that must not hold the event loop."""
@@ -105,7 +106,8 @@ async def run_and_render(
     deadline = time.monotonic() + runner.limits.queue_wait_s
 
     def work() -> bytes:
-        result = runner.run(text, time_range=tr, max_rows=max_rows, now=now, deadline=deadline)
+        result = runner.run(text, time_range=tr, max_rows=max_rows, now=now, deadline=deadline,
+                            parameters=parameters)
         return orjson.dumps(render(result))
 
     try:
@@ -121,7 +123,12 @@ async def run_and_render(
 class NativeQuery(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
-        json_schema_extra={"examples": [{"query": SEED_QUERY, "timespan": "P7D", "maxRows": 1000}]},
+        json_schema_extra={"examples": [
+            {"query": SEED_QUERY, "timespan": "P7D", "maxRows": 1000},
+            {"query": "declare query_parameters(account:string, since:datetime = datetime(2024-01-01));\n"
+                      "DeviceProcessEvents | where Timestamp > since and AccountName == account",
+             "parameters": {"account": "alice"}},
+        ]},
     )
     query: str = Field(description="KQL text")
     timespan: str | None = Field(
@@ -130,6 +137,13 @@ class NativeQuery(BaseModel):
     )
     maxRows: int | None = Field(  # noqa: N815 (the API's field name)
         default=None, ge=0, description="Row cap for this query (at most the server's max_rows)"
+    )
+    parameters: dict[str, Any] | None = Field(
+        default=None,
+        description="Values for the query's `declare query_parameters(...)`, by name: JSON values "
+        "read by the declared type (a string is read as Kusto's text form: `datetime(2024-01-01)`, "
+        "`1h`, `dynamic([1,2])`; for a string parameter, the text itself). Never pasted into the "
+        "query; names the query does not declare are ignored",
     )
 
 
@@ -167,7 +181,8 @@ async def native_query(request: Request, _key: QueryKey, body: NativeQuery) -> R
     when the row cap cut the result."""
     now = _now(request)
     tr = time_range(body.timespan, default=None, now=now)
-    return await run_and_render(request, body.query, _native_body, tr=tr, max_rows=body.maxRows, now=now)
+    return await run_and_render(request, body.query, _native_body, tr=tr, max_rows=body.maxRows, now=now,
+                                parameters=body.parameters)
 
 
 # -- Defender ------------------------------------------------------------------------------
@@ -330,6 +345,13 @@ class ExportQuery(BaseModel):
     )
     query: str = Field(description="KQL text")
     timespan: str | None = Field(default=None, description="ISO 8601 duration or interval")
+    parameters: dict[str, Any] | None = Field(
+        default=None,
+        description="Values for the query's `declare query_parameters(...)`, by name: JSON values "
+        "read by the declared type (a string is read as Kusto's text form: `datetime(2024-01-01)`, "
+        "`1h`, `dynamic([1,2])`; for a string parameter, the text itself). Never pasted into the "
+        "query; names the query does not declare are ignored",
+    )
 
 
 _SENTINEL = object()
@@ -365,7 +387,8 @@ async def export_query(
     deadline = time.monotonic() + runner.limits.queue_wait_s
     try:
         columns, batches = await runner.in_pool(
-            lambda: runner.export_batches(body.query, time_range=tr, now=now, deadline=deadline)
+            lambda: runner.export_batches(body.query, time_range=tr, now=now, deadline=deadline,
+                                          parameters=body.parameters)
         )
         await runner.in_pool(lambda: next(batches))  # starts the query, holds the slot
     except QueryError as e:

@@ -25,7 +25,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -181,6 +181,8 @@ class _Prepared:
     # the query's connection (after its time-range views) to get the SQL
     needs_probe: bool = False
     now: dt.datetime | None = None
+    # the request's query parameters, kept for the probe's second compilation
+    parameters: Mapping[str, Any] | None = None
 
 
 class QueryRunner:
@@ -211,7 +213,8 @@ class QueryRunner:
     # -- compile -----------------------------------------------------------------------------
 
     def compile(self, text: str, now: dt.datetime | None = None,
-                probe: Callable[[str], list[Any]] | None = None) -> _Prepared:
+                probe: Callable[[str], list[Any]] | None = None,
+                parameters: Mapping[str, Any] | None = None) -> _Prepared:
         """Compile or raise ``CompileFailed`` carrying every diagnostic."""
         from kql import CompileOptions, compile_kql
 
@@ -225,7 +228,8 @@ class QueryRunner:
         try:
             # storage stores a missing string as "": no COALESCE on stored string columns
             compiled = compile_kql(
-                text, self.catalog, CompileOptions(now=now, strings_never_null=True, probe=probe)
+                text, self.catalog,
+                CompileOptions(now=now, strings_never_null=True, probe=probe, parameters=parameters),
             )
         except QueryError:
             raise  # the probe's own failure (timeout, execution error)
@@ -246,7 +250,7 @@ class QueryRunner:
         errors = [d for d in compiled.diagnostics if _is_error(d)]
         if not errors and compiled.ok and compiled.needs_probe:
             return _Prepared("", list(compiled.columns), set(compiled.tables), compile_ms, [],
-                             needs_probe=True, now=now)
+                             needs_probe=True, now=now, parameters=parameters)
         if errors or not compiled.ok or compiled.sql is None:
             entries = [diagnostic_dict(d) for d in errors] or [
                 {"code": "compile_error", "message": "the query could not be compiled", "hints": []}
@@ -274,13 +278,15 @@ class QueryRunner:
         timeout_s: float | None = None,
         now: dt.datetime | None = None,
         deadline: float | None = None,
+        parameters: Mapping[str, Any] | None = None,
     ) -> QueryResult:
-        """Compile and run ``text``; blocking (call from a worker thread)."""
+        """Compile and run ``text``; blocking (call from a worker thread). ``parameters`` are
+        the values for ``declare query_parameters`` (see ``CompileOptions.parameters``)."""
         started = time.perf_counter()
         outcome = "execution_error"
         rows_out = 0
         try:
-            prepared = self.compile(text, now)
+            prepared = self.compile(text, now, parameters=parameters)
             cap = self.limits.max_rows if max_rows is None else max(0, min(max_rows, self.limits.max_rows))
             with self._slot(deadline), self._connection() as con:
                 self._restrict(con, prepared.tables, time_range)
@@ -329,6 +335,7 @@ class QueryRunner:
         time_range: TimeRange | None = None,
         now: dt.datetime | None = None,
         deadline: float | None = None,
+        parameters: Mapping[str, Any] | None = None,
     ) -> tuple[list[tuple[str, str]], Iterator[pa.RecordBatch | None]]:
         """Compile now (so compile errors surface before any byte is sent), then return the
         columns and a generator of Arrow record batches over the whole result, no row cap.
@@ -336,7 +343,7 @@ class QueryRunner:
         The generator first yields ``None`` once the query is running (prime it with ``next``
         before sending headers), then the batches. It holds a concurrency slot and the
         connection until it is exhausted or closed; the timeout applies to the whole export."""
-        prepared = self.compile(text, now)
+        prepared = self.compile(text, now, parameters=parameters)
 
         def generate() -> Iterator[pa.RecordBatch | None]:
             started = time.perf_counter()
@@ -386,7 +393,7 @@ class QueryRunner:
         def probe(sql: str) -> list[Any]:
             return self._execute(con, sql, timeout_s, 100_000)
 
-        again = self.compile(text, prepared.now, probe=probe)
+        again = self.compile(text, prepared.now, probe=probe, parameters=prepared.parameters)
         again.compile_ms += prepared.compile_ms
         if again.needs_probe or not again.sql:
             raise CompileFailed("the query's columns could not be learned from the data", [
