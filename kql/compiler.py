@@ -161,6 +161,7 @@ class Ctx:
         self.text = text
         # the request's query parameter values, read by `declare query_parameters`
         self.parameters = dict(parameters or {})
+        self.declared_params: set[str] = set()
         self.probe = probe
         # an output schema depended on data and there was no probe: no SQL can be produced
         self.needs_probe = False
@@ -264,7 +265,7 @@ class Compiler:
         Kusto does: clients may send one parameter set to many queries."""
         from kql.params import PARAM_TYPES, BadValue, read_value
 
-        seen: set[str] = set()
+        seen = self.ctx.declared_params
         for p in stmt.params:
             if p.type is None:
                 self.ctx.error("invalid_argument", f"query parameter {p.name!r} must have a scalar type "
@@ -375,6 +376,9 @@ class Compiler:
     # -------------------------------------------------------------- tabular expressions
 
     def tabular(self, node: n.Node, env: Env) -> Rel:
+        if isinstance(node, n.DeclareParams):  # only the query's own statements may declare
+            raise self.ctx.fail("unsupported", "declare query_parameters must be a statement of the query "
+                                "itself, not inside a function body", node.span)
         if isinstance(node, n.Pipe):
             rel = self.tabular(node.source, env)
             try:

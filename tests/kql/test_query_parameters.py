@@ -186,6 +186,10 @@ def test_declaration_errors() -> None:
         "invalid_argument"]
     assert [c for c, _ in errors("declare query_parameters(n:nosuchtype);\nprint 1")] == ["unknown_type"]
     assert [c for c, _ in errors("declare query_parameters(t:(*));\nprint 1")] == ["invalid_argument"]
+    assert [c for c, _ in errors("declare query_parameters(n:long = 1);\ndeclare query_parameters(n:long = 2);\n"
+                                 "print n")] == ["invalid_argument"]
+    assert [c for c, _ in errors("let f = () { declare query_parameters(a:long); print a };\nf()",
+                                 {"a": 1})] == ["unsupported"]
 
 
 def test_default_literals_of_each_kind() -> None:
