@@ -268,3 +268,20 @@ def test_rule_crud_and_auth(tmp_path: Path) -> None:
             r = q.get("/api/notifications/rules")
             assert r.status_code == 403 and r.json()["errors"][0]["code"] == "forbidden"
         assert httpx.get(f"{s.url}/api/notifications/rules").status_code == 401
+
+
+def test_title_with_line_breaks_is_still_emailed(smtp_server: SmtpServer, tmp_path: Path) -> None:
+    # A title rendered from a result column (alertTitle "Copy: {{ProcessCommandLine}}") can
+    # carry CR/LF, which an email header must not contain: the alert must still be delivered.
+    with live_server(settings_for(tmp_path, **smtp_server.settings())) as s, s.client() as c:
+        _rule(c, minSeverity="informational", emails=["admin@example.com"])
+        s.app.state.notifier.alerts_created([alert("a-nl", title="Copy: cp a\r\nBcc: x@evil.test\nb")])
+        [mail] = smtp_server.wait_for(1)
+        assert mail.rcpt_tos == ["admin@example.com"]
+        assert "Copy: cp a Bcc: x@evil.test b" in mail.subject
+        assert "\n" not in mail.subject and "\r" not in mail.subject
+        log = wait_until(
+            lambda: [d for d in c.get("/api/notifications/deliveries").json()["value"] if d["status"] != "pending"],
+            what="the delivery to be recorded",
+        )
+        assert [(d["status"], d["attempts"]) for d in log] == [("sent", 1)]

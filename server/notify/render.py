@@ -60,10 +60,19 @@ def _highest(alerts: list[dict[str, Any]]) -> str:
     return max(known, key=lambda s: SEVERITY_RANK[s]) if known else "unknown"
 
 
+def one_line(text: str) -> str:
+    """``text`` as one header-safe line. Titles come from rule templates filled with result
+    columns (a command line can hold CR/LF); the email package refuses such a header, so the
+    message would fail on every retry and the alert would never be mailed."""
+    return " ".join("".join(c if c.isprintable() else " " for c in text).split())
+
+
 def subject_for(alerts: list[dict[str, Any]]) -> str:
     if len(alerts) == 1:
         a = alerts[0]
-        return f"[Quarry] {_s(a.get('severity'))} alert: {_s(a.get('title'))} on {_s(a.get('deviceName') or a.get('deviceId'))}"
+        return one_line(
+            f"[Quarry] {_s(a.get('severity'))} alert: {_s(a.get('title'))} on {_s(a.get('deviceName') or a.get('deviceId'))}"
+        )
     devices = {str(a.get("deviceName") or a.get("deviceId")) for a in alerts}
     return f"[Quarry] {len(alerts)} alerts on {len(devices)} device(s), highest severity {_highest(alerts)}"
 
