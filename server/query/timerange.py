@@ -57,7 +57,14 @@ def _datetime(text: str) -> dt.datetime:
 
 def parse_timespan(text: str, now: dt.datetime) -> TimeRange:
     """Parse a Graph ``Timespan``; ``now`` is naive UTC."""
-    text = text.strip()
+    try:
+        return _parse(text.strip(), now)
+    except OverflowError:
+        # P999999D back from now, or a duration past year 9999: no datetime holds the bound
+        raise TimeRangeError(f"Timespan '{text.strip()}' reaches outside the years 1 to 9999") from None
+
+
+def _parse(text: str, now: dt.datetime) -> TimeRange:
     if not text:
         raise TimeRangeError("Timespan is empty")
     if "/" in text:
