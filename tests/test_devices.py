@@ -159,3 +159,25 @@ def test_group_matching_rules() -> None:
     assert not g.matches(DeviceFacts("d", "win-1", "macOS", tags=frozenset({"hr"})))  # name
     assert not g.matches(DeviceFacts("d", "mac-1", "Windows11", tags=frozenset({"hr"})))  # platform
     assert not g.matches(DeviceFacts("d", None, "macOS", tags=frozenset({"hr"})))  # no name known
+
+
+def test_group_named_by_a_detection_rule_cannot_be_deleted(server: LiveServer) -> None:
+    # As for notification rules: deleting the group would leave the rule scoped to nothing it
+    # can resolve, and every later run would fail.
+    with server.client() as admin:
+        gid = admin.post("/api/devicegroups", json={"name": "Macs", "osPlatforms": ["macOS"]}).json()["id"]
+        other = admin.post("/api/devicegroups", json={"name": "Wins", "osPlatforms": ["Windows11"]}).json()["id"]
+        body = {
+            "name": "usb copy",
+            "query": "DeviceProcessEvents | where ProcessCommandLine contains '/Volume'",
+            "frequency": "1h",
+            "severity": "informational",
+            "deviceGroups": [gid],
+        }
+        assert admin.post("/api/detections/rules", json=body).status_code == 201, "rule"
+        r = admin.delete(f"/api/devicegroups/{gid}")
+        assert r.status_code == 409, r.text
+        assert r.json()["errors"][0]["code"] == "in_use" and "usb copy" in r.json()["error"]
+        assert admin.get(f"/api/devicegroups/{gid}").status_code == 200
+        # a group id that only appears inside another number (1 vs 11) is not "in use"
+        assert admin.delete(f"/api/devicegroups/{other}").status_code == 204

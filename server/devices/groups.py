@@ -260,18 +260,27 @@ def update_group(
 
 
 def delete_group(metadata: MetadataDB, group_id: int) -> bool:
-    """Delete a group; refuses (GroupError code 'in_use') while a notification rule names it."""
-    users = metadata.query(
-        "SELECT r.name FROM notification_rule_groups g JOIN notification_rules r ON r.id = g.rule_id"
-        " WHERE g.group_id = ? ORDER BY r.name",
-        (group_id,),
-    )
-    if users:
-        names = ", ".join(repr(str(u["name"])) for u in users)
-        raise GroupError(
-            f"device group {group_id} is used by notification rule(s) {names}", "id", "in_use", 409
-        )
+    """Delete a group; refuses (GroupError code 'in_use') while a notification rule or a
+    detection rule names it (a detection rule's scope would dangle and every run would fail).
+    Checked in the deleting transaction, so a rule saved meanwhile cannot slip through."""
     with metadata.tx() as conn:
+        notify = conn.execute(
+            "SELECT r.name FROM notification_rule_groups g JOIN notification_rules r ON r.id = g.rule_id"
+            " WHERE g.group_id = ? ORDER BY r.name",
+            (group_id,),
+        ).fetchall()
+        # detection_rules.device_groups is a JSON array of group ids (migration 3).
+        detect = conn.execute(
+            "SELECT DISTINCT r.name FROM detection_rules r, json_each(r.device_groups) j"
+            " WHERE j.value = ? ORDER BY r.name",
+            (group_id,),
+        ).fetchall()
+        users = [f"notification rule {str(u['name'])!r}" for u in notify]
+        users += [f"detection rule {str(u['name'])!r}" for u in detect]
+        if users:
+            raise GroupError(
+                f"device group {group_id} is used by {', '.join(users)}", "id", "in_use", 409
+            )
         cur = conn.execute("DELETE FROM device_groups WHERE id = ?", (group_id,))
         return cur.rowcount > 0
 
