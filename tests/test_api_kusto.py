@@ -172,6 +172,9 @@ def test_v1_query_shape(srv: LiveServer) -> None:
                             "properties": {"Parameters": {"n": "one"}}}, 400),
         ("/v2/rest/query", {"db": "Quarry", "csl": SEED_QUERY,
                             "properties": {"Options": {"servertimeout": "soon"}}}, 400),
+        # more days than a timedelta holds: still a bad request, not an OverflowError
+        ("/v2/rest/query", {"db": "Quarry", "csl": SEED_QUERY,
+                            "properties": {"Options": {"servertimeout": "1000000000.00:00:00"}}}, 400),
         ("/v2/rest/query", [1, 2], 400),
         ("/v1/rest/mgmt", {"db": "Quarry", "csl": "DeviceInfo"}, 400),
         ("/v1/rest/mgmt", {"db": "Quarry", "csl": ".show table Nope cslschema"}, 400),
@@ -204,3 +207,13 @@ def test_truncation_is_a_partial_failure(srv: LiveServer) -> None:
     assert len(primary["Rows"]) == CAP + 1 and "OneApiErrors" in primary["Rows"][-1]
     assert frames[-1]["HasErrors"] is True and frames[-1]["OneApiErrors"]
     _ = network_events  # the 80 rows ingested above exceed the cap of 50
+
+
+@pytest.mark.parametrize("name", ["DeviceInfo", "['DeviceInfo']", '["DeviceInfo"]'])
+def test_mgmt_table_schema_takes_bracketed_names(srv: LiveServer, name: str) -> None:
+    """Kusto quotes a table name as ['Name'] or ["Name"] (what tools that quote every name send)."""
+    status, reply = _post(srv, "/v1/rest/mgmt", {"db": "Quarry", "csl": f".show table {name} cslschema"})
+    assert status == 200, reply
+    assert isinstance(reply, dict)
+    row = reply["Tables"][0]["Rows"][0]
+    assert row[0] == "DeviceInfo" and row[1].startswith("Timestamp:datetime,DeviceId:string,")

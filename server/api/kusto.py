@@ -135,8 +135,11 @@ def parse_kusto_timespan(text: str) -> dt.timedelta:
     if not m:
         raise KustoError(400, "General_BadRequest", f"'{text}' is not a timespan like 00:04:00")
     sign, days, h, mi, s, frac = m.groups()
-    value = dt.timedelta(days=int(days or 0), hours=int(h), minutes=int(mi), seconds=int(s),
-                         microseconds=int((frac or "0").ljust(7, "0")[:6]))
+    try:
+        value = dt.timedelta(days=int(days or 0), hours=int(h), minutes=int(mi), seconds=int(s),
+                             microseconds=int((frac or "0").ljust(7, "0")[:6]))
+    except OverflowError:  # more days than a timedelta holds
+        raise KustoError(400, "General_BadRequest", f"timespan '{text[:40]}' is too large") from None
     return -value if sign else value
 
 
@@ -372,7 +375,11 @@ async def kusto_v1_query(request: Request) -> Response:
 
 # -- management commands -------------------------------------------------------------------
 
-_SHOW_TABLE_SCHEMA = re.compile(r"^\.show\s+table\s+(\[?'?\"?)([A-Za-z0-9_]+)\1\]?\s+cslschema$", re.I)
+# The name bare, quoted ('T', "T") or bracketed as Kusto quotes names (['T'], ["T"]).
+_SHOW_TABLE_SCHEMA = re.compile(
+    r"""^\.show\s+table\s+(?:\[(['"])(?P<bq>\w+)\1\]|(['"])(?P<q>\w+)\3|(?P<bare>\w+))\s+cslschema$""",
+    re.I | re.ASCII,
+)
 
 
 def _mgmt(csl: str) -> dict[str, Any]:
@@ -401,11 +408,12 @@ def _mgmt(csl: str) -> dict[str, Any]:
         )]}
     m = _SHOW_TABLE_SCHEMA.match(text)
     if m:
-        table = catalog.table(m.group(2))
+        name = m.group("bq") or m.group("q") or m.group("bare")
+        table = catalog.table(name)
         if table is None:
-            hints = catalog.suggest(m.group(2))
-            raise KustoError(400, "General_BadRequest", f"unknown table '{m.group(2)}'",
-                             f"unknown table '{m.group(2)}'" + (f"; did you mean {', '.join(hints)}?" if hints else ""))
+            hints = catalog.suggest(name)
+            raise KustoError(400, "General_BadRequest", f"unknown table '{name}'",
+                             f"unknown table '{name}'" + (f"; did you mean {', '.join(hints)}?" if hints else ""))
         schema = ",".join(f"{c.name}:{kql_type(c.type.name).name}" for c in table.columns)
         return {"Tables": [_v1_table(
             "Table_0",
