@@ -162,3 +162,13 @@ def test_page_escapes_alert_text() -> None:
     )
     assert "<script>" not in html and "&lt;script&gt;" in html
     assert "<img" not in html and "<i>p</i>" not in html and "a&amp;b" in html
+
+
+@pytest.mark.parametrize("bad_id", ["%C2%B2", "99999999999999999999999", "-1", "1.0"])
+def test_incident_page_bad_ids_are_404(alert_server: tuple[LiveServer, str], bad_id: str) -> None:
+    """Ids that are not a stored integer ("²" is a str.isdigit() digit int() refuses; 23 digits
+    overflow SQLite's INTEGER) get the page's 404, never a 500."""
+    s, _ = alert_server
+    r = httpx.get(f"{s.url}/incidents/{bad_id}", headers={"Authorization": f"Bearer {s.key('query')}"})
+    assert r.status_code == 404, r.text
+    assert "Incident not found" in r.text

@@ -193,7 +193,9 @@ async def incident_page(request: Request, incident_id: str) -> Response:
             here, f"You are signed in with scope '{who.scope}'; this page needs 'query' or 'admin'.", 403
         )
     incident = None
-    if incident_id.isdigit():
+    # ASCII digits only (str.isdigit() takes "²", which int() refuses) and within SQLite's
+    # INTEGER, so any other id is the 404 below
+    if incident_id.isascii() and incident_id.isdigit() and int(incident_id) < 2**63:
         incident = await run_in_threadpool(sources.get_incident, request.app.state, int(incident_id))
     if incident is None:
         return page(
