@@ -31,7 +31,12 @@ typecheck: setup
 test: setup lint typecheck
 	$(BIN)/pytest -q
 
+# Each benchmark prints ratios against a baseline measured in the same run (the machine is shared).
 bench: setup
 	$(BIN)/python benchmarks/ingest.py
-	$(BIN)/python benchmarks/corpus.py
-	$(BIN)/python benchmarks/query_speed.py
+	$(BIN)/python -m benchmarks.storage
+	$(BIN)/python -m benchmarks.corpus
+	$(BIN)/python -m benchmarks.query_speed
+	$(BIN)/python benchmarks/alert_latency.py
+	$(BIN)/python benchmarks/detection_run.py
+	$(BIN)/python benchmarks/notify_latency.py
