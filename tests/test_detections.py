@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -320,3 +321,22 @@ def test_process_tree_walks_ancestors_and_children(tmp_path: Path) -> None:
         ]
         zsh = tree["tree"]["children"][0]["children"][0]["children"][0]
         assert zsh["isAlertProcess"] is True and len(zsh["children"]) == 2
+
+
+def test_a_rule_deleted_during_its_run_ends_the_run_cleanly(tmp_path: Path) -> None:
+    # DELETE /api/detections/rules/{id} while the rule's query runs (it may run for minutes):
+    # the run must end as "no such rule" (404 for run-now), not an internal error.
+    with detection_env(tmp_path) as env:
+        env.ingest("DeviceProcessEvents", [proc(T0 - timedelta(minutes=30), 1, cmd="cp x /Volumes/U/x")])
+        rid = env.rule(VOLUME_RULE, "1h")
+        real_query = env.engine.query
+
+        def query_then_delete(*args: Any, **kw: Any) -> Any:
+            out = real_query(*args, **kw)
+            assert env.engine.store.delete_rule(rid)
+            return out
+
+        env.engine.query = query_then_delete  # type: ignore[method-assign]
+        with pytest.raises(KeyError):
+            env.engine.run_rule(rid, "manual")
+        assert env.alerts() == []

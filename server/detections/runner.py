@@ -261,6 +261,12 @@ class DetectionEngine:
             return {"ruleId": rule_id, "status": "skipped", "message": "the rule is already running"}
         try:
             return self._run_locked(rule_id, trigger, now)
+        except Exception:
+            # Deleted while it ran (its runs cascade away, its alerts and health alert then
+            # break the foreign key): the rule is gone, which is no internal error.
+            if self.store.get_rule(rule_id) is None:
+                raise KeyError(rule_id) from None
+            raise
         finally:
             lock.release()
 
@@ -281,6 +287,8 @@ class DetectionEngine:
         except RunFailed as e:
             return self._failed(rule, run_id, now, started, scope, str(e), e.code)
         except Exception as e:  # a bug must still surface as a failed run and a health alert
+            if self.store.get_rule(rule_id) is None:
+                raise KeyError(rule_id) from None  # deleted while it ran
             log.exception("detection rule %s failed", rule_id)
             return self._failed(rule, run_id, now, started, scope, f"internal error: {type(e).__name__}: {e}", "alertCreationFailed")
         watermark = matches.watermark

@@ -113,5 +113,8 @@ class Scheduler:
         self._running.pop(rid, None)
         if self._ingest_pending:
             self._wake.set()
-        if not task.cancelled() and task.exception() is not None:
-            log.error("scheduled run of rule %s raised", rid, exc_info=task.exception())
+        exc = None if task.cancelled() else task.exception()
+        if isinstance(exc, KeyError):
+            log.info("rule %s was deleted before or during its scheduled run", rid)
+        elif exc is not None:
+            log.error("scheduled run of rule %s raised", rid, exc_info=exc)
