@@ -1356,13 +1356,14 @@ class Compiler:
             is_arr = exp.EQ(this=sb.fn("json_type", arr.copy()), expression=sb.s("ARRAY"))
             # a property bag expands to one row per property: {"k": v} (kind=bag) or ["k", v] (kind=array)
             is_bag = exp.EQ(this=sb.fn("json_type", arr.copy()), expression=sb.s("OBJECT"))
-            key = exp.column("k")
+            k = sb.lambda_param("k", arr)
+            key = exp.column(k)
             path = exp.DPipe(this=exp.DPipe(this=sb.s('$."'), expression=sb.fn("replace", key.copy(), sb.s('"'), sb.s('\\"'))),
                              expression=sb.s('"'))
             value = sb.fn("json_extract", arr.copy(), path)
             entry = sb.fn("json_object", key.copy(), value) if bag_kind == "bag" else sb.fn("json_array", key.copy(), value)
             props = sb.fn("list_transform", sb.fn("json_keys", arr.copy()),
-                          exp.Lambda(this=entry, expressions=[exp.to_identifier("k")]))
+                          exp.Lambda(this=entry, expressions=[exp.to_identifier(k)]))
             lst = exp.Case(ifs=[exp.If(this=is_arr, true=elems), exp.If(this=is_bag, true=props)],
                            default=exp.Array(expressions=[arr.copy()]))
             new_cols[name] = "dynamic"

@@ -418,12 +418,13 @@ def _trim(kind: str) -> Builder:
 def _base64_decode_toarray(ctx: Ctx, a: list[V], node: Call) -> exp.Expr:
     # the decoded bytes as a JSON array of longs; text that is not base64 gives null
     b = sb.fn("try", sb.fn("from_base64", as_string(a[0])))
+    i = sb.lambda_param("i", b)
     byte = exp.Cast(this=exp.DPipe(this=sb.s("0x"), expression=sb.fn(
-        "substr", sb.fn("hex", b.copy()), exp.Cast(this=exp.Add(this=exp.Mul(this=exp.column("i"), expression=sb.num(2)),
+        "substr", sb.fn("hex", b.copy()), exp.Cast(this=exp.Add(this=exp.Mul(this=exp.column(i), expression=sb.num(2)),
                                                               expression=sb.num(1)), to=exp.DataType.build("INT")),
         sb.num(2))), to=exp.DataType.build("BIGINT"))
     lst = sb.fn("list_transform", sb.fn("range", sb.fn("octet_length", b)),
-                exp.Lambda(this=byte, expressions=[exp.to_identifier("i")]))
+                exp.Lambda(this=byte, expressions=[exp.to_identifier(i)]))
     return sb.fn("to_json", lst)
 
 
@@ -886,13 +887,15 @@ def _json_list(v: V) -> exp.Expr:
 
 def _set_op(kind: str) -> Builder:
     def build(ctx: Ctx, a: list[V], node: Call) -> exp.Expr:
-        lam = exp.to_identifier("x")
         out: exp.Expr = sb.fn("list_distinct", _json_list(a[0]))
         for other in a[1:]:
             if kind == "union":
                 out = sb.fn("list_distinct", sb.fn("list_concat", out, _json_list(other)))
                 continue
-            has = sb.fn("list_contains", _json_list(other), exp.column("x"))
+            other_list = _json_list(other)
+            x = sb.lambda_param("x", other_list)
+            lam = exp.to_identifier(x)
+            has = sb.fn("list_contains", other_list, exp.column(x))
             cond = exp.Not(this=has) if kind == "difference" else has
             out = sb.fn("list_filter", out, exp.Lambda(this=cond, expressions=[lam]))
         return sb.fn("to_json", out)

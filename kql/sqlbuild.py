@@ -30,6 +30,20 @@ def col(name: str, table: str | None = None) -> exp.Column:
     return exp.Column(this=ident(name), table=ident(table) if table else None)
 
 
+def lambda_param(base: str, *outer: exp.Expr) -> str:
+    """A DuckDB lambda parameter name that no identifier in ``outer`` uses.
+
+    A lambda parameter shadows a column of the same name (quoted or not, any case), so a body
+    that holds user expressions must not name its parameter like a column they read.
+    """
+    used = {i.name.lower() for e in outer for i in e.find_all(exp.Identifier)}
+    name, n = base, 0
+    while name.lower() in used:
+        n += 1
+        name = f"{base}{n}"
+    return name
+
+
 def fn(name: str, *args: exp.Expr) -> exp.Expr:
     return exp.Anonymous(this=name, expressions=list(args))
 

@@ -142,3 +142,16 @@ def test_distinct_star() -> None:
 
 def test_strcat_converts_values_to_strings() -> None:
     assert_kql('print s = strcat("a", true, "-", 42, "-", 1.5)', [("atrue-42-1.5",)])
+
+
+def test_lambda_parameters_never_capture_user_columns() -> None:
+    # The SQL for set_intersect/set_difference, mv-expand of a bag and base64_decode_toarray
+    # uses DuckDB lambdas; a user column named like the lambda parameter must still mean the column.
+    assert_kql(
+        "print x = dynamic([1, 2, 3]) | project a = array_sort_asc(set_intersect(dynamic([2, 3, 4]), x)),"
+        " b = set_difference(dynamic([2, 3, 4]), x)",
+        [([2, 3], [4])],
+    )
+    got = run_kql('print k = dynamic({"a": 1, "b": 2}) | mv-expand k')
+    assert sorted(got.rows, key=repr) == [({"a": 1},), ({"b": 2},)]
+    assert_kql("print i = 'S3VzdG8=' | project a = base64_decode_toarray(i)", [([75, 117, 115, 116, 111],)])
