@@ -180,6 +180,14 @@ class _MisplacedToken(Exception):
         self.span, self.found, self.expected = span, found, expected
 
 
+class _BadLiteral(Exception):
+    """A literal the grammar accepts whose value is out of range."""
+
+    def __init__(self, span: n.Span, message: str) -> None:
+        super().__init__(message)
+        self.span, self.message = span, message
+
+
 @v_args(meta=True)
 class Builder(Transformer[Token, n.Node]):
     # statements
@@ -558,7 +566,12 @@ class Builder(Transformer[Token, n.Node]):
         return n.Literal(_span(meta), "".join(decode_string(str(t)) for t in ch), "string")
 
     def int_lit(self, meta: Any, ch: list[Any]) -> n.Literal:
-        return n.Literal(_span(meta), int(str(ch[0]), 0), "long")
+        text = str(ch[0])
+        # decimal digits are decimal even with leading zeros (Kusto: 010 is ten); 0x is hex
+        value = int(text[2:], 16) if text[:2].lower() == "0x" else int(text, 10)
+        if value >= 1 << 63:
+            raise _BadLiteral(_span(meta), f"the number {text} does not fit in a long (64-bit signed integer)")
+        return n.Literal(_span(meta), value, "long")
 
     def real_lit(self, meta: Any, ch: list[Any]) -> n.Literal:
         return n.Literal(_span(meta), float(str(ch[0])), "real")
@@ -695,6 +708,8 @@ def parse(text: str) -> n.Query:
             bad = e.orig_exc
             raise KqlSyntaxError(make(text, "syntax", f"syntax error: unexpected {bad.found!r}; expected {bad.expected}",
                                       bad.span, [])) from None
+        if isinstance(e.orig_exc, _BadLiteral):
+            raise KqlSyntaxError(make(text, "syntax", e.orig_exc.message, e.orig_exc.span, [])) from None
         raise
     assert isinstance(result, n.Query)
     return result

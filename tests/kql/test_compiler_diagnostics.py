@@ -131,3 +131,12 @@ def test_cli_sql() -> None:
     assert "\"date\" >= CAST('2024-05-15' AS DATE)" in r.stdout
     bad = _cli("sql", "-", stdin="DeviceProcessEvents | where")
     assert bad.returncode == 1 and "error[syntax]" in bad.stderr
+
+
+def test_integer_literals_leading_zeros_and_range() -> None:
+    # Kusto long literals: decimal digits (leading zeros allowed) or 0x hex; 64-bit signed.
+    from tests.kql.fixtures import assert_kql
+
+    assert_kql("print a = 010, b = 0x1F, c = 9223372036854775807", [(10, 31, 9223372036854775807)])
+    d = assert_kql_error("print a = 1,\n  b = 9223372036854775808", "syntax", 2, 7)
+    assert "does not fit in a long" in d.message
