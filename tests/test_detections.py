@@ -340,3 +340,19 @@ def test_a_rule_deleted_during_its_run_ends_the_run_cleanly(tmp_path: Path) -> N
         with pytest.raises(KeyError):
             env.engine.run_rule(rid, "manual")
         assert env.alerts() == []
+
+
+def test_a_run_whose_query_returns_too_many_rows_says_so(tmp_path: Path) -> None:
+    # Rows past detection_max_rows are never evaluated: the run must flag it as the cap does,
+    # not end as a plain "completed" run with a note.
+    with detection_env(tmp_path, detection_max_rows=3) as env:
+        env.ingest(
+            "DeviceProcessEvents",
+            [proc(T0 - timedelta(minutes=50 - i), 200 + i, cmd=f"cp {i} /Volumes/U/") for i in range(5)],
+        )
+        rid = env.rule(VOLUME_RULE + " | sort by Timestamp asc", "1h")
+        run = env.engine.run_rule(rid, "manual")
+        assert run["rowsMatched"] == 3 and run["alertsCreated"] == 3
+        assert run["errorCode"] == "queryExceededResultSize", run
+        assert "more than 3 rows" in run["message"]
+        assert sorted(a["report_id"] for a in env.alerts(rid)) == ["200", "201", "202"]

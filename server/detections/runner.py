@@ -351,9 +351,12 @@ class DetectionEngine:
                 f"(alerts_per_run_cap={cap}); {len(new_keys) - cap} were not alerted"
             )
         if matches.truncated:
+            # Rows past the limit were never looked at: flagged like the alert cap (Defender's
+            # "only the first N query results were processed"), not left as a plain success.
+            code = "queryExceededResultSize"
             notes.append(
                 f"the query returned more than {self.settings.detection_max_rows} rows; only the "
-                "first were evaluated"
+                "first were evaluated (detection_max_rows); narrow the query or aggregate"
             )
         if bad:
             code = code or "partialRowsFailed"
