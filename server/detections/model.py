@@ -13,16 +13,14 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from server.devices.actions import ACTION_TYPES
+
 FREQUENCIES: tuple[str, ...] = ("continuous", "1h", "3h", "12h", "24h")
 FREQUENCY_SECONDS: dict[str, int] = {"1h": 3600, "3h": 3 * 3600, "12h": 12 * 3600, "24h": 24 * 3600}
 SEVERITIES: tuple[str, ...] = ("informational", "low", "medium", "high")
 SEVERITY_RANK: dict[str, int] = {s: i for i, s in enumerate(SEVERITIES)}
-ACTIONS: tuple[str, ...] = (
-    "isolate",
-    "collectInvestigationPackage",
-    "runAntivirusScan",
-    "initiateInvestigation",
-)
+# A rule's actions are the device action queue's types: one list, owned by the queue.
+ACTIONS: tuple[str, ...] = ACTION_TYPES
 # Defender's alert categories (custom detection "Category" list).
 CATEGORIES: tuple[str, ...] = (
     "Collection",

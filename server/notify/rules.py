@@ -10,12 +10,11 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
+from server.detections.model import SEVERITIES, SEVERITY_RANK  # the one severity scale
 from server.devices.groups import GroupError, get_groups, normalise_group_ids
 from server.errors import FieldError
 from server.metadata import MetadataDB
 
-SEVERITIES: tuple[str, ...] = ("informational", "low", "medium", "high")
-SEVERITY_RANK = {s: i for i, s in enumerate(SEVERITIES)}
 MAX_EMAILS = 50
 FIELDS = {"name", "deviceGroups", "minSeverity", "emails", "webhookUrl", "enabled"}
 
