@@ -165,6 +165,10 @@ def test_alert_triage(srv: LiveServer, seeded: dict[str, Any]) -> None:
             "inProgress", "bob@example.com", "truePositive", "maliciousUserActivity")
         assert [x["comment"] for x in got["comments"]] == ["looking", "confirmed"]
         assert len(c.get("/api/alerts", params={"status": "inProgress"}).json()["value"]) == 1
+        # A new classification must not leave the stored determination that no longer fits it.
+        error(c.patch(f"/api/alerts/{a['id']}", json={"classification": "falsePositive"}), 400, "invalid_request")
+        r = c.patch(f"/api/alerts/{a['id']}", json={"classification": "falsePositive", "determination": "clean"})
+        assert (r.json()["classification"], r.json()["determination"]) == ("falsePositive", "clean")
 
 
 def test_incidents_group_by_device_and_resolve_together(srv: LiveServer, seeded: dict[str, Any]) -> None:

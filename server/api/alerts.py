@@ -57,9 +57,10 @@ def parse_triage(body: dict[str, Any], what: str) -> TriagePatch:
         ) from None
 
 
-def triage_changes(body: TriagePatch, current_classification: str | None, actor: str, now: datetime) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def triage_changes(body: TriagePatch, current: dict[str, Any], actor: str, now: datetime) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The columns and comments a PATCH writes to ``current`` (the alert or incident row)."""
     try:
-        body.check_pair(current_classification)
+        body.check_pair(current["classification"], current["determination"])
     except ValueError as e:
         raise invalid_field("determination", str(e)) from None
     data = body.model_dump(exclude_unset=True)
@@ -127,7 +128,7 @@ def update_alert(request: Request, scope: QueryKey, alert_id: str, body: dict[st
     if current is None:
         raise ApiError(404, f"no alert with id {alert_id!r}", code="not_found")
     now = request.app.state.detections.clock()
-    fields, comments = triage_changes(patch, current["classification"], f"api key ({scope})", now)
+    fields, comments = triage_changes(patch, current, f"api key ({scope})", now)
     updated = store.update_alert(alert_id, fields, comments, now)
     if updated is None:  # removed between the read and the update
         raise ApiError(404, f"no alert with id {alert_id!r}", code="not_found")

@@ -49,6 +49,6 @@ def update_incident(request: Request, scope: QueryKey, incident_id: int, body: d
     if inc is None:
         raise ApiError(404, f"no incident with id {incident_id}", code="not_found")
     now = request.app.state.detections.clock()
-    fields, comments = triage_changes(patch, inc["classification"], f"api key ({scope})", now)
+    fields, comments = triage_changes(patch, inc, f"api key ({scope})", now)
     store.update_incident(incident_id, fields, comments, now)
     return get_incident(request, scope, incident_id)

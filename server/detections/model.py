@@ -221,15 +221,18 @@ class TriagePatch(_Strict):
             out.extend(self.comments)
         return [c for c in out if c.strip()]
 
-    def check_pair(self, current_classification: str | None) -> None:
-        """A determination must fit the classification it ends up with."""
+    def check_pair(self, current_classification: str | None, current_determination: str | None = None) -> None:
+        """The determination the row ends up with must fit the classification it ends up with
+        (a new classification alone must not leave a stored determination that no longer fits)."""
         cls = self.classification or current_classification
-        if self.determination is None or cls is None:
+        det = self.determination or current_determination
+        if det is None or cls is None:
             return
-        if self.determination not in DETERMINATIONS[cls]:
+        if det not in DETERMINATIONS[cls]:
+            what = f"determination {det!r}" if self.determination else f"the current determination {det!r}"
             raise ValueError(
-                f"determination {self.determination!r} does not fit classification {cls!r}; "
-                f"expected one of: {', '.join(DETERMINATIONS[cls])}"
+                f"{what} does not fit classification {cls!r}; give a determination among: "
+                f"{', '.join(DETERMINATIONS[cls])}"
             )
 
 
