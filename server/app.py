@@ -61,6 +61,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if app.state.detection_scheduler is not None:
                 await app.state.detection_scheduler.stop()
             app.state.notifier.close()
+            # Stop running queries first: storage cannot close its database under a busy
+            # connection (the hunting routes' runner is made on first use, so may not exist).
+            runner = getattr(app.state, "query_runner", None)
+            if runner is not None:
+                await to_thread.run_sync(runner.close)
             await to_thread.run_sync(app.state.storage.close)
             app.state.metadata.close()
 

@@ -4,9 +4,11 @@ concurrent queries wait briefly and then get 429 with Retry-After."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -18,6 +20,7 @@ from tests.test_api_support import (
     LiveServer,
     assert_error_shape,
     ingest,
+    live_server,
     network_events,
     seeded_server,
     utcnow,
@@ -117,3 +120,28 @@ def test_excess_concurrent_queries_get_429(srv: LiveServer) -> None:
     # slots are free again
     with srv.client() as c:
         assert c.post("/api/query", json={"query": SEED_QUERY}).status_code == 200
+
+
+def test_shutdown_stops_a_running_query(tmp_path: Path) -> None:
+    """Stopping the server while a heavy query runs (timeout far away) interrupts it, so storage
+    closes cleanly and releases the data directory: a new server opens it at once."""
+    heavy: list[tuple[httpx.Response, float]] = []
+    with live_server(tmp_path, query_timeout_s=120) as s:
+
+        def post() -> None:
+            # the server cancels the request when its graceful shutdown runs out
+            with contextlib.suppress(httpx.HTTPError):
+                _post(s, {"query": HEAVY}, heavy)
+
+        t = threading.Thread(target=post, daemon=True)
+        t.start()
+        deadline = time.monotonic() + 10
+        while getattr(s.app.state, "query_runner", None) is None or s.app.state.query_runner.running == 0:
+            assert time.monotonic() < deadline, "the heavy query did not start"
+            time.sleep(0.02)
+        runner = s.app.state.query_runner
+        t0 = time.monotonic()
+    assert time.monotonic() - t0 < 15  # the 2 s graceful shutdown plus the interrupt
+    assert runner.running == 0
+    with live_server(tmp_path) as again, again.client() as c:
+        assert c.post("/api/query", json={"query": "print x = 1"}).json()["rows"] == [[1]]

@@ -25,6 +25,7 @@ from server.query.runner import (
     QueryRejected,
     QueryRunner,
     QueryTimeout,
+    QueryUnavailable,
     _wrap,
 )
 from server.query.timerange import TimeRange
@@ -156,6 +157,35 @@ def test_slots_reject_after_the_wait(storage: Storage) -> None:
     t.join()
     assert isinstance(errors[0], QueryTimeout)
     assert r.run("DeviceProcessEvents | count").rows == [(17,)]  # the slot came back
+
+
+def test_close_stops_running_queries_and_refuses_new_ones(storage: Storage) -> None:
+    """At shutdown the app closes the runner before storage: a heavy query is interrupted at
+    once (storage cannot close its database under a busy connection), not left to its timeout."""
+    r = _runner(storage, timeout_s=120.0)
+    errors: list[Exception] = []
+
+    def heavy() -> None:
+        try:
+            r.run(HEAVY)
+        except Exception as e:  # noqa: BLE001 - collected for the assertion
+            errors.append(e)
+
+    t = threading.Thread(target=heavy)
+    t.start()
+    deadline = time.monotonic() + 10
+    while r.running == 0 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert r.running == 1
+    time.sleep(0.2)  # inside the join
+    t0 = time.monotonic()
+    r.close()
+    assert time.monotonic() - t0 < 5
+    t.join(timeout=5)
+    assert not t.is_alive() and r.running == 0
+    assert isinstance(errors[0], QueryUnavailable) and "shutting down" in errors[0].message
+    with pytest.raises(QueryUnavailable):
+        r.run("DeviceProcessEvents | count")
 
 
 def test_export_streams_batches_without_cap(storage: Storage) -> None:

@@ -206,8 +206,30 @@ class QueryRunner:
         self._pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=self.limits.max_concurrent + 8, thread_name_prefix="quarry-query"
         )
+        # Connections of running queries and exports, so close() can interrupt them.
+        self._live: set[duckdb.DuckDBPyConnection] = set()
+        self._live_changed = threading.Condition()
+        self._closed = False
 
-    def close(self) -> None:
+    @property
+    def running(self) -> int:
+        """Queries and exports holding a connection now."""
+        with self._live_changed:
+            return len(self._live)
+
+    def close(self, wait_s: float = 5.0) -> None:
+        """Refuse new queries, stop the running ones with ``interrupt()`` and wait up to ``wait_s``
+        for them to let go of their connections: storage cannot close its database under a busy
+        connection, and a heavy query would otherwise run on until its own timeout."""
+        deadline = time.monotonic() + wait_s
+        with self._live_changed:
+            self._closed = True
+            # Again and again: interrupt() stops only the statement running at that moment, and
+            # a query may be between two (its time-range views, then the query itself).
+            while self._live and time.monotonic() < deadline:
+                for con in self._live:
+                    con.interrupt()
+                self._live_changed.wait(timeout=min(0.1, max(0.0, deadline - time.monotonic())))
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     # -- compile -----------------------------------------------------------------------------
@@ -404,12 +426,26 @@ class QueryRunner:
         return _Slot(self._slots, self.limits.queue_wait_s, deadline)
 
     def _connection(self) -> _Closing:
+        if self._closed:
+            raise QueryUnavailable("the server is shutting down")
         try:
             con = self.storage.connect()
         except (duckdb.Error, RuntimeError) as e:  # RuntimeError: StorageClosed
             log.warning("cannot open a query connection: %s", e)
             raise QueryUnavailable(f"storage is not available: {e}") from None
-        return _Closing(con)
+        with self._live_changed:
+            closing = self._closed  # close() may have run since the check above
+            if not closing:
+                self._live.add(con)
+        if closing:
+            con.close()
+            raise QueryUnavailable("the server is shutting down")
+        return _Closing(con, self._release)
+
+    def _release(self, con: duckdb.DuckDBPyConnection) -> None:
+        with self._live_changed:
+            self._live.discard(con)
+            self._live_changed.notify_all()
 
     def _restrict(self, con: duckdb.DuckDBPyConnection, tables: set[str], tr: TimeRange | None) -> None:
         """Shadow each event table the query reads with a temporary view over its time range.
@@ -493,6 +529,8 @@ class QueryRunner:
 
     def _map_error(self, e: Exception, timed_out: bool) -> QueryError:
         timeout = self.limits.timeout_s
+        if self._closed and not timed_out:  # close() interrupted it (Arrow's reader: ArrowException)
+            return QueryUnavailable("the server is shutting down; the query was stopped")
         if timed_out or isinstance(e, duckdb.InterruptException):
             return QueryTimeout(
                 f"the query exceeded the timeout period of {timeout:g} s and was stopped; "
@@ -584,8 +622,10 @@ class _Slot:
 
 
 class _Closing:
-    def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
+    def __init__(self, con: duckdb.DuckDBPyConnection,
+                 release: Callable[[duckdb.DuckDBPyConnection], None]) -> None:
         self.con = con
+        self.release = release
 
     def __enter__(self) -> duckdb.DuckDBPyConnection:
         return self.con
@@ -595,6 +635,8 @@ class _Closing:
             self.con.close()
         except duckdb.Error:
             log.debug("closing a query connection failed", exc_info=True)
+        finally:
+            self.release(self.con)
 
 
 class _Timer:
