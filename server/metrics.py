@@ -113,9 +113,6 @@ class Metrics:
         self.rows_returned = Counter(
             "quarry_query_rows_returned", "Rows returned by queries and exports", registry=r
         )
-        self.queries_running = Counter(
-            "quarry_query_started", "Queries that got a concurrency slot", registry=r
-        )
         # Pre-create the outcome series so dashboards see zeros, not absent series.
         for outcome in QUERY_OUTCOMES:
             self.queries.labels(outcome=outcome)

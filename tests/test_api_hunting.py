@@ -277,10 +277,17 @@ def test_schema_endpoints(srv: LiveServer) -> None:
 
 
 def test_metrics(srv: LiveServer) -> None:
+    def on_disk() -> int:
+        return sum(f.stat().st_size for f in (srv.settings.data_dir / "DeviceProcessEvents").rglob("*.parquet"))
+
+    srv.app.state.storage.flush()  # storage size counts Parquet on disk
+    before = on_disk()
+    assert before > 0
     with srv.client() as c:
         c.post("/api/query", json={"query": SEED_QUERY})
         c.post("/api/query", json={"query": "Nope"})
         text = c.get("/metrics").text
+    sizes = {before, on_disk()}  # background compaction may rewrite the files meanwhile
     values = {}
     for line in text.splitlines():
         if line and not line.startswith("#"):
@@ -291,7 +298,9 @@ def test_metrics(srv: LiveServer) -> None:
     assert values["quarry_query_duration_seconds_count"] >= 2
     assert values["quarry_query_rows_returned_total"] >= 3
     assert values['quarry_ingest_events_total{table="DeviceProcessEvents"}'] == 6
-    assert 'quarry_storage_bytes{table="DeviceProcessEvents"}' in values
+    assert values['quarry_ingest_bytes_total{table="DeviceProcessEvents"}'] > 0
+    assert values['quarry_storage_bytes{table="DeviceProcessEvents"}'] in sizes
+    assert values['quarry_storage_files{table="DeviceProcessEvents"}'] >= 1
 
 
 MY_PATHS = {
