@@ -266,3 +266,12 @@ def test_cli_query_diagnostics(demo_dir: Path) -> None:
     assert j.returncode == 1 and body["ok"] is False and body["errors"][0]["code"] == "unknown_table"
     missing = _quarry("DeviceInfo", "--data-dir", str(demo_dir / "nope"))
     assert missing.returncode == 2 and "does not exist" in missing.stderr
+
+
+def test_cli_query_refuses_a_directory_that_is_not_quarry_data(tmp_path: Path) -> None:
+    """A mistyped --data-dir pointing at some other directory (a home folder) gets an error and
+    is left as it was: opening storage there would create _wal/ and a folder per table."""
+    (tmp_path / "notes.txt").write_text("mine")
+    p = _quarry("DeviceInfo | count", "--data-dir", str(tmp_path))
+    assert p.returncode == 2 and "not a Quarry data directory" in p.stderr
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["notes.txt"]

@@ -98,6 +98,12 @@ def run_query_command(args: argparse.Namespace) -> int:
     if not data_dir.is_dir():
         print(f"error: data directory {data_dir} does not exist", file=sys.stderr)
         return 2
+    catalog = default_catalog()
+    # Opening storage creates _wal/ and a folder per table: not in a directory that is not ours.
+    if not (data_dir / "_wal").is_dir() and not any((data_dir / t).is_dir() for t in catalog.tables):
+        print(f"error: {data_dir} is not a Quarry data directory (no _wal/ or table folders); "
+              "make one with 'quarry demo --no-serve --data-dir DIR'", file=sys.stderr)
+        return 2
     settings = Settings(data_dir=data_dir, scheduler_enabled=False)
     limits = QueryLimits.from_settings(settings)
     now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
@@ -108,7 +114,7 @@ def run_query_command(args: argparse.Namespace) -> int:
         except TimeRangeError as e:
             print(f"error: invalid --timespan: {e}", file=sys.stderr)
             return 2
-    storage = Storage(settings, default_catalog())
+    storage = Storage(settings, catalog)
     try:
         storage.start()
     except StorageLocked:
@@ -118,7 +124,7 @@ def run_query_command(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
-    runner = QueryRunner(storage, default_catalog(), limits)
+    runner = QueryRunner(storage, catalog, limits)
     try:
         result = runner.run(text, time_range=tr, max_rows=args.max_rows, timeout_s=args.timeout, now=now)
     except QueryError as e:
