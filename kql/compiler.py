@@ -2147,6 +2147,12 @@ class Compiler:
         return V(sql, t, folded, window=any(a.window for a in args), agg=any(a.agg for a in args))
 
     def fold_call(self, name: str, args: list[V]) -> Any:
+        try:
+            return self._fold_call(name, args)
+        except OverflowError:  # the SQL builder reports it; no constant then
+            return NOCONST
+
+    def _fold_call(self, name: str, args: list[V]) -> Any:
         if name == "ago" and args[0].is_const and isinstance(args[0].const, timedelta):
             return self.ctx.now - args[0].const
         if name == "now":

@@ -637,15 +637,23 @@ def _datetime_add(ctx: Ctx, a: list[V], node: Call) -> exp.Expr:
     return exp.Add(this=a[2].sql, expression=exp.Mul(this=unit, expression=sb.paren(a[1].sql)))
 
 
+def _shifted_now(ctx: Ctx, delta: timedelta, node: Call) -> exp.Expr:
+    try:
+        return sb.timestamp(ctx.now + delta)
+    except OverflowError:
+        raise ctx.fail("invalid_argument", f"{node.name}(): the time is out of the datetime range "
+                       "(years 1 to 9999)", node.span) from None
+
+
 def _ago(ctx: Ctx, a: list[V], node: Call) -> exp.Expr:
     if a[0].is_const and isinstance(a[0].const, timedelta):
-        return sb.timestamp(ctx.now - a[0].const)
+        return _shifted_now(ctx, -a[0].const, node)
     return exp.Sub(this=sb.timestamp(ctx.now), expression=a[0].sql)
 
 
 def _now(ctx: Ctx, a: list[V], node: Call) -> exp.Expr:
     if a and a[0].is_const and isinstance(a[0].const, timedelta):
-        return sb.timestamp(ctx.now + a[0].const)
+        return _shifted_now(ctx, a[0].const, node)
     return sb.timestamp(ctx.now)
 
 

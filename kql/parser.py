@@ -99,6 +99,13 @@ _TIMESPAN_RE = re.compile(r"(\d+(?:\.\d+)?)([a-z]+)")
 
 def parse_timespan(text: str) -> timedelta | None:
     """`1d`, `1.5h`, `100ms`; and the `time()` forms `1.02:03:04`, `02:03`, `10m`."""
+    try:
+        return _parse_timespan(text)
+    except OverflowError:  # beyond what a timespan holds (about 10,675,199 days)
+        return None
+
+
+def _parse_timespan(text: str) -> timedelta | None:
     text = text.strip().strip("\"'")
     m = _TIMESPAN_RE.fullmatch(text)
     if m and m.group(2) in _UNITS:
@@ -141,7 +148,10 @@ def parse_datetime(text: str) -> datetime | None:
     if dt.tzinfo is not None:
         from datetime import UTC
 
-        dt = dt.astimezone(UTC).replace(tzinfo=None)
+        try:
+            dt = dt.astimezone(UTC).replace(tzinfo=None)
+        except OverflowError:  # an offset that moves year 1 or 9999 out of range
+            return None
     return dt
 
 
@@ -580,7 +590,10 @@ class Builder(Transformer[Token, n.Node]):
         return n.Literal(_span(meta), str(ch[0]) == "true", "bool")
 
     def timespan(self, meta: Any, ch: list[Any]) -> n.Literal:
-        return n.Literal(_span(meta), parse_timespan(str(ch[0])), "timespan")
+        td = parse_timespan(str(ch[0]))
+        if td is None:
+            raise _BadLiteral(_span(meta), f"the timespan {str(ch[0])} is out of range")
+        return n.Literal(_span(meta), td, "timespan")
 
     def time_lit(self, meta: Any, ch: list[Any]) -> n.Node:
         inner = str(ch[0])[str(ch[0]).index("(") + 1 : -1].strip()
@@ -588,7 +601,8 @@ class Builder(Transformer[Token, n.Node]):
             return n.Literal(_span(meta), None, "timespan")
         td = parse_timespan(inner)
         if td is None:
-            return n.Call(_span(meta), "time", _span(meta), (n.Literal(_span(meta), inner, "string"),))
+            raise _BadLiteral(_span(meta), f"cannot read {inner!r} as a timespan (such as 1h, 30m, 1.02:03:04), "
+                                           "or it is out of range")
         return n.Literal(_span(meta), td, "timespan")
 
     def datetime_lit(self, meta: Any, ch: list[Any]) -> n.Node:
@@ -597,8 +611,8 @@ class Builder(Transformer[Token, n.Node]):
             return n.Literal(_span(meta), None, "datetime")
         dt = parse_datetime(inner)
         if dt is None:
-            # leave it to the checker to report, with the text it could not read
-            return n.Call(_span(meta), "datetime", _span(meta), (n.Literal(_span(meta), inner, "string"),))
+            raise _BadLiteral(_span(meta), f"cannot read {inner!r} as a datetime (such as 2024-01-31, "
+                                           "2024-01-31T12:00:00Z or 01/31/2024 12:00)")
         return n.Literal(_span(meta), dt, "datetime")
 
     def name(self, meta: Any, ch: list[Any]) -> n.Name:

@@ -140,3 +140,15 @@ def test_integer_literals_leading_zeros_and_range() -> None:
     assert_kql("print a = 010, b = 0x1F, c = 9223372036854775807", [(10, 31, 9223372036854775807)])
     d = assert_kql_error("print a = 1,\n  b = 9223372036854775808", "syntax", 2, 7)
     assert "does not fit in a long" in d.message
+
+
+def test_unreadable_or_out_of_range_time_literals_are_positioned_errors() -> None:
+    # These raised OverflowError out of compile_kql, or reported "unknown function 'datetime'".
+    d = assert_kql_error("print a = 1,\n  b = datetime(2024-13-01)", "syntax", 2, 7)
+    assert "'2024-13-01' as a datetime" in d.message
+    assert "out of range" in assert_kql_error("print 999999999999d", "syntax", 1, 7).message
+    assert_kql_error("print time(99999999999.0)", "syntax", 1, 7)
+    assert_kql_error("print datetime(0001-01-01T00:00:00+01:00)", "syntax", 1, 7)
+    d = assert_kql_error("DeviceProcessEvents\n| where Timestamp > ago(3649000d)", "invalid_argument", 2, 21)
+    assert "ago()" in d.message
+    assert_kql_error("print now(-3649000d)", "invalid_argument", 1, 7)
