@@ -246,3 +246,16 @@ def test_no_500_for_odd_input(srv: LiveServer) -> None:
                     assert_error_shape(r, 400)
             r = c.post("/v2/rest/query", json={"db": "Quarry", "csl": q})
             assert r.status_code in (200, 400), (q[:60], r.status_code, r.text[:300])
+
+
+def test_no_500_for_odd_timespans_and_options(srv: LiveServer) -> None:
+    """Bounds past the datetime range, and Kusto options past what a timedelta holds."""
+    with srv.client() as c:
+        for ts in ("P999999D", "P99999999D", "9999-12-31T00:00:00Z/P2D", "P1D/0001-01-01T12:00:00Z", "\x00", "P1D/"):
+            r = c.post("/security/runHuntingQuery", json={"Query": SEED_QUERY, "Timespan": ts})
+            assert_error_shape(r, 400, "invalid_timespan")
+            r = c.post("/api/query/export", json={"query": SEED_QUERY, "timespan": ts})
+            assert_error_shape(r, 400, "invalid_timespan")
+        r = c.post("/v2/rest/query", json={"db": "Quarry", "csl": SEED_QUERY, "properties": {
+            "Options": {"servertimeout": "99999999999.00:00:00"}}})
+        assert r.status_code == 400 and r.json()["error"]["code"] == "General_BadRequest"
