@@ -187,6 +187,12 @@ def test_row_cap_truncates_with_warning(srv: LiveServer) -> None:
         assert len(r.json()["rows"]) == CAP
         d = c.post("/api/advancedhunting/run", json={"Query": "DeviceNetworkEvents"}).json()
         assert len(d["Results"]) == CAP and d["Stats"]["truncated"] is True
+        # Graph's shape has no place for it: the cut is said in extra properties, not silent
+        g = c.post("/security/runHuntingQuery", json={"Query": "DeviceNetworkEvents"}).json()
+        assert len(g["results"]) == CAP and g["truncated"] is True
+        assert any("truncated" in w for w in g["warnings"])
+        g = c.post("/security/runHuntingQuery", json={"Query": "DeviceNetworkEvents | take 7"}).json()
+        assert len(g["results"]) == 7 and "truncated" not in g  # Graph's own shape when whole
         # under the cap: not truncated
         r = c.post("/api/query", json={"query": "DeviceNetworkEvents | take 7"})
         assert len(r.json()["rows"]) == 7 and r.json()["truncated"] is False

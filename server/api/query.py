@@ -292,11 +292,17 @@ class GraphQuery(BaseModel):
 
 
 def _graph_body(result: QueryResult) -> dict[str, Any]:
-    return {
+    body: dict[str, Any] = {
         "@odata.context": GRAPH_CONTEXT,
         "schema": [{"name": n, "type": dotnet_type(t)} for n, t in result.columns],
         "results": _records(result),
     }
+    if result.truncated:
+        # Graph's huntingQueryResults has no truncation flag; a cut result must not pass for a
+        # whole one, so say it in extra properties (clients keep unknown ones as additional data).
+        body["truncated"] = True
+        body["warnings"] = result.warnings
+    return body
 
 
 GRAPH_EXAMPLE = {
