@@ -70,10 +70,6 @@ def allows(have: str, need: str) -> bool:
 
 def bearer_token(request: Request) -> str | None:
     """The token of an ``Authorization: Bearer`` header, or None."""
-    return _bearer(request)
-
-
-def _bearer(request: Request) -> str | None:
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
@@ -85,7 +81,7 @@ def require(scope: Scope):  # type: ignore[no-untyped-def]
     """Dependency factory: the request must carry a key with ``scope`` (admin implies all)."""
 
     def check(request: Request) -> str:
-        token = _bearer(request)
+        token = bearer_token(request)
         if token is None:
             raise ApiError(
                 401,

@@ -115,12 +115,6 @@ def render_string(value: Any) -> Any:
     return str(value)
 
 
-def render_decimal_number(value: Any) -> Any:
-    if value is None:
-        return None
-    return render_real(value)
-
-
 def render_decimal_string(value: Any) -> Any:
     """Kusto sends decimals as strings so no precision is lost in JSON."""
     if value is None:
@@ -143,7 +137,7 @@ _JSON_CONVERTERS: dict[str, Converter] = {
     "int": render_long,
     "string": render_string,
     "guid": render_string,
-    "decimal": render_decimal_number,
+    "decimal": render_real,
     "bool": render_bool,
 }
 
