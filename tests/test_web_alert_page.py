@@ -172,3 +172,24 @@ def test_incident_page_bad_ids_are_404(alert_server: tuple[LiveServer, str], bad
     r = httpx.get(f"{s.url}/incidents/{bad_id}", headers={"Authorization": f"Bearer {s.key('query')}"})
     assert r.status_code == 404, r.text
     assert "Incident not found" in r.text
+
+
+def test_process_tree_failure_names_no_internals() -> None:
+    """A storage error while building the tree is logged; the page says the tree failed but
+    shows no exception text (DuckDB's messages carry file paths of the data directory)."""
+    from types import SimpleNamespace
+
+    from server.web.sources import get_process_tree
+
+    class Store:
+        def get_alert(self, alert_id: str) -> dict[str, Any]:
+            return {"id": alert_id}
+
+    class Storage:
+        def connect(self) -> Any:
+            raise OSError("IO Error: cannot open /srv/quarry/data/DeviceProcessEvents/x.parquet")
+
+    state = SimpleNamespace(detection_store=Store(), storage=Storage())
+    tree, error = get_process_tree(state, "qa1")
+    assert tree is None and error
+    assert "/srv/quarry" not in error and "IO Error" not in error
