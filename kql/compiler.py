@@ -950,6 +950,9 @@ class Compiler:
             self.arg_extreme(item, call, scope, cols, exprs, post)
             return
         if call.name == "percentiles":
+            if len(call.args) < 2:
+                raise self.ctx.fail("wrong_arguments", f"percentiles() takes at least 2 arguments, got {len(call.args)}",
+                                    call.span)
             value = self.scalar(call.args[0], scope)
             base = self.column_name(call.args[0]) or "expr"
             for p in call.args[1:]:
@@ -2130,7 +2133,7 @@ class Compiler:
                                 name_hints(name, known, "functions")[:1])
         if name in ("row_number", "prev", "next"):
             # window functions over the serialized row order
-            args = [self.scalar(a, scope) for a in node.args]
+            args = self.check_args(node, sig, scope)
             v = V(self.ctx.builders[name](self.ctx, args, node), args[0].type if name != "row_number" else "long", window=True)
             return v
         args = self.check_args(node, sig, scope)

@@ -722,6 +722,16 @@ def _typeof(ctx: Ctx, a: list[V], node: Call) -> exp.Expr:
     return sb.s(a[0].type)
 
 
+def _row_number(ctx: Ctx, a: list[V], node: Call) -> exp.Expr:
+    if len(a) > 1:
+        # restart needs a running group number over the serialized order; not lowered yet
+        raise ctx.fail("unsupported", "row_number(): the restart argument is not supported", node.args[1].span)
+    rn: exp.Expr = exp.Window(this=sb.fn("row_number"))
+    if a:  # StartingIndex: the first row gets it
+        rn = exp.Add(this=rn, expression=exp.Sub(this=sb.paren(sb.cast(a[0].sql, "long")), expression=sb.num(1)))
+    return rn
+
+
 def _prevnext(name: str) -> Builder:
     def build(ctx: Ctx, a: list[V], node: Call) -> exp.Expr:
         args = [a[0].sql] + [v.sql for v in a[1:]]
@@ -884,7 +894,7 @@ DUCKDB: dict[str, Builder] = {
     "new_guid": lambda c, a, n: sb.cast(sb.fn("uuid"), "string"),
     "gettype": _typeof,
     "typeof": _typeof,
-    "row_number": lambda c, a, n: exp.Window(this=sb.fn("row_number")),
+    "row_number": _row_number,
     "prev": _prevnext("lag"),
     "next": _prevnext("lead"),
 }

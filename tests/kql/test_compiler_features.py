@@ -13,6 +13,7 @@ from typing import Any
 import duckdb
 import pytest
 
+from kql import CompileOptions, compile_kql
 from kql.testing import fixture_connection, run_kql
 from schema import default_catalog
 
@@ -356,6 +357,18 @@ def test_serialize_row_number_follows_sort() -> None:
     assert rows(f"{P} | sort by ProcessId asc | serialize | where row_number() == 2 | project ReportId") == [(2,)]
     assert rows(f"{P} | sort by ProcessId desc | extend p = prev(ReportId) | project ReportId, p") == [
         (5, None), (4, 5), (3, 4), (2, 3), (1, 2)]
+
+
+def test_row_number_start_and_window_argument_checks() -> None:
+    # row_number(StartingIndex): the first row gets StartingIndex (the start was ignored before)
+    assert rows("range a from 1 to 3 step 1 | sort by a desc | extend rn = row_number(7)") == [(3, 7), (2, 8), (1, 9)]
+    opts = CompileOptions(now=NOW)
+    for kql, code in ((f"{P} | serialize | extend r = prev()", "wrong_arguments"),
+                      (f"{P} | serialize | extend r = next()", "wrong_arguments"),
+                      (f"{P} | summarize percentiles(FileSize)", "wrong_arguments"),
+                      (f"{P} | serialize | extend r = row_number(1, ProcessId == 2)", "unsupported")):
+        compiled = compile_kql(kql, CAT, opts)  # these raised IndexError out of compile_kql
+        assert [d.code for d in compiled.errors] == [code], kql
 
 
 def test_getschema() -> None:
