@@ -2197,12 +2197,15 @@ class Compiler:
         "str": lambda t: t in STRINGY or t in ("dynamic", UNKNOWN),
         "num": lambda t: t in NUMERIC or t in ("dynamic", UNKNOWN),
         "dt": lambda t: t in ("datetime", "dynamic", UNKNOWN),
+        # bin/floor/abs: numbers and times
+        "ord": lambda t: t in NUMERIC or t in ("datetime", "timespan", "dynamic", UNKNOWN),
         "ts": lambda t: t in ("timespan", "dynamic", UNKNOWN),
         "bool": lambda t: t in ("bool", "dynamic", UNKNOWN),
         "dyn": lambda t: t in ("dynamic", UNKNOWN) or t in STRINGY,
         "any": lambda t: True,
     }
     KIND_WORDS = {"str": "string", "num": "number", "dt": "datetime", "ts": "timespan", "bool": "bool",
+                  "ord": "number, datetime or timespan",
                   "dyn": "dynamic", "any": "value"}
 
     def check_args(self, node: n.Call, sig: F.Sig, scope: Scope) -> list[V]:

@@ -51,9 +51,9 @@ def _sig(min_a: int, max_a: int, kinds: str, ret: str) -> Sig:
 SCALARS: dict[str, Sig] = {
     "ago": _sig(1, 1, "ts", "datetime"),
     "now": _sig(0, 1, "ts", "datetime"),
-    "bin": _sig(2, 2, "any any", "arg0"),
-    "floor": _sig(1, 2, "any any", "arg0"),
-    "bin_at": _sig(3, 3, "any any any", "arg0"),
+    "bin": _sig(2, 2, "ord ord", "arg0"),
+    "floor": _sig(1, 2, "ord ord", "arg0"),
+    "bin_at": _sig(3, 3, "ord ord ord", "arg0"),
     "startofday": _sig(1, 2, "dt num", "datetime"),
     "startofweek": _sig(1, 2, "dt num", "datetime"),
     "startofmonth": _sig(1, 2, "dt num", "datetime"),
@@ -132,7 +132,7 @@ SCALARS: dict[str, Sig] = {
     "isnotnull": _sig(1, 1, "any", "bool"),
     "not": _sig(1, 1, "bool", "bool"),
     "round": _sig(1, 2, "num num", "real"),
-    "abs": _sig(1, 1, "any", "arg0"),
+    "abs": _sig(1, 1, "ord", "arg0"),
     "log": _sig(1, 1, "num", "real"),
     "log10": _sig(1, 1, "num", "real"),
     "log2": _sig(1, 1, "num", "real"),
@@ -680,6 +680,8 @@ def _indexof(ctx: Ctx, a: list[V], node: Call) -> exp.Expr:
 
 
 def _bag_pack(ctx: Ctx, a: list[V], node: Call) -> exp.Expr:
+    if len(a) % 2:
+        raise ctx.fail("wrong_arguments", f"{node.name}() takes key, value pairs: got {len(a)} arguments", node.span)
     args: list[exp.Expr] = []
     for i, v in enumerate(a):
         args.append(as_string(v) if i % 2 == 0 else _to_json_value(v))

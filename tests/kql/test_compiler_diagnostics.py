@@ -152,3 +152,11 @@ def test_unreadable_or_out_of_range_time_literals_are_positioned_errors() -> Non
     d = assert_kql_error("DeviceProcessEvents\n| where Timestamp > ago(3649000d)", "invalid_argument", 2, 21)
     assert "ago()" in d.message
     assert_kql_error("print now(-3649000d)", "invalid_argument", 1, 7)
+
+
+def test_bin_abs_and_pack_reject_arguments_duckdb_cannot_run() -> None:
+    # These compiled and then failed inside DuckDB with a Binder Error and no position.
+    d = assert_kql_error("DeviceProcessEvents\n| extend r = bin(FileName, 1)", "type_mismatch", 2, 18)
+    assert "number, datetime or timespan" in d.message
+    assert_kql_error("print abs(true)", "type_mismatch", 1, 11)
+    assert_kql_error("print b = pack('a', 1, 'b')", "wrong_arguments", 1, 11)
