@@ -245,15 +245,17 @@ def test_cli_query_formats(demo_dir: Path) -> None:
     assert body["columns"] == [{"name": "DeviceName", "type": "string"}, {"name": "n", "type": "long"}]
     assert len(body["rows"]) == 3 and all(n > 0 for _, n in body["rows"])
     c = _quarry(q, "--data-dir", str(demo_dir), "--format", "csv")
+    assert c.returncode == 0, c.stderr
     lines = c.stdout.splitlines()
     assert lines[0] == "DeviceName,n"
     assert [line.split(",") for line in lines[1:]] == [[d, str(n)] for d, n in body["rows"]]
     t = _quarry(q, "--data-dir", str(demo_dir))
-    assert t.returncode == 0
+    assert t.returncode == 0, t.stderr
     assert t.stdout.splitlines()[0].split() == ["DeviceName", "n"]
     assert body["rows"][0][0] in t.stdout
     usb = _quarry('DeviceEvents | where ActionType == "UsbDriveMounted" | count', "--data-dir",
                   str(demo_dir), "--format", "json")
+    assert usb.returncode == 0, usb.stderr
     assert orjson.loads(usb.stdout)["rows"][0][0] >= 1  # the demo's USB scenario
 
 
