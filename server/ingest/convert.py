@@ -66,9 +66,37 @@ _FAST_TYPES = frozenset({"string", "guid", "long", "int", "real", "bool", "datet
 def ingest_schema(table: Table) -> pa.Schema:
     """The Arrow schema of a batch handed to ``Storage.append``: the table's columns in order,
     then ``_extra`` (JSON text of fields newer than our schema, or null)."""
+    return _table_info(table).schema
+
+
+@dataclass(frozen=True)
+class _TableInfo:
+    schema: pa.Schema  # ingest_schema
+    read_schema: pa.Schema  # what the NDJSON fast path declares: datetimes as strings
+    names: frozenset[str]
+    fast: bool  # every column of a type the NDJSON fast path converts
+
+
+_INFO: dict[str, tuple[Table, _TableInfo]] = {}
+
+
+def _table_info(table: Table) -> _TableInfo:
+    """Per-table schemas, built once (they cost more than converting a small batch)."""
+    hit = _INFO.get(table.name)
+    if hit is not None and hit[0] is table:
+        return hit[1]
     fields = [pa.field(c.name, c.type.arrow) for c in table.columns]
     fields.append(pa.field(EXTRA_COLUMN, pa.string()))
-    return pa.schema(fields)
+    info = _TableInfo(
+        schema=pa.schema(fields),
+        read_schema=pa.schema(
+            [pa.field(c.name, pa.string()) for c in table.columns if c.type.name == "datetime"]
+        ),
+        names=frozenset(table.column_names),
+        fast=all(c.type.name in _FAST_TYPES for c in table.columns),
+    )
+    _INFO[table.name] = (table, info)
+    return info
 
 
 @dataclass
@@ -456,7 +484,7 @@ def convert_records(
 
 
 def fast_path_supported(table: Table) -> bool:
-    return all(c.type.name in _FAST_TYPES for c in table.columns)
+    return _table_info(table).fast
 
 
 def _fast_column(c: Column, col: pa.ChunkedArray, n: int) -> pa.ChunkedArray | pa.Array | None:
@@ -501,9 +529,7 @@ def convert_ndjson(table: Table, body: bytes) -> Converted | None:
     """
     if not fast_path_supported(table) or not body.strip():
         return None
-    read_schema = pa.schema(
-        [pa.field(c.name, pa.string()) for c in table.columns if c.type.name == "datetime"]
-    )
+    info = _table_info(table)
     try:
         raw = pj.read_json(
             pa.BufferReader(body),
@@ -514,14 +540,14 @@ def convert_ndjson(table: Table, body: bytes) -> Converted | None:
             read_options=pj.ReadOptions(block_size=min(max(1 << 20, len(body) + 1), 2**31 - 1),
                                         use_threads=False),
             parse_options=pj.ParseOptions(
-                explicit_schema=read_schema, unexpected_field_behavior="infer"
+                explicit_schema=info.read_schema, unexpected_field_behavior="infer"
             ),
         )
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
         return None
     n = raw.num_rows
     present = set(raw.column_names)
-    if not present <= set(table.column_names):
+    if not present <= info.names:
         return None  # unknown columns: the Python path names them row by row
     arrays: list[pa.Array | pa.ChunkedArray] = []
     for c in table.columns:
@@ -540,4 +566,4 @@ def convert_ndjson(table: Table, body: bytes) -> Converted | None:
             ):
                 return None
     arrays.append(pa.nulls(n, pa.string()))
-    return Converted(pa.Table.from_arrays(arrays, schema=ingest_schema(table)), [])
+    return Converted(pa.Table.from_arrays(arrays, schema=info.schema), [])

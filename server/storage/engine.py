@@ -93,6 +93,7 @@ ROW_GROUP_ROWS = 100_000  # small enough for Timestamp min/max to prune inside a
 # so that an old, large file is not rewritten every time a few late events arrive.
 COMPACT_TARGET_BYTES = 256 * 1024 * 1024
 _TS = pa.timestamp("us")
+_JSON = pa.json_()
 
 
 def utc_now() -> datetime:
@@ -172,6 +173,10 @@ class Storage:
         self._published: dict[str, int] = dict.fromkeys(catalog.tables, 0)
         self._flushed_seg: dict[str, int] = dict.fromkeys(catalog.tables, 0)  # W per table
         self._stored_schema = {t.name: self._schema_for(t) for t in catalog.tables.values()}
+        self._tail_json_idx = {
+            name: [i for i, f in enumerate(schema) if f.type == _JSON]
+            for name, schema in self._stored_schema.items()
+        }
         # What ingest hands over (schema columns, then _extra) and what the WAL holds (the same
         # with _ingestion_time before _extra); dynamic columns as plain JSON text.
         self._ingest_schema: dict[str, pa.Schema] = {}
@@ -446,14 +451,13 @@ class Storage:
 
     def _add_to_tail(self, table: str, seq: int, rows: pa.Table) -> None:
         schema = self._stored_schema[table]
-        cols = [
-            pa.chunked_array(
-                [pa.ExtensionArray.from_storage(pa.json_(), c) for c in col.chunks], pa.json_()
+        cols = list(rows.columns)
+        # Only the JSON columns change type (their positions are fixed per table: comparing
+        # every field's type with a fresh pa.json_() was a fifth of a small append's time).
+        for i in self._tail_json_idx[table]:
+            cols[i] = pa.chunked_array(
+                [pa.ExtensionArray.from_storage(_JSON, c) for c in cols[i].chunks], _JSON
             )
-            if f.type == pa.json_()
-            else col
-            for f, col in zip(schema, rows.columns, strict=True)
-        ]
         chunk = pa.Table.from_arrays(cols, schema=schema).append_column(
             SEG_COLUMN, pa.repeat(pa.scalar(seq, pa.int64()), rows.num_rows)
         )
