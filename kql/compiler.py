@@ -776,6 +776,12 @@ class Compiler:
         for p in op.names:
             drop.update(self._match_cols(rel, p))
         rel.cols = {c: t for c, t in rel.cols.items() if c not in drop}
+        return self._some_columns_left(rel, op)
+
+    def _some_columns_left(self, rel: Rel, op: n.Operator) -> Rel:
+        # SQL has no zero-column SELECT: say so here rather than fail inside DuckDB
+        if not rel.cols:
+            raise self.ctx.fail("invalid_argument", f"{op.kind} leaves no columns", op.span)
         return rel
 
     def op_project_keep(self, rel: Rel, op: n.Operator, env: Env) -> Rel:
@@ -783,7 +789,7 @@ class Compiler:
         for p in op.names:
             keep.update(self._match_cols(rel, p))
         rel.cols = {c: t for c, t in rel.cols.items() if c in keep}
-        return rel
+        return self._some_columns_left(rel, op)
 
     def op_project_rename(self, rel: Rel, op: n.Operator, env: Env) -> Rel:
         cols = list(rel.cols.items())
@@ -1069,6 +1075,8 @@ class Compiler:
         v = self.scalar(node, Scope(env))
         if v.type not in ("long", "int", UNKNOWN):
             self.ctx.error("type_mismatch", f"the row count must be a whole number, this is a {v.type}", node.span)
+        elif v.is_const and isinstance(v.const, int) and v.const < 0:
+            self.ctx.error("invalid_argument", f"the row count must not be negative, this is {v.const}", node.span)
         return v.sql
 
     def op_take(self, rel: Rel, op: n.Operator, env: Env) -> Rel:

@@ -160,3 +160,12 @@ def test_bin_abs_and_pack_reject_arguments_duckdb_cannot_run() -> None:
     assert "number, datetime or timespan" in d.message
     assert_kql_error("print abs(true)", "type_mismatch", 1, 11)
     assert_kql_error("print b = pack('a', 1, 'b')", "wrong_arguments", 1, 11)
+
+
+def test_negative_row_counts_and_no_columns_left_are_diagnostics() -> None:
+    # These compiled to SQL DuckDB rejects (a negative LIMIT, a SELECT with no columns).
+    assert_kql_error("DeviceProcessEvents\n| take -1", "invalid_argument", 2, 8)
+    assert_kql_error("let n = -2;\nDeviceProcessEvents | top n by Timestamp", "invalid_argument", 2, 27)
+    d = assert_kql_error("DeviceProcessEvents\n| project-away *", "invalid_argument", 2, 3)
+    assert "no columns" in d.message
+    assert_kql_error("print a = 1 | project-keep b*", "invalid_argument", 1, 15)
