@@ -217,3 +217,14 @@ def test_mgmt_table_schema_takes_bracketed_names(srv: LiveServer, name: str) -> 
     assert isinstance(reply, dict)
     row = reply["Tables"][0]["Rows"][0]
     assert row[0] == "DeviceInfo" and row[1].startswith("Timestamp:datetime,DeviceId:string,")
+
+
+def test_unavailable_is_a_transient_kusto_error() -> None:
+    """Storage gone or the server shutting down (503): clients may retry, so not permanent."""
+    from server.api.kusto import _from_query_error
+    from server.query.runner import QueryExecutionError, QueryUnavailable
+
+    e = _from_query_error(QueryUnavailable("the server is shutting down"))
+    assert e.status == 503 and e.permanent is False and e.code == "ServiceUnavailable"
+    bad = _from_query_error(QueryExecutionError("the query failed while running: x"))
+    assert bad.status == 400 and bad.permanent is True and bad.code == "General_BadRequest"

@@ -90,6 +90,8 @@ def _from_query_error(e: QueryError) -> KustoError:
                           headers={"Retry-After": str(e.retry_after_s)})
     if isinstance(e, QueryTimeout):
         return KustoError(504, "Request_ExecutionTimeout", e.message, permanent=False)
+    if e.status >= 500:  # QueryUnavailable: storage gone or shutting down; a retry may work
+        return KustoError(e.status, "ServiceUnavailable", e.message, permanent=False)
     return KustoError(e.status, "General_BadRequest", e.message)
 
 
