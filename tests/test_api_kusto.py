@@ -228,3 +228,19 @@ def test_unavailable_is_a_transient_kusto_error() -> None:
     assert e.status == 503 and e.permanent is False and e.code == "ServiceUnavailable"
     bad = _from_query_error(QueryExecutionError("the query failed while running: x"))
     assert bad.status == 400 and bad.permanent is True and bad.code == "General_BadRequest"
+
+
+def test_api_errors_below_the_route_keep_kusto_shape(srv: LiveServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An ApiError raised under a Kusto route (here: no runner, storage unavailable) is answered
+    in OneApiErrors, not in Quarry's shape the client cannot read."""
+    import server.api.kusto as kusto
+    from server.errors import ApiError
+
+    def unavailable(_request: object) -> object:
+        raise ApiError(503, "storage is not available", code="unavailable")
+
+    monkeypatch.setattr(kusto, "get_runner", unavailable)
+    status, reply = _post(srv, "/v2/rest/query", {"db": "Quarry", "csl": "print 1"})
+    assert status == 503 and isinstance(reply, dict), reply
+    assert reply["error"]["code"] == "ServiceUnavailable" and reply["error"]["@permanent"] is False
+    assert reply["error"]["message"] == "storage is not available"

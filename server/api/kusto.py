@@ -95,6 +95,13 @@ def _from_query_error(e: QueryError) -> KustoError:
     return KustoError(e.status, "General_BadRequest", e.message)
 
 
+def _from_api_error(e: ApiError) -> KustoError:
+    code = {401: "Unauthorized", 403: "Forbidden"}.get(e.status)
+    if code is None:
+        code = "ServiceUnavailable" if e.status >= 500 else "General_BadRequest"
+    return KustoError(e.status, code, e.error, headers=e.headers, permanent=e.status < 500)
+
+
 # -- request parsing -----------------------------------------------------------------------
 
 
@@ -281,10 +288,9 @@ async def _guarded(request: Request, handler: Callable[[str, str], Any]) -> Resp
     try:
         try:
             _check_query_key(request)
-        except ApiError as e:
-            code = "Unauthorized" if e.status == 401 else "Forbidden"
-            raise KustoError(e.status, code, e.error, headers=e.headers) from None
-        body = await handler(crid, activity)
+            body = await handler(crid, activity)
+        except ApiError as e:  # the key check, or Quarry code below the route (get_runner)
+            raise _from_api_error(e) from None
         return _reply(body, 200, crid, activity)
     except KustoError as e:
         return _reply(e.body(crid, activity), e.status, crid, activity, e.headers)
