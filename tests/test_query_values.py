@@ -47,6 +47,9 @@ def test_datetime_renders_iso_utc_seven_digits() -> None:
     assert render_datetime(dt.datetime(2020, 2, 5)) == "2020-02-05T00:00:00.0000000Z"
     aware = dt.datetime(2020, 2, 5, 3, 0, tzinfo=dt.timezone(dt.timedelta(hours=2)))
     assert render_datetime(aware) == "2020-02-05T01:00:00.0000000Z"
+    # .NET's DateTime.MinValue, common in agent data: four-digit years (strftime's %Y gives "1")
+    assert render_datetime(dt.datetime(1, 1, 1)) == "0001-01-01T00:00:00.0000000Z"
+    assert render_datetime(dt.datetime(999, 12, 31, 23, 59, 59, 1)) == "0999-12-31T23:59:59.0000010Z"
 
 
 def test_converters() -> None:

@@ -591,11 +591,12 @@ def _limited(sql: str, limit: int) -> str:
 
 
 def _ts_literal(value: dt.datetime) -> exp.Expression:
-    return exp.cast(exp.Literal.string(value.strftime("%Y-%m-%d %H:%M:%S.%f")), exp.DataType.Type.TIMESTAMP)
+    # isoformat, not strftime: %Y drops the leading zeros of years before 1000
+    return exp.cast(exp.Literal.string(value.isoformat(sep=" ", timespec="microseconds")), exp.DataType.Type.TIMESTAMP)
 
 
 def _date_literal(value: dt.datetime) -> exp.Expression:
-    return exp.cast(exp.Literal.string(value.strftime("%Y-%m-%d")), exp.DataType.Type.DATE)
+    return exp.cast(exp.Literal.string(value.date().isoformat()), exp.DataType.Type.DATE)
 
 
 class _Slot:

@@ -31,7 +31,8 @@ def render_datetime(value: Any) -> Any:
     if isinstance(value, dt.datetime):
         if value.tzinfo is not None:
             value = value.astimezone(dt.UTC).replace(tzinfo=None)
-        return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond:06d}0Z"
+        # not strftime: its %Y drops the zeros of years before 1000 (DateTime.MinValue is 0001)
+        return f"{value.isoformat(timespec='microseconds')}0Z"
     if isinstance(value, dt.date):
         return f"{value.isoformat()}T00:00:00.0000000Z"
     return str(value)
