@@ -9,14 +9,18 @@ from datetime import datetime
 
 from kql.api import CompileOptions, compile_kql
 from kql.diagnostics import render
+from kql.functions import DIALECTS
 from kql.parser import parse_datetime
 
 
 def _read(path: str | None) -> tuple[str, str]:
     if path is None or path == "-":
         return sys.stdin.read(), "<stdin>"
-    with open(path, encoding="utf-8") as f:
-        return f.read(), path
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read(), path
+    except (OSError, UnicodeDecodeError) as e:
+        raise SystemExit(f"quarry: cannot read {path}: {e}") from None
 
 
 def _options(args: argparse.Namespace) -> CompileOptions:
@@ -73,13 +77,13 @@ def add_kql_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[ty
     c = sub.add_parser("check", help="check a KQL query against the schema (offline); exit 1 on errors")
     c.add_argument("file", nargs="?", default="-", help="query file, or - for stdin")
     c.add_argument("--json", action="store_true", help="print diagnostics as JSON")
-    c.add_argument("--dialect", default="duckdb")
+    c.add_argument("--dialect", default="duckdb", choices=sorted(DIALECTS))
     c.add_argument("--now", help="fix now()/ago() (ISO datetime, UTC)")
     c.set_defaults(func=_check)
 
     s = sub.add_parser("sql", help="print the SQL a KQL query compiles to (offline)")
     s.add_argument("file", nargs="?", default="-", help="query file, or - for stdin")
-    s.add_argument("--dialect", default="duckdb")
+    s.add_argument("--dialect", default="duckdb", choices=sorted(DIALECTS))
     s.add_argument("--now", help="fix now()/ago() (ISO datetime, UTC)")
     s.add_argument("--pretty", action="store_true", help="indent the SQL")
     s.set_defaults(func=_sql)

@@ -169,3 +169,10 @@ def test_negative_row_counts_and_no_columns_left_are_diagnostics() -> None:
     d = assert_kql_error("DeviceProcessEvents\n| project-away *", "invalid_argument", 2, 3)
     assert "no columns" in d.message
     assert_kql_error("print a = 1 | project-keep b*", "invalid_argument", 1, 15)
+
+
+def test_cli_bad_file_and_dialect_are_messages_not_tracebacks(tmp_path: Path) -> None:
+    r = _cli("check", str(tmp_path / "missing.kql"))
+    assert r.returncode != 0 and "cannot read" in r.stderr and "Traceback" not in r.stderr
+    r = _cli("sql", "--dialect", "bogus", "-", stdin="print 1")
+    assert r.returncode != 0 and "invalid choice" in r.stderr and "Traceback" not in r.stderr
