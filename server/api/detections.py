@@ -9,6 +9,7 @@ from typing import Any
 from fastapi import APIRouter, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
+from server.api.params import RowId
 from server.auth import AdminKey, QueryKey
 from server.detections.model import RuleIn, RulePatch
 from server.detections.rulecheck import check_rule
@@ -26,7 +27,7 @@ def _engine(request: Request) -> DetectionEngine:
     return engine  # type: ignore[no-any-return]
 
 
-def _rule_or_404(engine: DetectionEngine, rule_id: int) -> dict[str, Any]:
+def _rule_or_404(engine: DetectionEngine, rule_id: RowId) -> dict[str, Any]:
     rule = engine.store.get_rule(rule_id)
     if rule is None:
         raise ApiError(404, f"no detection rule with id {rule_id}", code="not_found")
@@ -124,13 +125,13 @@ def list_rules(request: Request, _: QueryKey) -> dict[str, Any]:
 
 
 @router.get("/rules/{rule_id}")
-def get_rule(request: Request, _: QueryKey, rule_id: int) -> dict[str, Any]:
+def get_rule(request: Request, _: QueryKey, rule_id: RowId) -> dict[str, Any]:
     engine = _engine(request)
     return _api(engine, _rule_or_404(engine, rule_id))
 
 
 @router.patch("/rules/{rule_id}")
-def update_rule(request: Request, _: AdminKey, rule_id: int, body: RulePatch) -> dict[str, Any]:
+def update_rule(request: Request, _: AdminKey, rule_id: RowId, body: RulePatch) -> dict[str, Any]:
     """Change fields; the merged rule is compiled again. Takes effect at the next run."""
     engine = _engine(request)
     rule = _rule_or_404(engine, rule_id)
@@ -157,7 +158,7 @@ def update_rule(request: Request, _: AdminKey, rule_id: int, body: RulePatch) ->
 
 
 @router.delete("/rules/{rule_id}", status_code=204)
-def delete_rule(request: Request, _: AdminKey, rule_id: int) -> Response:
+def delete_rule(request: Request, _: AdminKey, rule_id: RowId) -> Response:
     """Delete the rule and its run history; its alerts stay (with the rule's name)."""
     engine = _engine(request)
     if not engine.store.delete_rule(rule_id):
@@ -167,7 +168,7 @@ def delete_rule(request: Request, _: AdminKey, rule_id: int) -> Response:
 
 @router.get("/rules/{rule_id}/runs")
 def list_runs(
-    request: Request, _: QueryKey, rule_id: int, top: int = Query(50, ge=1, le=1000)
+    request: Request, _: QueryKey, rule_id: RowId, top: int = Query(50, ge=1, le=1000)
 ) -> dict[str, Any]:
     engine = _engine(request)
     _rule_or_404(engine, rule_id)
@@ -175,7 +176,7 @@ def list_runs(
 
 
 @router.post("/rules/{rule_id}/run")
-async def run_now(request: Request, _: AdminKey, rule_id: int) -> dict[str, Any]:
+async def run_now(request: Request, _: AdminKey, rule_id: RowId) -> dict[str, Any]:
     """Run the rule now (also when disabled) and return the run; resets its interval."""
     engine = _engine(request)
     _rule_or_404(engine, rule_id)
@@ -189,7 +190,7 @@ async def run_now(request: Request, _: AdminKey, rule_id: int) -> dict[str, Any]
 async def backtest(
     request: Request,
     _: QueryKey,
-    rule_id: int,
+    rule_id: RowId,
     days: float = Query(30.0, gt=0, description="How many days of retained data to replay"),
 ) -> dict[str, Any]:
     """Replay the rule over the last ``days`` of retained data without creating anything:

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Request, Response
 from starlette.concurrency import run_in_threadpool
 
+from server.api.params import RowId
 from server.auth import AdminKey
 from server.devices import groups as g
 from server.errors import ApiError, field_error
@@ -15,7 +16,7 @@ router = APIRouter(prefix="/api/devicegroups", tags=["device groups"])
 JsonBody = Annotated[dict[str, Any], Body()]
 
 
-def _not_found(group_id: int) -> ApiError:
+def _not_found(group_id: RowId) -> ApiError:
     return ApiError(404, f"no device group with id {group_id}", code="not_found")
 
 
@@ -51,7 +52,7 @@ def list_groups(request: Request, _: AdminKey) -> dict[str, Any]:
 
 
 @router.get("/{group_id}")
-def get_group(request: Request, _: AdminKey, group_id: int) -> dict[str, Any]:
+def get_group(request: Request, _: AdminKey, group_id: RowId) -> dict[str, Any]:
     group = g.get_group(request.app.state.metadata, group_id)
     if group is None:
         raise _not_found(group_id)
@@ -59,7 +60,7 @@ def get_group(request: Request, _: AdminKey, group_id: int) -> dict[str, Any]:
 
 
 @router.patch("/{group_id}")
-def update_group(request: Request, _: AdminKey, group_id: int, body: JsonBody) -> dict[str, Any]:
+def update_group(request: Request, _: AdminKey, group_id: RowId, body: JsonBody) -> dict[str, Any]:
     try:
         group = g.update_group(request.app.state.metadata, group_id, body)
     except g.GroupError as e:
@@ -70,7 +71,7 @@ def update_group(request: Request, _: AdminKey, group_id: int, body: JsonBody) -
 
 
 @router.delete("/{group_id}", status_code=204)
-def delete_group(request: Request, _: AdminKey, group_id: int) -> Response:
+def delete_group(request: Request, _: AdminKey, group_id: RowId) -> Response:
     try:
         deleted = g.delete_group(request.app.state.metadata, group_id)
     except g.GroupError as e:
@@ -81,7 +82,7 @@ def delete_group(request: Request, _: AdminKey, group_id: int) -> Response:
 
 
 @router.get("/{group_id}/devices")
-async def group_devices(request: Request, _: AdminKey, group_id: int) -> dict[str, Any]:
+async def group_devices(request: Request, _: AdminKey, group_id: RowId) -> dict[str, Any]:
     """The devices currently in the group, from their latest DeviceInfo."""
     state = request.app.state
     group = g.get_group(state.metadata, group_id)

@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import APIRouter, Query, Request
 
 from server.api.alerts import _choice, _store, parse_triage, triage_changes
+from server.api.params import RowId
 from server.auth import QueryKey
 from server.detections.model import ALERT_STATUSES
 from server.detections.views import incident_to_api
@@ -32,7 +33,7 @@ def list_incidents(
 
 
 @router.get("/{incident_id}")
-def get_incident(request: Request, _: QueryKey, incident_id: int) -> dict[str, Any]:
+def get_incident(request: Request, _: QueryKey, incident_id: RowId) -> dict[str, Any]:
     store = _store(request)
     inc = store.get_incident(incident_id)
     if inc is None:
@@ -41,7 +42,7 @@ def get_incident(request: Request, _: QueryKey, incident_id: int) -> dict[str, A
 
 
 @router.patch("/{incident_id}")
-def update_incident(request: Request, scope: QueryKey, incident_id: int, body: dict[str, Any]) -> dict[str, Any]:
+def update_incident(request: Request, scope: QueryKey, incident_id: RowId, body: dict[str, Any]) -> dict[str, Any]:
     """Same fields as an alert; resolving an incident resolves its alerts (as Defender)."""
     patch = parse_triage(body, "incident")
     store = _store(request)

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
+from server.api.params import RowId
 from server.auth import AdminKey
 from server.errors import ApiError, field_error, reject_unknown_fields
 from server.notify import rules as r
@@ -17,7 +18,7 @@ JsonBody = Annotated[dict[str, Any], Body()]
 OptionalJsonBody = Annotated[dict[str, Any] | None, Body()]
 
 
-def _not_found(rule_id: int) -> ApiError:
+def _not_found(rule_id: RowId) -> ApiError:
     return ApiError(404, f"no notification rule with id {rule_id}", code="not_found")
 
 
@@ -44,7 +45,7 @@ def list_rules(request: Request, _: AdminKey) -> dict[str, Any]:
 
 
 @router.get("/rules/{rule_id}")
-def get_rule(request: Request, _: AdminKey, rule_id: int) -> dict[str, Any]:
+def get_rule(request: Request, _: AdminKey, rule_id: RowId) -> dict[str, Any]:
     rule = r.get_rule(request.app.state.metadata, rule_id)
     if rule is None:
         raise _not_found(rule_id)
@@ -52,7 +53,7 @@ def get_rule(request: Request, _: AdminKey, rule_id: int) -> dict[str, Any]:
 
 
 @router.patch("/rules/{rule_id}")
-def update_rule(request: Request, _: AdminKey, rule_id: int, body: JsonBody) -> dict[str, Any]:
+def update_rule(request: Request, _: AdminKey, rule_id: RowId, body: JsonBody) -> dict[str, Any]:
     try:
         rule = r.update_rule(request.app.state.metadata, rule_id, body)
     except r.RuleError as e:
@@ -63,7 +64,7 @@ def update_rule(request: Request, _: AdminKey, rule_id: int, body: JsonBody) -> 
 
 
 @router.delete("/rules/{rule_id}", status_code=204)
-def delete_rule(request: Request, _: AdminKey, rule_id: int) -> Response:
+def delete_rule(request: Request, _: AdminKey, rule_id: RowId) -> Response:
     if not r.delete_rule(request.app.state.metadata, rule_id):
         raise _not_found(rule_id)
     return Response(status_code=204)
