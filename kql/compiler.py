@@ -1288,12 +1288,15 @@ class Compiler:
             sel = exp.Select(expressions=proj).from_(a_sub).join(b_sub, on=on, join_type=jt)
             return self.wrap_select(sel, cols)
         right_keys = {rk for lk, rk, _ in keys if lk == rk}
+
+        def side(c: str, t: str, alias: str, nullable: bool) -> exp.Expr:
+            # the unmatched side of an outer join is NULL; a Kusto string is never null, it is ""
+            e: exp.Expr = sb.col(c, alias)
+            return sb.fn("coalesce", e, sb.s("")) if nullable and t == "string" else e
+
         for c, t in left.cols.items():
             cols[c] = t
-            if lookup and kind in ("leftouter",) or not lookup:
-                proj.append(sb.alias(sb.col(c, la), c))
-            else:
-                proj.append(sb.alias(sb.col(c, la), c))
+            proj.append(sb.alias(side(c, t, la, jt in ("RIGHT", "FULL")), c))
         for c, t in right.cols.items():
             if lookup and c in right_keys:
                 continue
@@ -1301,9 +1304,7 @@ class Compiler:
             if name in cols:
                 name = self.unique(cols, c)
             cols[name] = t
-            proj.append(sb.alias(sb.col(c, ra), name))
-        if kind == "fullouter" and lookup is False:
-            pass
+            proj.append(sb.alias(side(c, t, ra, jt in ("LEFT", "FULL")), name))
         sel = exp.Select(expressions=proj).from_(lsub).join(rsub, on=on, join_type=jt)
         return self.wrap_select(sel, cols)
 

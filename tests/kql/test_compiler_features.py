@@ -280,7 +280,7 @@ def test_join_kinds() -> None:
     left = f"{P} | project ReportId, DeviceId"
     info = "(DeviceInfo | where Timestamp > datetime(2024-05-15) | project DeviceId, OSPlatform)"
     assert_kql(f"{left} | join kind=leftouter {info} on DeviceId | project ReportId, OSPlatform",
-               [(1, "Windows11"), (2, "Windows11"), (3, "WindowsServer2022"), (5, "WindowsServer2022"), (4, None)])
+               [(1, "Windows11"), (2, "Windows11"), (3, "WindowsServer2022"), (5, "WindowsServer2022"), (4, "")])
     assert ids(f"{left} | join kind=leftanti {info} on DeviceId") == [4]
     assert ids(f"{left} | join kind=leftsemi {info} on DeviceId") == [1, 2, 3, 5]
     assert ids(f"{P} | join kind=rightanti DeviceNetworkEvents on DeviceId") == [12]

@@ -104,3 +104,15 @@ def test_empty_and_missing_strings_are_one_group() -> None:
         "| where isempty(R) | distinct R",
         [("",)],
     )
+
+
+def test_outer_join_unmatched_strings_are_empty_not_null() -> None:
+    # "The string data type doesn't support null values": the unmatched side of an outer join
+    # gives "" for its string columns (numbers stay null).
+    a = 'datatable(k:string, v:long)["x", 1, "y", 3]'
+    b = 'datatable(k:string, s:string)["x", "a", "z", "q"]'
+    assert_kql(f"{a} | join kind=fullouter ({b}) on k",
+               [("x", 1, "x", "a"), ("", None, "z", "q"), ("y", 3, "", "")])
+    assert_kql(f"{a} | join kind=leftouter ({b}) on k", [("x", 1, "x", "a"), ("y", 3, "", "")])
+    assert_kql(f"{a} | join kind=rightouter ({b}) on k", [("x", 1, "x", "a"), ("", None, "z", "q")])
+    assert_kql(f"{a} | lookup ({b}) on k", [("x", 1, "a"), ("y", 3, "")])
