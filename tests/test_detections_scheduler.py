@@ -75,3 +75,26 @@ def test_ingest_wakes_continuous_rules_before_their_poll(tmp_path: Path) -> None
         alerts = wait_until(lambda: c.get("/api/alerts").json()["value"], timeout=10.0,
                             what="an alert well before the 60 s poll")
         assert [a["deviceId"] for a in alerts] == ["dev-9"]
+
+
+def test_ingest_wakes_only_when_a_continuous_rule_exists(tmp_path: Path) -> None:
+    """Ingest calls ingested() on every request: without an enabled continuous rule it must not
+    wake the scheduler (each wake reads the rules from SQLite)."""
+
+    async def scenario() -> tuple[bool, bool]:
+        with detection_env(tmp_path) as env:
+            env.rule(VOLUME_RULE, "1h", name="hourly")
+            sched = Scheduler(env.engine, tick_s=60.0)
+            sched.start()
+            await asyncio.sleep(0.2)  # the first tick has looked at the rules
+            sched.ingested()
+            no_continuous = sched._ingest_pending
+            env.rule(VOLUME_RULE, "continuous", name="nrt")
+            sched.wake()
+            await asyncio.sleep(0.2)
+            sched.ingested()
+            with_continuous = sched._ingest_pending
+            await sched.stop()
+            return no_continuous, with_continuous
+
+    assert asyncio.run(scenario()) == (False, True)

@@ -80,6 +80,9 @@ class DetectionEngine:
         self.clock = clock
         self._locks: dict[int, threading.Lock] = defaultdict(threading.Lock)
         self._locks_guard = threading.Lock()
+        # Whether an enabled continuous rule existed at the last due_rules() (the scheduler uses
+        # it to ignore ingest wake-ups when nothing would run); True until first looked at.
+        self.has_continuous_rules = True
 
     # -- settings ----------------------------------------------------------------------------
     def lookback(self, frequency: str) -> timedelta:
@@ -481,13 +484,16 @@ class DetectionEngine:
         """Enabled rules whose time has come; with ``eager_continuous`` (new rows were just
         ingested) every continuous rule is due too, without waiting for its poll."""
         out = []
+        continuous = False
         for rule in self.store.list_rules():
             if not rule["enabled"]:
                 continue
+            continuous = continuous or rule["frequency"] == "continuous"
             nxt = rule.get("next_run_at")
             eager = eager_continuous and rule["frequency"] == "continuous" and not rule.get("last_error")
             if eager or nxt is None or parse_iso(nxt) <= now:
                 out.append(rule)
+        self.has_continuous_rules = continuous
         # Continuous rules first: their promise is seconds.
         out.sort(key=lambda r: (r["frequency"] != "continuous", r.get("next_run_at") or ""))
         return out

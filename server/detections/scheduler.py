@@ -41,6 +41,9 @@ class Scheduler:
         self._last_start: dict[int, float] = {}
         self._wake = asyncio.Event()
         self._ingest_pending = False
+        # Refreshed at every tick: without an enabled continuous rule, ingest need not wake us
+        # (ingest calls ingested() on every request, at thousands per second).
+        self._has_continuous = True
         self._loop_ref: asyncio.AbstractEventLoop | None = None
 
     def start(self) -> None:
@@ -50,9 +53,8 @@ class Scheduler:
 
     def ingested(self) -> None:
         """New rows are durable: run continuous rules now. Safe to call from any thread."""
-        loop = self._loop_ref
-        if loop is None or loop.is_closed():
-            return
+        if not self._has_continuous or self._ingest_pending:
+            return  # nothing to run, or a wake-up is already on its way
         self._ingest_pending = True
         self.wake()
 
@@ -87,6 +89,7 @@ class Scheduler:
         eager, self._ingest_pending = self._ingest_pending, False
         now = self.engine.clock()
         due = await asyncio.to_thread(self.engine.due_rules, now, eager)
+        self._has_continuous = self.engine.has_continuous_rules
         started = time.monotonic()
         for rule in due:
             rid = int(rule["id"])
