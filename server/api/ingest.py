@@ -17,7 +17,6 @@ from typing import Any
 
 import pyarrow as pa
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import ORJSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from schema import default_catalog
@@ -34,6 +33,7 @@ from server.ingest.convert import (
 )
 from server.ingest.parse import is_ndjson, parse_records, parse_streaming
 from server.metrics import get_metrics
+from server.responses import OrjsonResponse
 from server.storage import Backpressure
 
 router = APIRouter(prefix="/api/ingest", tags=["ingest"])
@@ -171,7 +171,7 @@ async def ingest_streaming(
     request: Request,
     _key: IngestKey,
     skip_unknown_tables: bool = Query(False, alias="skipUnknownTables"),
-) -> ORJSONResponse:
+) -> OrjsonResponse:
     """Body: ``{"records": [...]}`` (Event Hub) or one record per line (Storage export). Each
     record goes to the table named by its ``category`` ("AdvancedHunting-<Table>"); columns newer
     than our schema are kept in the row's ``_extra`` bag and listed in ``unknownColumns``."""
@@ -217,11 +217,11 @@ async def ingest_streaming(
                                                if c.unknown_columns}}
     if prepared.skipped:
         body["skippedTables"] = prepared.skipped
-    return ORJSONResponse(body)
+    return OrjsonResponse(body)
 
 
 @router.post("/{table}", summary="Ingest events into one table (JSON array or NDJSON)")
-async def ingest_table(table: str, request: Request, _key: IngestKey) -> ORJSONResponse:
+async def ingest_table(table: str, request: Request, _key: IngestKey) -> OrjsonResponse:
     """Body: a JSON array of objects, or NDJSON with ``Content-Type: application/x-ndjson``;
     ``Content-Encoding: gzip`` accepted. 200 ``{"accepted", "expired"}`` once durable."""
     settings = request.app.state.settings
@@ -271,4 +271,4 @@ async def ingest_table(table: str, request: Request, _key: IngestKey) -> ORJSONR
     if m is not None:
         m.ingest_events.labels(table=table).inc(accepted)
         m.ingest_bytes.labels(table=table).inc(len(raw))
-    return ORJSONResponse({"accepted": accepted, "expired": expired, "table": table})
+    return OrjsonResponse({"accepted": accepted, "expired": expired, "table": table})
