@@ -1,4 +1,5 @@
-"""Round 4 compiler gaps, executed on DuckDB: each test asserts the rows Kusto's documentation gives."""
+"""mv-apply, make-series, partition, parse-kv, in over array subqueries, base64/codepoint functions:
+executed on DuckDB; each test asserts the rows the Kusto documentation gives."""
 
 from __future__ import annotations
 
