@@ -323,3 +323,22 @@ def test_backpressure_503_with_retry_after(tmp_path: Path) -> None:
         assert_error_shape(r, 503)
         assert int(r.headers["Retry-After"]) >= 1
         assert srv.count("DeviceProcessEvents") == 40
+
+
+def test_streaming_backpressure_stores_no_table(tmp_path: Path) -> None:
+    """A streaming batch spanning tables is refused whole: a client retrying the 503 must not
+    store the tables that fitted a second time."""
+    settings = make_settings(tmp_path, max_unflushed_rows=50, flush_max_rows=10**9)
+    with LiveServer(create_app(settings)) as srv, httpx.Client(
+        base_url=srv.url, headers={"Authorization": f"Bearer {ADMIN}"}, timeout=30
+    ) as c:
+        r = c.post("/api/ingest/DeviceProcessEvents", content=nd([ev() for _ in range(40)]),
+                   headers=NDJSON)
+        assert r.status_code == 200, r.text
+        net = {"Timestamp": ev()["Timestamp"], "DeviceId": "d", "ActionType": "ConnectionSuccess"}
+        recs = [rec("DeviceNetworkEvents", net) for _ in range(5)]  # these 5 alone would fit
+        recs += [rec("DeviceProcessEvents", ev()) for _ in range(40)]
+        r = c.post("/api/ingest/streaming", content=orjson.dumps({"records": recs}))
+        assert_error_shape(r, 503)
+        assert int(r.headers["Retry-After"]) >= 1
+        assert (srv.count("DeviceNetworkEvents"), srv.count("DeviceProcessEvents")) == (0, 40)

@@ -481,3 +481,29 @@ def test_wal_records_that_no_longer_fit_are_kept_aside_not_dropped(tmp_path: Pat
         assert report_ids(st) == [1]
     kept = tmp_path / "_quarantine" / "_wal" / segment_path(wal, 3).name
     assert kept.read_bytes() == b"".join(bytes(b) for b in frames)
+
+
+def test_append_many_is_one_unit_refused_whole_and_replayed_once(tmp_path: Path) -> None:
+    net = "DeviceNetworkEvents"
+
+    def net_batch(ids: list[int]) -> pa.Table:
+        return pa.table({"Timestamp": pa.array([NOW] * len(ids), pa.timestamp("us")),
+                         "DeviceId": pa.array(["dev-1"] * len(ids)),
+                         "ReportId": pa.array(ids, pa.int64())})
+
+    clock = ManualClock(NOW)
+    with open_storage(tmp_path, clock=clock, max_unflushed_rows=10) as st:
+        got = st.append_many({TABLE: process_batch([1, 2], [NOW, NOW]), net: net_batch([7])})
+        assert {t: r.accepted for t, r in got.items()} == {TABLE: 2, net: 1}
+        # 3 + 2 would fit, 3 + 2 + 6 does not: neither table takes anything.
+        with pytest.raises(Backpressure):
+            st.append_many({net: net_batch([8, 9]), TABLE: process_batch(list(range(3, 9)), [NOW] * 6)})
+        assert (report_ids(st), report_ids(st, net)) == ([1, 2], [7])
+        saved = {p.name: p.read_bytes() for _, p in list_segments(tmp_path / "_wal")}
+    # Killed before any flush: the one WAL write holding both tables is replayed once.
+    shutil.rmtree(tmp_path)
+    (tmp_path / "_wal").mkdir(parents=True)
+    for name, data in saved.items():
+        (tmp_path / "_wal" / name).write_bytes(data)
+    with open_storage(tmp_path, clock=clock) as st:
+        assert (report_ids(st), report_ids(st, net)) == ([1, 2], [7])

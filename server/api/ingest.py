@@ -96,9 +96,11 @@ def _unknown_table(name: str, catalog: Catalog) -> ApiError:
     )
 
 
-def _append(request: Request, table: str, batch: pa.Table) -> tuple[int, int]:
+def _append(request: Request, batches: dict[str, pa.Table]) -> dict[str, tuple[int, int]]:
+    """Append the batches of one request as one unit (``Storage.append_many``): a refusal
+    stores none of them, so the client's retry duplicates nothing."""
     try:
-        result = request.app.state.storage.append(table, batch)
+        results = request.app.state.storage.append_many(batches)
     except Backpressure as e:
         retry = max(1, math.ceil(float(e.retry_after_s)))
         raise ApiError(
@@ -108,9 +110,9 @@ def _append(request: Request, table: str, batch: pa.Table) -> tuple[int, int]:
             headers={"Retry-After": str(retry)},
         ) from e
     scheduler = getattr(request.app.state, "detection_scheduler", None)
-    if scheduler is not None and result.accepted:
+    if scheduler is not None and any(r.accepted for r in results.values()):
         scheduler.ingested()  # continuous rules see the new rows now, not at their next poll
-    return int(result.accepted), int(result.expired)
+    return {name: (int(r.accepted), int(r.expired)) for name, r in results.items()}
 
 
 def _count_rejected(request: Request, table: str, reason: str, n: int) -> None:
@@ -190,26 +192,20 @@ async def ingest_streaming(
         except ApiError as e:
             _count_rejected(request, "streaming", e.errors[0].get("code", "invalid"), 1)
             raise
-    tables: dict[str, dict[str, int]] = {}
-    accepted = expired = 0
-    # Tables are appended one after the other; validation of all of them is already done, so
-    # only back-pressure can stop a later one (the response then says what was stored).
-    for name, conv in prepared.batches.items():
-        try:
-            a, x = await run_in_threadpool(_append, request, name, conv.table)
-        except ApiError as e:
-            if tables:
-                e.errors = [{**e.errors[0], "stored": tables}, *e.errors[1:]]
-                e.error += f" (already stored before the refusal: {tables})"
-            raise
-        tables[name] = {"accepted": a, "expired": x}
-        accepted += a
-        expired += x
-        m = get_metrics(request)
-        if m is not None:
-            m.ingest_events.labels(table=name).inc(a)
+    results = (
+        await run_in_threadpool(
+            _append, request, {n: c.table for n, c in prepared.batches.items()}
+        )
+        if prepared.batches
+        else {}
+    )
+    tables = {n: {"accepted": a, "expired": x} for n, (a, x) in results.items()}
+    accepted = sum(a for a, _ in results.values())
+    expired = sum(x for _, x in results.values())
     m = get_metrics(request)
     if m is not None:
+        for name, (a, _) in results.items():
+            m.ingest_events.labels(table=name).inc(a)
         m.ingest_bytes.labels(table="streaming").inc(len(raw))
     body: dict[str, Any] = {"accepted": accepted, "expired": expired, "tables": tables,
                             "unknownColumns": {n: c.unknown_columns
@@ -261,7 +257,7 @@ async def ingest_table(table: str, request: Request, _key: IngestKey) -> OrjsonR
             loop.call_soon_threadsafe(release)
         if not conv.table.num_rows:
             return 0, 0
-        return _append(request, table, conv.table)
+        return _append(request, {table: conv.table})[table]
 
     try:
         accepted, expired = await run_in_threadpool(work)

@@ -48,7 +48,7 @@ import shutil
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -296,17 +296,32 @@ class Storage:
 
     def append(self, table: str, batch: pa.Table) -> AppendResult:
         """Store ``batch`` durably; blocks for the WAL fsync (call it from a worker thread)."""
-        tbl = self.catalog.table(table)
-        if tbl is None:
-            raise BatchError(f"unknown table {table!r}")
+        return self.append_many({table: batch})[table]
+
+    def append_many(self, batches: Mapping[str, pa.Table]) -> dict[str, AppendResult]:
+        """Store batches of several tables as one unit: they reach the WAL in one write and are
+        refused together (back-pressure, a bad batch), so a refused request stored nothing and
+        its retry duplicates nothing."""
         if not self._started:
             raise StorageClosed("storage is not started")
         now = self.clock()
-        rows, expired = self._prepare(tbl, batch, now)
-        n = rows.num_rows
+        results: dict[str, AppendResult] = {}
+        staged: list[tuple[str, pa.Table]] = []
+        frames: list[bytes | pa.Buffer] = []
+        for table, batch in batches.items():
+            tbl = self.catalog.table(table)
+            if tbl is None:
+                raise BatchError(f"unknown table {table!r}")
+            rows, expired = self._prepare(tbl, batch, now)
+            results[table] = AppendResult(rows.num_rows, expired)
+            if rows.num_rows:
+                staged.append((table, rows))
+                # Records are self-delimiting: the frames of all tables go out in one writev,
+                # and a failed write is cut back to before the first of them.
+                frames += encode_record(table, rows)
+        n = sum(rows.num_rows for _, rows in staged)
         if n == 0:
-            return AppendResult(0, expired)
-        record = encode_record(table, rows)
+            return results
         with self._wal.write_lock:
             if self._closed:
                 raise StorageClosed("storage is closed")
@@ -316,23 +331,24 @@ class Storage:
                 raise Backpressure(self._retry_after(), self._unflushed)
             seg = self._wal.current
             assert seg is not None
-            record_no = self._wal.write(record)
+            record_no = self._wal.write(frames)
             seg.rows += n
             seg.inflight += 1
-            seg.tables.add(table)
+            seg.tables.update(table for table, _ in staged)
             if seg.first_append_monotonic is None:
                 seg.first_append_monotonic = time.monotonic()
             self._unflushed += n
         try:
             self._wal.sync(record_no)
-            self._add_to_tail(table, seg.seq, rows)
+            for table, rows in staged:
+                self._add_to_tail(table, seg.seq, rows)
         finally:
             with self._inflight_cond:
                 seg.inflight -= 1
                 self._inflight_cond.notify_all()
         if seg.rows >= self.settings.flush_max_rows:
             self._wake.set()
-        return AppendResult(n, expired)
+        return results
 
     async def append_async(self, table: str, batch: pa.Table) -> AppendResult:
         """``append`` on a worker thread, for async endpoints."""

@@ -172,7 +172,8 @@ class WriteAheadLog:
         return self.current
 
     def write(self, record: list[bytes | pa.Buffer]) -> int:
-        """Append a frame to the current segment; caller holds ``write_lock``. Returns its number."""
+        """Append a frame (or several frames back to back, written and undone as one) to the
+        current segment; caller holds ``write_lock``. Returns its number for ``sync``."""
         if self.broken:
             raise OSError(f"write-ahead log unusable until restart: {self.broken}")
         seg = self.current
