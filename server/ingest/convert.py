@@ -26,6 +26,7 @@ import difflib
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -44,6 +45,8 @@ _TS_UTC = pa.timestamp("us", tz="UTC")
 _TS_NS_UTC = pa.timestamp("ns", tz="UTC")
 _TS = pa.timestamp("us")
 _NULL_STR = pa.scalar(None, pa.string())
+_TS_MIN = pa.scalar(datetime(1, 1, 1), _TS)
+_TS_MAX = pa.scalar(datetime(9999, 12, 31, 23, 59, 59, 999999), _TS)
 # ISO 8601 as KQL accepts it (date, optional time with optional seconds and up to 7 fractional
 # digits, optional Z or +hh:mm/+hhmm offset). RE2 syntax: pyarrow evaluates it vectorised.
 _DT_PATTERN = (
@@ -191,8 +194,16 @@ def parse_datetimes(arr: pa.Array | pa.ChunkedArray) -> tuple[pa.Array, list[int
                 v = None
             fixed.append(v)
         out = pc.cast(pa.array(fixed, pa.string()), _TS_UTC)
-        bad.sort()
-    return out.cast(_TS), bad
+    out = out.cast(_TS)
+    # An offset can move a well-formed value past datetime's range (years 1 to 9999), and Arrow
+    # takes year 0000: such a value would break every reader (Python's datetime cannot hold it).
+    # Only this path can see one: the zoned path above reaches years 1677..2262 only.
+    outside = pc.or_(pc.less(out, _TS_MIN), pc.greater(out, _TS_MAX))
+    if pc.any(outside).as_py():
+        bad.extend(pc.indices_nonzero(outside).to_pylist())
+        out = pc.if_else(outside, pa.scalar(None, _TS), out)
+    bad.sort()
+    return out, bad
 
 
 def _parse_zoned(arr: pa.Array) -> pa.Array | None:
