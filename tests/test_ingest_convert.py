@@ -188,6 +188,14 @@ def test_int_and_real_columns() -> None:
     assert conv.table.column("ConfigurationImpact").to_pylist() == [3.0, 2.5]
     with pytest.raises(BatchRejected):
         convert_records(tvm, [{**ok, "ConfigurationImpact": True}], allow_unknown=False)
+    # A JSON integer beyond int64 (orjson gives 2**63 as an int) is still a number for a real
+    # column; one beyond float is not.
+    big = orjson.loads(b'{"ConfigurationImpact": 9223372036854775808}')
+    conv = convert_records(tvm, [{**ok, **big}], allow_unknown=False)
+    assert conv.table.column("ConfigurationImpact").to_pylist() == [float(2**63)]
+    with pytest.raises(BatchRejected) as exc:
+        convert_records(tvm, [ok, {**ok, "ConfigurationImpact": 10**400}], allow_unknown=False)
+    assert exc.value.entries[1]["column"] == "ConfigurationImpact"
 
 
 def test_empty_string_means_null_except_strings() -> None:

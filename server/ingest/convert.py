@@ -277,14 +277,21 @@ def _conv_int(col: list[Any], t: KqlType) -> tuple[pa.Array, list[Problem]]:
 def _conv_real(col: list[Any], t: KqlType) -> tuple[pa.Array, list[Problem]]:
     types = set(map(type, col))
     if types <= {int, float, type(None)}:
-        return pa.array(col, pa.float64()), []
+        try:
+            return pa.array(col, pa.float64()), []
+        except (OverflowError, pa.ArrowInvalid):
+            pass  # an integer beyond int64 (orjson reads up to 2**64 - 1 as int): below
     out: list[Any] = []
     problems: list[Problem] = []
     for i, v in enumerate(col):
         if v is None or v == "":
             out.append(None)
         elif type(v) in (int, float):
-            out.append(float(v))
+            try:
+                out.append(float(v))
+            except OverflowError:
+                problems.append((i, v, f"expected {t.name}, got a number out of range"))
+                out.append(None)
         elif isinstance(v, str) and t.name == "decimal":
             # KQL serialises decimal as a string to keep its precision.
             try:
