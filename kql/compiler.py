@@ -440,16 +440,20 @@ class Compiler:
         if b is not None and b.kind == "function":
             fn: n.FnDef = b.value
             fenv = self._fn_env(fn, b.env or env, node, env)
-            result: Rel | None = None
-            for st in fn.body:
-                if isinstance(st, n.Let):
-                    self.let(st, fenv)
-                else:
-                    result = self.tabular(st, fenv)
-            if result is None:
-                raise self.ctx.fail("type_mismatch", f"function {node.name!r} returns no table", node.span)
-            return result
+            return self._fn_body_table(fn, fenv, node)
         raise self.ctx.fail("unknown_function", f"unknown tabular function {node.name!r}", node.name_span)
+
+    def _fn_body_table(self, fn: n.FnDef, fenv: Env, call: n.Call) -> Rel:
+        """Run a user function's body in its environment; its last tabular statement is the result."""
+        result: Rel | None = None
+        for st in fn.body:
+            if isinstance(st, n.Let):
+                self.let(st, fenv)
+            else:
+                result = self.tabular(st, fenv)
+        if result is None:
+            raise self.ctx.fail("type_mismatch", f"function {call.name!r} returns no table", call.span)
+        return result
 
     def _fn_env(self, fn: n.FnDef, closure: Env | None, call: n.Call, caller: Env,
                 check: bool = True, pipe_input: Rel | None = None, caller_scope: Scope | None = None) -> Env:
@@ -1149,15 +1153,7 @@ class Compiler:
         if not fn.params or fn.params[0].type is not None:
             raise self.ctx.fail("wrong_arguments", f"{call.name}() takes no table as its first parameter", call.span)
         fenv = self._fn_env(fn, b.env or env, call, env, pipe_input=self.wrap(rel))
-        result: Rel | None = None
-        for st in fn.body:
-            if isinstance(st, n.Let):
-                self.let(st, fenv)
-            else:
-                result = self.tabular(st, fenv)
-        if result is None:
-            raise self.ctx.fail("type_mismatch", f"function {call.name!r} returns no table", call.span)
-        return result
+        return self._fn_body_table(fn, fenv, call)
 
     def op_union(self, rel: Rel, op: n.Operator, env: Env) -> Rel:
         return self.union(rel, op.params, op.conds, env, op.span)
