@@ -126,16 +126,24 @@ def render_alert(alert: dict[str, Any], tree: dict[str, Any] | None, tree_error:
     return head + desc + summary + tree_html + ent_html + ev_html + api
 
 
-@router.get("/alerts/{alert_id}")
-async def alert_page(request: Request, alert_id: str) -> Response:
-    here = f"/alerts/{quote(alert_id, safe='')}"
+def _signed_in(request: Request, here: str, what: str) -> sessions.Principal | Response:
+    """The page's viewer, or the sign-in form: 401 without a key or session, 403 with one whose
+    scope cannot read alerts."""
     who = sessions.principal(request)
     if who is None:
-        return login_form(here, "Sign in to see this alert.", 401)
+        return login_form(here, f"Sign in to see this {what}.", 401)
     if not allows(who.scope, login.PAGE_SCOPE):
         return login_form(
             here, f"You are signed in with scope '{who.scope}'; this page needs 'query' or 'admin'.", 403
         )
+    return who
+
+
+@router.get("/alerts/{alert_id}")
+async def alert_page(request: Request, alert_id: str) -> Response:
+    who = _signed_in(request, f"/alerts/{quote(alert_id, safe='')}", "alert")
+    if isinstance(who, Response):
+        return who
     state = request.app.state
     alert = await run_in_threadpool(sources.get_alert, state, alert_id)
     if alert is None:
@@ -184,14 +192,9 @@ def render_incident(incident: dict[str, Any]) -> str:
 @router.get("/incidents/{incident_id}")
 async def incident_page(request: Request, incident_id: str) -> Response:
     # A str, not an int: a malformed id must meet the sign-in check first, then a 404.
-    here = f"/incidents/{quote(incident_id, safe='')}"
-    who = sessions.principal(request)
-    if who is None:
-        return login_form(here, "Sign in to see this incident.", 401)
-    if not allows(who.scope, login.PAGE_SCOPE):
-        return login_form(
-            here, f"You are signed in with scope '{who.scope}'; this page needs 'query' or 'admin'.", 403
-        )
+    who = _signed_in(request, f"/incidents/{quote(incident_id, safe='')}", "incident")
+    if isinstance(who, Response):
+        return who
     incident = None
     # ASCII digits only (str.isdigit() takes "²", which int() refuses) and within SQLite's
     # INTEGER, so any other id is the 404 below
