@@ -126,6 +126,54 @@ def test_failing_rule_raises_a_health_alert_with_its_error(tmp_path: Path) -> No
         assert ok["status"] == "completed" and ok["alertsCreated"] == 1
 
 
+def test_a_successful_run_resolves_the_rules_open_health_alert(tmp_path: Path) -> None:
+    with detection_env(tmp_path) as env:
+        rid = env.rule(VOLUME_RULE, "1h", name="usb copy")
+        other = env.rule(VOLUME_RULE, "3h", name="other rule")
+        broken = {"query": "DeviceProcessEvents | where NoSuchColumn == 1"}
+        env.engine.store.update_rule(rid, broken, env.clock())
+        env.engine.store.update_rule(other, broken, env.clock())
+        failed = env.engine.run_rule(rid, "scheduled")
+        env.engine.run_rule(other, "scheduled")
+        first_id = failed["healthAlertId"]
+        opened = env.engine.store.get_alert(first_id)
+        assert opened is not None and opened["status"] == "new" and opened["resolved_at"] is None
+
+        # Fixed: the next successful run resolves that health alert, and only that rule's.
+        env.engine.store.update_rule(rid, {"query": VOLUME_RULE}, env.clock())
+        env.clock.advance(hours=1)
+        recovered_at = env.clock()
+        ok = env.engine.run_rule(rid, "scheduled")
+        assert ok["status"] == "completed"
+        closed = env.engine.store.get_alert(first_id)
+        assert closed is not None
+        assert closed["status"] == "resolved"
+        assert closed["resolved_at"] is not None and closed["resolved_at"].startswith(recovered_at.isoformat()[:19])
+        assert closed["classification"] is None  # left for a person to judge
+        assert len(closed["comments"]) == 1
+        assert "recovered at" in closed["comments"][0]["comment"]
+        assert recovered_at.isoformat()[:19] in closed["comments"][0]["comment"]
+        still = env.metadata.query("SELECT status FROM alerts WHERE kind = 'health' AND rule_id = ?", (other,))
+        assert [r["status"] for r in still] == ["new"]
+        # Another success has nothing to resolve and adds no comment.
+        env.clock.advance(hours=1)
+        env.engine.run_rule(rid, "scheduled")
+        again = env.engine.store.get_alert(first_id)
+        assert again is not None and len(again["comments"]) == 1
+
+        # Broken again: a new health alert opens; the resolved one stays resolved.
+        env.engine.store.update_rule(rid, broken, env.clock())
+        env.clock.advance(hours=1)
+        second = env.engine.run_rule(rid, "scheduled")
+        assert second["status"] == "failed" and second["healthAlertId"] != first_id
+        rows = env.metadata.query(
+            "SELECT id, status, occurrences FROM alerts WHERE kind = 'health' AND rule_id = ? ORDER BY created_at",
+            (rid,),
+        )
+        assert [(r["id"], r["status"]) for r in rows] == [(first_id, "resolved"), (second["healthAlertId"], "new")]
+        assert rows[1]["occurrences"] == 1
+
+
 def test_alerts_on_one_device_or_sharing_an_entity_join_one_incident(tmp_path: Path) -> None:
     with detection_env(tmp_path, correlation_window_h=24) as env:
         sid = "S-1-5-21-1-2-3-1001"

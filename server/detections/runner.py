@@ -16,6 +16,7 @@ One run (scheduled, continuous poll, or "run now"):
 6. hands the new alerts to the notifier and queues the rule's device actions.
 
 A failing run raises (or refreshes) a health alert that carries the error: never skipped silently.
+The next successful run resolves it (a comment says when the rule recovered).
 All of it is blocking DuckDB and SQLite work: call it from a worker thread.
 """
 
@@ -318,6 +319,9 @@ class DetectionEngine:
                 "next_run_at": iso(now + self.interval(rule["frequency"])),
             },
         )
+        # The rule works again: its open health alert (if any) is resolved; a later failure
+        # raises a new one, so each outage keeps its own record.
+        self.store.resolve_health_alerts(rule_id, now)
         self._after(rule, created)
         run = self.store.list_runs(rule_id, 1)[0]
         out = run_to_api(run)

@@ -78,6 +78,7 @@ class DetectionStore(Protocol):
     def new_dedup_keys(self, rule_id: int, keys: list[tuple[str, str, str]]) -> set[tuple[str, str, str]]: ...
     def insert_alerts(self, alerts: list[NewAlert], now: datetime, window: timedelta) -> list[dict[str, Any]]: ...
     def raise_health_alert(self, alert: NewAlert, now: datetime) -> tuple[dict[str, Any], bool]: ...
+    def resolve_health_alerts(self, rule_id: int, now: datetime) -> list[str]: ...
     def list_alerts(self, f: AlertFilter) -> list[dict[str, Any]]: ...
     def get_alert(self, alert_id: str) -> dict[str, Any] | None: ...
     def update_alert(self, alert_id: str, fields: dict[str, Any], comments: list[dict[str, Any]], now: datetime) -> dict[str, Any] | None: ...
@@ -378,6 +379,27 @@ class SqliteDetectionStore:
         got = self.get_alert(alert_id)
         assert got is not None
         return got, created
+
+    def resolve_health_alerts(self, rule_id: int, now: datetime) -> list[str]:
+        """A successful run closes the rule's open health alert, as monitoring systems auto-resolve
+        a recovered check: status resolved with a comment saying when. Classification is left
+        alone (the failure was real, not expected activity). Returns the ids resolved."""
+        comment = {
+            "comment": f"The rule recovered at {iso(now)}: a run succeeded, so this health alert was resolved automatically.",
+            "createdBy": "Quarry",
+            "createdDateTime": iso(now),
+        }
+        with self.db.tx() as conn:
+            ids = [
+                str(r[0])
+                for r in conn.execute(
+                    "SELECT id FROM alerts WHERE kind = 'health' AND rule_id = ? AND status != 'resolved'",
+                    (rule_id,),
+                ).fetchall()
+            ]
+            for alert_id in ids:
+                _apply_triage(conn, "alerts", alert_id, {"status": "resolved"}, [comment], now)
+        return ids
 
     def list_alerts(self, f: AlertFilter) -> list[dict[str, Any]]:
         where: list[str] = []
