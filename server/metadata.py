@@ -247,6 +247,11 @@ MIGRATIONS: list[str] = [
     CREATE INDEX web_sessions_key ON web_sessions(key_id);
     CREATE INDEX web_sessions_expires ON web_sessions(expires_at);
     """,
+    # 5 (notify): the optional per-rule webhook signing secret (server/notify/rules.py). Stored as
+    # given, not hashed: the notifier needs it to compute each POST's HMAC. Write-only in the API.
+    """
+    ALTER TABLE notification_rules ADD COLUMN webhook_secret TEXT;
+    """,
 ]
 
 

@@ -99,6 +99,7 @@ class WebhookReceiver:
     def __init__(self) -> None:
         self.received: list[dict[str, Any]] = []
         self.headers: list[dict[str, str]] = []
+        self.bodies: list[bytes] = []  # raw, as signed: verify these, not re-serialised JSON
         self.cond = threading.Condition()
         self.fail_remaining = 0
         outer = self
@@ -115,6 +116,7 @@ class WebhookReceiver:
                         self.wfile.write(b"receiver down (test)")
                         return
                     outer.received.append(json.loads(body))
+                    outer.bodies.append(body)
                     outer.headers.append({k.lower(): v for k, v in self.headers.items()})
                     outer.cond.notify_all()
                 self.send_response(204)

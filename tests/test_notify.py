@@ -3,6 +3,8 @@ webhook receiver; alerts handed to ``app.state.notifier.alerts_created`` as dete
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import time
 from pathlib import Path
 from typing import Any
@@ -155,6 +157,71 @@ def test_webhook_posts_json_and_retries(tmp_path: Path) -> None:
         assert len(hook.received) == 1  # w-2 is below the rule's minSeverity
         [d] = c.get("/api/notifications/deliveries").json()["value"]
         assert d["channel"] == "webhook" and d["attempts"] == 2 and d["status"] == "sent"
+
+
+def _verify(secret: str, headers: dict[str, str], body: bytes) -> bool:
+    """What a receiver does (docs/notifications.md): HMAC over "<timestamp>.<raw body>"."""
+    signed = headers["x-quarry-timestamp"].encode() + b"." + body
+    expected = "sha256=" + hmac.new(secret.encode(), signed, hashlib.sha256).hexdigest()
+    return hmac.compare_digest(expected, headers["x-quarry-signature"])
+
+
+def test_webhook_is_signed_with_the_rules_secret_which_is_never_returned(tmp_path: Path) -> None:
+    secret = "s3cret-for-the-hook-0123456789"
+    with WebhookReceiver() as signed_hook, WebhookReceiver() as plain_hook, \
+            live_server(settings_for(tmp_path)) as s, s.client() as c:
+        rule = _rule(c, webhookUrl=signed_hook.url, webhookSecret=secret)
+        _rule(c, webhookUrl=plain_hook.url)
+        # Write-only: no answer carries it, only whether one is set.
+        assert "webhookSecret" not in rule and rule["webhookSigned"] is True
+        got = c.get(f"/api/notifications/rules/{rule['id']}").json()
+        assert secret not in str(got) and got["webhookSigned"] is True
+        assert secret not in c.get("/api/notifications/rules").text
+        before = int(time.time())
+        s.app.state.notifier.alerts_created([alert("sig-1", severity="high")])
+        signed_hook.wait_for(1)
+        plain_hook.wait_for(1)
+        headers, body = signed_hook.headers[0], signed_hook.bodies[0]
+        assert headers["x-quarry-signature"].startswith("sha256=")
+        assert before <= int(headers["x-quarry-timestamp"]) <= int(time.time())
+        assert _verify(secret, headers, body)
+        assert not _verify("another-secret-0123456789", headers, body)
+        # The timestamp is part of what is signed: a replay with a fresh timestamp fails.
+        replay = {**headers, "x-quarry-timestamp": str(int(headers["x-quarry-timestamp"]) + 600)}
+        assert not _verify(secret, replay, body)
+        assert not _verify(secret, headers, body.replace(b"sig-1", b"sig-2"))
+        # Without a secret: no signature headers at all.
+        assert "x-quarry-signature" not in plain_hook.headers[0]
+        assert "x-quarry-timestamp" not in plain_hook.headers[0]
+
+        # A PATCH that does not name the secret keeps it; the rule's test message is signed too.
+        r = c.patch(f"/api/notifications/rules/{rule['id']}", json={"minSeverity": "medium"})
+        assert r.status_code == 200 and r.json()["webhookSigned"] is True
+        assert c.post("/api/notifications/test", json={"ruleId": rule["id"]}).status_code == 200
+        signed_hook.wait_for(2)
+        assert signed_hook.received[1]["type"] == "test"
+        assert _verify(secret, signed_hook.headers[1], signed_hook.bodies[1])
+        # Cleared: the next POST carries no signature.
+        r = c.patch(f"/api/notifications/rules/{rule['id']}", json={"webhookSecret": None})
+        assert r.status_code == 200 and r.json()["webhookSigned"] is False
+        s.app.state.notifier.alerts_created([alert("sig-3", severity="high")])
+        signed_hook.wait_for(3)
+        assert "x-quarry-signature" not in signed_hook.headers[2]
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"webhookUrl": "http://127.0.0.1:9/h", "webhookSecret": "short"}, "webhookSecret"),
+        ({"webhookUrl": "http://127.0.0.1:9/h", "webhookSecret": 12345678901234567}, "webhookSecret"),
+        ({"emails": ["a@example.com"], "webhookSecret": "long-enough-secret-1234"}, "webhookSecret"),
+    ],
+)
+def test_webhook_secret_validation(tmp_path: Path, body: dict[str, Any], field: str) -> None:
+    with live_server(settings_for(tmp_path)) as s, s.client() as c:
+        r = c.post("/api/notifications/rules", json={"name": "r", **body})
+        assert r.status_code == 400, r.text
+        assert field in r.text and "long-enough-secret" not in r.text
 
 
 def test_device_group_scoping(smtp_server: SmtpServer, tmp_path: Path) -> None:

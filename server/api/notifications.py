@@ -78,6 +78,7 @@ async def send_test(request: Request, _: AdminKey, body: OptionalJsonBody = None
     body = body or {}
     reject_unknown_fields(body, {"emails", "webhookUrl", "ruleId"})
     emails, webhook = body.get("emails"), body.get("webhookUrl")
+    secret: str | None = None
     if "ruleId" in body:
         rid = body["ruleId"]
         rule = (
@@ -87,7 +88,7 @@ async def send_test(request: Request, _: AdminKey, body: OptionalJsonBody = None
         )
         if rule is None:
             raise ApiError(404, f"no notification rule with id {rid!r}", code="not_found")
-        emails, webhook = list(rule.emails), rule.webhook_url
+        emails, webhook, secret = list(rule.emails), rule.webhook_url, rule.webhook_secret
     if not emails and not webhook:
         raise ApiError(
             400,
@@ -96,7 +97,7 @@ async def send_test(request: Request, _: AdminKey, body: OptionalJsonBody = None
         )
     notifier = _notifier(request)
     try:
-        results = await run_in_threadpool(notifier.send_test, emails or [], webhook)
+        results = await run_in_threadpool(notifier.send_test, emails or [], webhook, secret)
     except r.RuleError as e:
         raise field_error(e) from None
     failed = [x for x in results if x["status"] != "sent"]

@@ -16,14 +16,21 @@ Flow, every step in SQLite so nothing handed over is lost on a crash or a failed
    ``last_error``) and retried with exponential back-off, and after ``notify_max_attempts`` the
    message is marked ``failed`` with its last error, visible in ``GET
    /api/notifications/deliveries``.
+
+Webhook POSTs of a rule with a ``webhookSecret`` are signed: ``X-Quarry-Timestamp`` (Unix
+seconds) and ``X-Quarry-Signature: sha256=<hex HMAC-SHA256 of "<timestamp>.<raw body>">``, so a
+receiver can check the sender and refuse replays of an old body. Each attempt signs afresh.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
 import smtplib
 import ssl
 import threading
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -86,12 +93,37 @@ def send_email(settings: Settings, msg: Any) -> None:
         raise DeliveryError(f"SMTP server refused recipient(s): {refused}")
 
 
-def send_webhook(url: str, payload: dict[str, Any], timeout: float) -> None:
+SIGNATURE_HEADER = "X-Quarry-Signature"
+TIMESTAMP_HEADER = "X-Quarry-Timestamp"
+
+
+def webhook_signature(secret: str, timestamp: str, body: bytes) -> str:
+    """``sha256=<hex>``: HMAC-SHA256 keyed with the secret over ``<timestamp>.<body>``. The
+    timestamp is inside the signed string so a captured POST cannot be replayed as new."""
+    mac = hmac.new(secret.encode("utf-8"), timestamp.encode("ascii") + b"." + body, hashlib.sha256)
+    return "sha256=" + mac.hexdigest()
+
+
+def send_webhook(
+    url: str,
+    payload: dict[str, Any],
+    timeout: float,
+    secret: str | None = None,
+    now: Callable[[], float] = time.time,
+) -> None:
+    body = orjson.dumps(payload, default=str)
+    headers = {"content-type": "application/json", "user-agent": "Quarry-Notifier"}
+    if secret is not None:
+        # The body signed is exactly the bytes sent: receivers must verify the raw body, not a
+        # re-serialisation of the parsed JSON.
+        ts = str(int(now()))
+        headers[TIMESTAMP_HEADER] = ts
+        headers[SIGNATURE_HEADER] = webhook_signature(secret, ts, body)
     try:
         r = httpx.post(
             url,
-            content=orjson.dumps(payload, default=str),
-            headers={"content-type": "application/json", "user-agent": "Quarry-Notifier"},
+            content=body,
+            headers=headers,
             timeout=timeout,
             follow_redirects=False,
         )
@@ -342,15 +374,18 @@ class Notifier:
         for m in due:
             if self._stop.is_set():
                 break
-            alerts = [
-                orjson.loads(r["payload"])
-                for r in self.metadata.query(
-                    "SELECT payload FROM notification_items WHERE message_id = ? ORDER BY id",
-                    (m["id"],),
-                )
-            ]
+            items = self.metadata.query(
+                "SELECT payload, rule_id FROM notification_items WHERE message_id = ? ORDER BY id",
+                (m["id"],),
+            )
+            alerts = [orjson.loads(r["payload"]) for r in items]
             try:
-                self._deliver(str(m["channel"]), str(m["recipient"]), alerts)
+                secret = (
+                    self._webhook_secret(str(m["recipient"]), [r["rule_id"] for r in items])
+                    if m["channel"] == "webhook"
+                    else None
+                )
+                self._deliver(str(m["channel"]), str(m["recipient"]), alerts, secret)
             except Exception as e:
                 self._record_failure(
                     int(m["id"]),
@@ -393,7 +428,29 @@ class Notifier:
                 ),
             )
 
-    def _deliver(self, channel: str, recipient: str, alerts: list[dict[str, Any]]) -> None:
+    def _webhook_secret(self, url: str, rule_ids: list[int | None]) -> str | None:
+        """The secret to sign a webhook message with, read at send time so a changed secret
+        applies to the next attempt: that of the rule that routed it while it still posts to this
+        URL, else (rule deleted or changed) any enabled rule posting to the URL with a secret."""
+        for rid in rule_ids:
+            if rid is None:
+                continue
+            rows = self.metadata.query(
+                "SELECT webhook_secret FROM notification_rules WHERE id = ? AND webhook_url = ?",
+                (rid, url),
+            )
+            if rows:
+                return rows[0]["webhook_secret"]  # type: ignore[no-any-return]
+        rows = self.metadata.query(
+            "SELECT webhook_secret FROM notification_rules WHERE webhook_url = ? AND enabled = 1"
+            " AND webhook_secret IS NOT NULL ORDER BY id LIMIT 1",
+            (url,),
+        )
+        return rows[0]["webhook_secret"] if rows else None
+
+    def _deliver(
+        self, channel: str, recipient: str, alerts: list[dict[str, Any]], secret: str | None = None
+    ) -> None:
         url = self.settings.public_url
         if channel == "email":
             listed = alerts[:DIGEST_LIST_CAP]
@@ -403,13 +460,16 @@ class Notifier:
             send_email(self.settings, msg)
         else:
             send_webhook(
-                recipient, render.webhook_payload(alerts, url), self.settings.smtp_timeout_s
+                recipient, render.webhook_payload(alerts, url), self.settings.smtp_timeout_s, secret
             )
 
     # --- test messages, delivery log, previews ----------------------------------------------
 
-    def send_test(self, emails: list[str], webhook_url: str | None) -> list[dict[str, Any]]:
-        """Send a test message to each target now (no throttling) and record the outcome."""
+    def send_test(
+        self, emails: list[str], webhook_url: str | None, webhook_secret: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Send a test message to each target now (no throttling) and record the outcome; the
+        webhook POST is signed when a secret is given (a rule's test uses the rule's)."""
         emails = validate_emails(emails)
         webhook = validate_webhook(webhook_url)
         results: list[dict[str, Any]] = []
@@ -426,7 +486,7 @@ class Notifier:
                     )
                 else:
                     payload = {"type": "test", "message": "Quarry test notification", "alerts": []}
-                    send_webhook(recipient, payload, self.settings.smtp_timeout_s)
+                    send_webhook(recipient, payload, self.settings.smtp_timeout_s, webhook_secret)
             except DeliveryError as e:
                 error = str(e)
             now = _fmt(self._clock())

@@ -1,4 +1,5 @@
-"""Notification rules: name, deviceGroups (empty = all devices), minSeverity, emails, webhookUrl."""
+"""Notification rules: name, deviceGroups (empty = all devices), minSeverity, emails, webhookUrl,
+webhookSecret (write-only: signs the rule's webhook POSTs, never returned)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,10 @@ from server.errors import FieldError
 from server.metadata import MetadataDB
 
 MAX_EMAILS = 50
-FIELDS = {"name", "deviceGroups", "minSeverity", "emails", "webhookUrl", "enabled"}
+FIELDS = {"name", "deviceGroups", "minSeverity", "emails", "webhookUrl", "webhookSecret", "enabled"}
+# A short secret is guessable offline from one signed POST; 16 characters is the floor.
+MIN_SECRET_LEN = 16
+MAX_SECRET_LEN = 512
 
 # Deliberately simple: one @, no spaces or angle brackets, a dot in the domain. Anything that
 # passes goes to the SMTP server, which is the real judge; this only catches typos at save time.
@@ -38,6 +42,7 @@ class NotificationRule:
     enabled: bool
     created_at: str
     updated_at: str
+    webhook_secret: str | None = None
 
     def severity_matches(self, severity: str | None) -> bool:
         rank = SEVERITY_RANK.get((severity or "").lower())
@@ -53,6 +58,8 @@ class NotificationRule:
             "minSeverity": self.min_severity,
             "emails": list(self.emails),
             "webhookUrl": self.webhook_url,
+            # The secret itself is write-only; say only whether one is set.
+            "webhookSigned": self.webhook_secret is not None,
             "enabled": self.enabled,
             "createdDateTime": self.created_at,
             "lastUpdateDateTime": self.updated_at,
@@ -91,6 +98,20 @@ def validate_webhook(value: Any) -> str | None:
     return value.strip()
 
 
+def validate_secret(value: Any) -> str | None:
+    """The secret as given (it is the HMAC key, so no trimming), or None to have none."""
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise RuleError("webhookSecret must be a string", "webhookSecret")
+    if not MIN_SECRET_LEN <= len(value) <= MAX_SECRET_LEN:
+        raise RuleError(
+            f"webhookSecret must be {MIN_SECRET_LEN} to {MAX_SECRET_LEN} characters, got {len(value)}",
+            "webhookSecret",
+        )
+    return value
+
+
 def _validate(metadata: MetadataDB, data: dict[str, Any]) -> dict[str, Any]:
     unknown = set(data) - FIELDS
     if unknown:
@@ -113,6 +134,9 @@ def _validate(metadata: MetadataDB, data: dict[str, Any]) -> dict[str, Any]:
         raise RuleError(str(e), "deviceGroups", e.code) from None
     emails = validate_emails(data.get("emails"))
     webhook = validate_webhook(data.get("webhookUrl"))
+    secret = validate_secret(data.get("webhookSecret"))
+    if secret is not None and webhook is None:
+        raise RuleError("webhookSecret needs a webhookUrl to sign for", "webhookSecret")
     if not emails and webhook is None:
         raise RuleError("a rule needs at least one of emails or webhookUrl", "emails")
     enabled = data.get("enabled", True)
@@ -124,6 +148,7 @@ def _validate(metadata: MetadataDB, data: dict[str, Any]) -> dict[str, Any]:
         "groups": groups,
         "emails": emails,
         "webhook": webhook,
+        "secret": secret,
         "enabled": enabled,
     }
 
@@ -146,6 +171,7 @@ def _load(metadata: MetadataDB, rows: list[sqlite3.Row]) -> list[NotificationRul
                 enabled=bool(r["enabled"]),
                 created_at=str(r["created_at"]),
                 updated_at=str(r["updated_at"]),
+                webhook_secret=r["webhook_secret"],
             )
         )
     return out
@@ -169,21 +195,22 @@ def get_rule(metadata: MetadataDB, rule_id: int) -> NotificationRule | None:
 
 def _write(metadata: MetadataDB, rule_id: int | None, v: dict[str, Any]) -> int:
     now = _now()
-    # name, min_severity, emails, webhook_url, enabled: the same columns for insert and update.
-    values = (v["name"], v["min_severity"], json.dumps(v["emails"]), v["webhook"], int(v["enabled"]))
+    # name, min_severity, emails, webhook_url, webhook_secret, enabled: the same columns for
+    # insert and update.
+    values = (v["name"], v["min_severity"], json.dumps(v["emails"]), v["webhook"], v["secret"], int(v["enabled"]))
     try:
         with metadata.tx() as conn:
             if rule_id is None:
                 cur = conn.execute(
-                    "INSERT INTO notification_rules (name, min_severity, emails, webhook_url, enabled,"
-                    " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO notification_rules (name, min_severity, emails, webhook_url, webhook_secret,"
+                    " enabled, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                     (*values, now, now),
                 )
                 rule_id = int(cur.lastrowid or 0)
             else:
                 conn.execute(
                     "UPDATE notification_rules SET name = ?, min_severity = ?, emails = ?, webhook_url = ?,"
-                    " enabled = ?, updated_at = ? WHERE id = ?",
+                    " webhook_secret = ?, enabled = ?, updated_at = ? WHERE id = ?",
                     (*values, now, rule_id),
                 )
                 conn.execute("DELETE FROM notification_rule_groups WHERE rule_id = ?", (rule_id,))
@@ -221,7 +248,12 @@ def update_rule(
     unknown = set(changes) - FIELDS
     if unknown:
         raise RuleError(f"unknown field(s): {', '.join(sorted(unknown))}", sorted(unknown)[0])
+    # The secret is not in to_api(): keep the stored one unless the change sets or clears it.
+    # A change that removes the webhook URL drops its secret too (there is nothing to sign).
+    merged["webhookSecret"] = current.webhook_secret
     merged.update(changes)
+    if "webhookSecret" not in changes and not merged.get("webhookUrl"):
+        merged["webhookSecret"] = None
     _write(metadata, rule_id, _validate(metadata, merged))
     return get_rule(metadata, rule_id)
 
