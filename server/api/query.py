@@ -7,7 +7,6 @@ JSON) runs on the query runner's threads, never on the event loop.
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import threading
 import time
@@ -24,6 +23,7 @@ from server.auth import QueryKey
 from server.errors import ApiError
 from server.query.export import FORMATS, encoder_for
 from server.query.runner import (
+    ExportStream,
     QueryError,
     QueryLimits,
     QueryRejected,
@@ -394,9 +394,17 @@ async def export_query(
             lambda: runner.export_batches(body.query, time_range=tr, now=now, deadline=deadline,
                                           parameters=body.parameters)
         )
-        await runner.in_pool(lambda: next(batches))  # starts the query, holds the slot
     except QueryError as e:
         raise api_error(e) from None
+    try:
+        await runner.in_pool(lambda: next(batches))  # starts the query, holds the slot
+    except QueryError as e:
+        raise api_error(e) from None  # the stream ended with the error: nothing is held
+    except BaseException:
+        # Cancelled while the query started (server shutting down): the priming thread may
+        # still hold the slot; close it off the loop.
+        _release(runner, batches)
+        raise
     encoder = encoder_for(format, columns)
 
     def step() -> bytes | object:
@@ -406,30 +414,54 @@ async def export_query(
         return encoder.batch(batch)  # type: ignore[arg-type]
 
     async def stream() -> AsyncIterator[bytes]:
-        try:
-            head = encoder.header()
-            if head:
-                yield head
-            while True:
-                chunk = await runner.in_pool(step)
-                if chunk is _SENTINEL:
-                    break
-                if chunk:
-                    yield chunk  # type: ignore[misc]
-            tail = await runner.in_pool(encoder.footer)
-            if tail:
-                yield tail
-        finally:
-            # Client gone or stream failed: close the generator so it frees its slot and
-            # connection now (it runs its finally blocks), on a worker thread.
-            await asyncio.shield(runner.in_pool(batches.close))  # type: ignore[attr-defined]
+        head = encoder.header()
+        if head:
+            yield head
+        while True:
+            chunk = await runner.in_pool(step)
+            if chunk is _SENTINEL:
+                break
+            if chunk:
+                yield chunk  # type: ignore[misc]
+        tail = await runner.in_pool(encoder.footer)
+        if tail:
+            yield tail
 
     media, ext = FORMATS[format]
-    return StreamingResponse(
+    return _ExportResponse(
         stream(),
+        release=lambda: _release(runner, batches),
         media_type=media,
         headers={"Content-Disposition": f'attachment; filename="quarry-export.{ext}"'},
     )
+
+
+class _ExportResponse(StreamingResponse):
+    """A StreamingResponse that gives back the export's slot and connection however the response
+    ends: completed, failed, or cancelled because the client went away (Starlette then cancels
+    the body iterator, maybe before it ever started, so its own ``finally`` is not enough)."""
+
+    def __init__(self, content: AsyncIterator[bytes], *, release: Callable[[], None], **kwargs: Any) -> None:
+        super().__init__(content, **kwargs)
+        self._release = release
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            # Synchronous and quick (it only hands the close to a thread), so it runs even in a
+            # cancelled scope, where any await would be cancelled again.
+            self._release()
+
+
+def _release(runner: QueryRunner, batches: ExportStream) -> None:
+    """Close an export's stream on a worker thread: ``close()`` interrupts a step that is still
+    running in DuckDB and waits for it, which must not block the event loop."""
+    batches.cancelled = True  # no further step starts from here on
+    try:
+        runner.submit(batches.close)
+    except RuntimeError:  # the runner's pool is shut down (server stopping)
+        threading.Thread(target=batches.close, name="quarry-export-close", daemon=True).start()
 
 
 def _now(request: Request) -> dt.datetime:

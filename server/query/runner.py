@@ -25,7 +25,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -348,6 +348,12 @@ class QueryRunner:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._pool, fn)
 
+    def submit(self, fn: Callable[[], object]) -> None:
+        """Run ``fn`` on the runner's threads without waiting for it (cleanup that must not be
+        awaited, such as closing an export from a cancelled response). RuntimeError once the
+        runner is closed."""
+        self._pool.submit(fn)
+
     # -- export ------------------------------------------------------------------------------
 
     def export_batches(
@@ -358,20 +364,24 @@ class QueryRunner:
         now: dt.datetime | None = None,
         deadline: float | None = None,
         parameters: Mapping[str, Any] | None = None,
-    ) -> tuple[list[tuple[str, str]], Iterator[pa.RecordBatch | None]]:
+    ) -> tuple[list[tuple[str, str]], ExportStream]:
         """Compile now (so compile errors surface before any byte is sent), then return the
-        columns and a generator of Arrow record batches over the whole result, no row cap.
+        columns and an ``ExportStream`` of Arrow record batches over the whole result, no row cap.
 
-        The generator first yields ``None`` once the query is running (prime it with ``next``
+        The stream first yields ``None`` once the query is running (prime it with ``next``
         before sending headers), then the batches. It holds a concurrency slot and the
-        connection until it is exhausted or closed; the timeout applies to the whole export."""
+        connection until it is exhausted or closed; ``close()`` may be called from any thread,
+        also while another thread is inside ``next`` (it interrupts the query). The timeout
+        applies to the whole export, time spent waiting for a slow reader included."""
         prepared = self.compile(text, now, parameters=parameters)
+        stream: ExportStream
 
-        def generate() -> Iterator[pa.RecordBatch | None]:
+        def generate() -> Generator[pa.RecordBatch | None, None, None]:
             started = time.perf_counter()
             outcome, rows = "execution_error", 0
             try:
                 with self._slot(deadline), self._connection() as con:
+                    stream.con = con
                     self._restrict(con, prepared.tables, time_range)
                     ready = self._probed(con, text, prepared, None)
                     # data-dependent columns (evaluate bag_unpack/pivot) are known from here on,
@@ -389,10 +399,22 @@ class QueryRunner:
                             for batch in reader:
                                 rows += batch.num_rows
                                 yield batch
+                                # interrupt() only stops a statement that is running: a timer
+                                # that fired while we waited on a slow reader ends it here
+                                if fired.is_set():
+                                    raise self._map_error(duckdb.InterruptException("timeout"), True)
                         except (duckdb.Error, pa.ArrowException) as e:
                             # Arrow's reader reports DuckDB's interrupt as an ArrowException.
+                            if stream.cancelled and not fired.is_set():
+                                outcome = "cancelled"
+                                return
                             raise self._map_error(e, fired.is_set()) from None
+                        finally:
+                            stream.con = None
                 outcome = "ok"
+            except GeneratorExit:
+                outcome = "cancelled"  # closed by its reader before the end (client gone)
+                raise
             except QueryError as e:
                 outcome = getattr(e, "outcome", "execution_error")
                 raise
@@ -401,7 +423,8 @@ class QueryRunner:
                     self.metrics.observe_query(outcome, time.perf_counter() - started, rows)
 
         columns = list(prepared.columns)
-        return columns, generate()
+        stream = ExportStream(generate())
+        return columns, stream
 
     # -- pieces ------------------------------------------------------------------------------
 
@@ -597,6 +620,39 @@ def _ts_literal(value: dt.datetime) -> exp.Expression:
 
 def _date_literal(value: dt.datetime) -> exp.Expression:
     return exp.cast(exp.Literal.string(value.date().isoformat()), exp.DataType.Type.DATE)
+
+
+class ExportStream(Iterator[pa.RecordBatch | None]):
+    """An export's batches (``QueryRunner.export_batches``), closable from any thread.
+
+    A generator cannot be closed while another thread runs it ("generator already executing"),
+    and that thread may sit in DuckDB for as long as the query takes. ``close()`` therefore
+    interrupts the query until the running step lets go, then closes the generator, which
+    gives back the slot and the connection at once, not when the garbage collector gets to it."""
+
+    def __init__(self, gen: Generator[pa.RecordBatch | None, None, None]) -> None:
+        self._gen = gen
+        self._lock = threading.Lock()
+        self.cancelled = False
+        self.con: duckdb.DuckDBPyConnection | None = None  # set while the query holds one
+
+    def __next__(self) -> pa.RecordBatch | None:
+        with self._lock:
+            if self.cancelled:
+                raise StopIteration
+            return next(self._gen)
+
+    def close(self) -> None:
+        self.cancelled = True
+        while not self._lock.acquire(timeout=0.05):
+            con = self.con
+            if con is not None:
+                # Again and again: a step may start a new statement right after one interrupt.
+                con.interrupt()
+        try:
+            self._gen.close()
+        finally:
+            self._lock.release()
 
 
 class _Slot:
