@@ -320,21 +320,15 @@ class Compiler:
             return const(d.const, t)
         if t in ("real", "decimal") and d.type in ("long", "int", "real", "decimal"):
             return const(float(d.const), t)
-        if t == "int" and d.type == "long":
+        if (t, d.type) in (("int", "long"), ("guid", "string")):
+            # Narrowing conversions: the literal must fit (int range, guid syntax), read as the
+            # parameter values themselves are.
             from kql.params import BadValue, read_value
 
             try:
-                return const(read_value("int", d.const), t)
+                return const(read_value(t, d.const), t)
             except BadValue as e:
                 self.ctx.error("type_mismatch", f"query parameter {p.name!r}: the default {e}", p.span)
-                return None
-        if t == "guid" and d.type == "string":
-            from kql.params import BadValue, read_value
-
-            try:
-                return const(read_value("guid", d.const), t)
-            except BadValue as e:
-                self.ctx.error("type_mismatch", f"query parameter {p.name!r}: the default: {e}", p.span)
                 return None
         self.ctx.error("type_mismatch", f"query parameter {p.name!r} is {t} but its default is {d.type}", p.span)
         return None

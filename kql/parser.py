@@ -23,6 +23,12 @@ from kql.diagnostics import Diagnostic, make
 GRAMMAR = Path(__file__).with_name("grammar.lark")
 
 
+
+def _paren_inner(token: Any) -> str:
+    """The text between the parentheses of a `time(...)`/`datetime(...)` literal token."""
+    text = str(token)
+    return text[text.index("(") + 1 : -1].strip()
+
 @cache
 def _lark() -> Lark:
     return Lark(
@@ -596,7 +602,7 @@ class Builder(Transformer[Token, n.Node]):
         return n.Literal(_span(meta), td, "timespan")
 
     def time_lit(self, meta: Any, ch: list[Any]) -> n.Node:
-        inner = str(ch[0])[str(ch[0]).index("(") + 1 : -1].strip()
+        inner = _paren_inner(ch[0])
         if inner == "null":
             return n.Literal(_span(meta), None, "timespan")
         td = parse_timespan(inner)
@@ -606,7 +612,7 @@ class Builder(Transformer[Token, n.Node]):
         return n.Literal(_span(meta), td, "timespan")
 
     def datetime_lit(self, meta: Any, ch: list[Any]) -> n.Node:
-        inner = str(ch[0])[str(ch[0]).index("(") + 1 : -1].strip()
+        inner = _paren_inner(ch[0])
         if inner == "null":
             return n.Literal(_span(meta), None, "datetime")
         dt = parse_datetime(inner)
