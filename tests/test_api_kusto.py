@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import orjson
 import pytest
-from azure.kusto.data import ClientRequestProperties, KustoClient, KustoConnectionStringBuilder
+from azure.kusto.data import ClientRequestProperties, KustoClient
 from azure.kusto.data.exceptions import KustoApiError, KustoMultiApiError, KustoServiceError
 
 from schema import default_catalog
@@ -17,6 +17,7 @@ from tests.test_api_support import (
     SEED_EXPECTED_IDS,
     SEED_QUERY,
     LiveServer,
+    kusto_client,
     network_events,
     seeded_server,
 )
@@ -34,12 +35,8 @@ def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
 
 @pytest.fixture(scope="module")
 def client(srv: LiveServer) -> Iterator[KustoClient]:
-    kcsb = KustoConnectionStringBuilder.with_aad_application_token_authentication(srv.url, srv.keys["query"])
-    c = KustoClient(kcsb)
-    try:
+    with kusto_client(srv) as c:
         yield c
-    finally:
-        c.close()
 
 
 def test_real_client_seed_query(client: KustoClient) -> None:

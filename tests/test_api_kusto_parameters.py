@@ -13,10 +13,10 @@ from collections.abc import Iterator
 
 import orjson
 import pytest
-from azure.kusto.data import ClientRequestProperties, KustoClient, KustoConnectionStringBuilder
+from azure.kusto.data import ClientRequestProperties, KustoClient
 from azure.kusto.data.exceptions import KustoApiError
 
-from tests.test_api_support import LiveServer, assert_error_shape, seeded_server
+from tests.test_api_support import LiveServer, assert_error_shape, kusto_client, seeded_server
 
 pytestmark = pytest.mark.slow
 
@@ -35,12 +35,8 @@ def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
 
 @pytest.fixture(scope="module")
 def client(srv: LiveServer) -> Iterator[KustoClient]:
-    kcsb = KustoConnectionStringBuilder.with_aad_application_token_authentication(srv.url, srv.keys["query"])
-    c = KustoClient(kcsb)
-    try:
+    with kusto_client(srv) as c:
         yield c
-    finally:
-        c.close()
 
 
 def _ids(client: KustoClient, query: str, **params: object) -> list[int]:

@@ -73,6 +73,19 @@ def seeded_server(data_dir: Path, network_rows: int = 0, **overrides: Any) -> It
         yield srv
 
 
+@contextmanager
+def kusto_client(srv: LiveServer) -> Iterator[Any]:
+    """The real azure-kusto-data client against ``srv``, authenticated with its query key."""
+    from azure.kusto.data import KustoClient, KustoConnectionStringBuilder
+
+    kcsb = KustoConnectionStringBuilder.with_aad_application_token_authentication(srv.url, srv.keys["query"])
+    c = KustoClient(kcsb)
+    try:
+        yield c
+    finally:
+        c.close()
+
+
 def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC).replace(tzinfo=None)
 
