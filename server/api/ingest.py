@@ -34,7 +34,7 @@ from server.ingest.convert import (
 from server.ingest.parse import is_ndjson, parse_records, parse_streaming
 from server.metrics import get_metrics
 from server.responses import OrjsonResponse
-from server.storage import Backpressure
+from server.storage import Backpressure, DiskFull
 
 router = APIRouter(prefix="/api/ingest", tags=["ingest"])
 
@@ -108,6 +108,11 @@ def _append(request: Request, batches: dict[str, pa.Table]) -> dict[str, tuple[i
             f"storage is catching up with a backlog; retry in {retry} s",
             code="backpressure",
             headers={"Retry-After": str(retry)},
+        ) from e
+    except DiskFull as e:
+        retry = max(1, math.ceil(float(e.retry_after_s)))
+        raise ApiError(
+            507, str(e), code="insufficient_storage", headers={"Retry-After": str(retry)}
         ) from e
     scheduler = getattr(request.app.state, "detection_scheduler", None)
     if scheduler is not None and any(r.accepted for r in results.values()):
