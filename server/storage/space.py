@@ -80,6 +80,7 @@ class SpaceGuard:
         self._backoff = 0.0
         self._retry_at = 0.0
         self._flush_error: str | None = None
+        self._reserve_ok = self.reserve_bytes == 0  # the ballast is in place (or none is wanted)
 
     @property
     def reserve_path(self) -> Path:
@@ -97,6 +98,8 @@ class SpaceGuard:
             self.reserve_path.unlink()
         except FileNotFoundError:
             return False
+        finally:
+            self._reserve_ok = self.reserve_bytes == 0
         log.warning("released the %d-byte disk reserve: %s", size, why)
         return True
 
@@ -108,7 +111,9 @@ class SpaceGuard:
         path = self.reserve_path
         with contextlib.suppress(FileNotFoundError):
             if path.stat().st_size >= self.reserve_bytes:
+                self._reserve_ok = True
                 return True
+        self._reserve_ok = False
         if free_bytes(self.data_dir) < self.reserve_bytes + self.min_free:
             return False
         try:
@@ -122,6 +127,7 @@ class SpaceGuard:
             path.unlink(missing_ok=True)
             log.warning("could not allocate the disk reserve: %s", e.strerror)
             return False
+        self._reserve_ok = True
         return True
 
     def prepare_start(self) -> None:
@@ -143,14 +149,21 @@ class SpaceGuard:
                 "and the acknowledged backlog is written",
                 self.retry_after(),
             )
-        if self.min_free:
+        need = self.min_free + (0 if self._reserve_ok else self.reserve_bytes)
+        if need:
             free = free_bytes(self.data_dir)
-            if free < self.min_free:
+            if free < need:
                 raise DiskFull(
-                    f"the disk has {free} bytes free, less than min_free_bytes "
-                    f"({self.min_free}); ingest resumes by itself once space is freed",
+                    f"the disk has {free} bytes free, less than {self._need_text()}; ingest "
+                    "resumes by itself once space is freed",
                     self.retry_after(),
                 )
+
+    def _need_text(self) -> str:
+        if self._reserve_ok:
+            return f"min_free_bytes ({self.min_free})"
+        return (f"min_free_bytes ({self.min_free}) plus room to restore the disk reserve "
+                f"({self.reserve_bytes})")
 
     def retry_after(self) -> float:
         wait = self._retry_at - time.monotonic()
@@ -226,11 +239,11 @@ class SpaceGuard:
                 "freeBytes": free,
                 "sinceSeconds": round(time.monotonic() - self._full_since, 1),
             })
-        elif self.min_free and free < self.min_free:
+        elif free < self.min_free + (0 if self._reserve_ok else self.reserve_bytes):
             out.append({
                 "code": "low_disk_space",
-                "message": f"{free} bytes free, less than min_free_bytes ({self.min_free}): "
-                "ingest answers 507 until space is freed",
+                "message": f"{free} bytes free, less than {self._need_text()}: ingest answers "
+                "507 until space is freed",
                 "freeBytes": free,
             })
         if self._flush_error is not None and self._full is None:
