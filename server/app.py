@@ -90,12 +90,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_handlers(app)
     from server.api import devices as devices_api
     from server.api import groups as groups_api
+    from server.api import keys as keys_api
     from server.api import notifications as notifications_api
     from server.web import alerts as web_alerts
 
     app.include_router(notifications_api.router)
     app.include_router(groups_api.router)
     app.include_router(devices_api.router)
+    app.include_router(keys_api.router)
     app.include_router(web_alerts.router)
     from server.api import alerts as alerts_api
     from server.api import detections as detections_api
