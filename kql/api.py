@@ -11,6 +11,7 @@ from kql.compiler import Compiler, Ctx
 from kql.diagnostics import ERROR, Diagnostic
 from kql.functions import DIALECTS
 from kql.parser import KqlSyntaxError, parse
+from kql.sqlbuild import add_parens
 from schema.catalog import Catalog
 
 
@@ -74,8 +75,6 @@ def compile_kql(text: str, catalog: Catalog, options: CompileOptions | None = No
     if ctx.needs_probe:
         known = [(c, t if t != "unknown" else "string") for c, t in rel.cols.items()]
         return Compiled(None, known, diags, set(ctx.tables), needs_probe=True)
-    from kql.sqlbuild import add_parens
-
     final = rel.select()
     for name, body in ctx.ctes:
         # MATERIALIZED: the body is read more than once and must be computed once
