@@ -76,8 +76,9 @@ def is_notnull(rel: Rel, e: exp.Expr) -> bool:
     """Is `e`, computed inside `rel`'s SELECT, a string that is never NULL?"""
     if isinstance(e, exp.Column):
         return not e.table and e.name in rel.notnull
-    if isinstance(e, exp.Anonymous) and e.name.lower() == "coalesce" and e.expressions:
-        last = e.expressions[-1]  # COALESCE(x, ''), e.g. a string group key
+    args = sb.call_args(e) if sb.call_name(e) == "coalesce" else []
+    if args:
+        last = args[-1]  # COALESCE(x, ''), e.g. a string group key
         return isinstance(last, exp.Literal) and last.is_string
     return False
 

@@ -149,9 +149,10 @@ def dyn(bd: Binder, v: V, node: n.Node) -> exp.Expr:
 def json_path(bd: Binder, target: V, steps: list[tuple[str, Any]], node: n.Node) -> V:
     base = dyn(bd, target, node)
     path = "$"
-    if isinstance(base, exp.Anonymous) and base.name == "json_extract" and isinstance(base.expressions[1], exp.Literal):
-        path = base.expressions[1].this
-        base = base.expressions[0]
+    base_args = sb.call_args(base) if sb.call_name(base) == "json_extract" else []
+    if len(base_args) == 2 and isinstance(base_args[1], exp.Literal):
+        path = base_args[1].this
+        base = base_args[0]
     for kind, key in steps:
         if kind == "idx":
             path += f"[#{key}]" if key < 0 else f"[{key}]"
