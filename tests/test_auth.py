@@ -29,6 +29,7 @@ SCOPE_RULES: list[tuple[str, str, str]] = [
     ("*", "/api/devices/", "admin"),
     ("*", "/api/deviceactions", "admin"),
     ("*", "/api/devicegroups", "admin"),
+    ("*", "/api/keys", "admin"),  # listing, creating and revoking keys
     ("*", "/api/notifications/", "admin"),
     # Detection rules: reading and back-testing is hunting; changing them is administration.
     ("GET", "/api/detections/", "query"),
