@@ -42,6 +42,8 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--max-queue-mb", type=float, default=float(_env("MAX_QUEUE_MB", "256") or 256))
     run.add_argument("--flush-interval-s", type=float, default=float(_env("FLUSH_INTERVAL_S", "0.5") or 0.5))
     run.add_argument("--batch-events", type=int, default=int(_env("BATCH_EVENTS", "500") or 500))
+    run.add_argument("--max-backoff-s", type=float, default=float(_env("MAX_BACKOFF_S", "60") or 60),
+                     help="longest wait between delivery retries while the server is unreachable")
     run.add_argument("--device-id", default=_env("DEVICE_ID"), help="override the machine-id based DeviceId")
     run.add_argument("--ca-file", default=_env("CA_FILE"), help="CA bundle for an https server")
     run.add_argument("--eslogger", default=_env("ESLOGGER", "eslogger"), help="eslogger command (macOS)")
@@ -66,7 +68,7 @@ def config_from(args: argparse.Namespace) -> Config:
         sources=sources, heartbeat_s=args.heartbeat_s, action_poll_s=args.action_poll_s,
         max_queue_bytes=int(args.max_queue_mb * 1024 * 1024), batch_events=args.batch_events,
         flush_interval_s=args.flush_interval_s, device_id=args.device_id, ca_file=args.ca_file,
-        eslogger=args.eslogger,
+        eslogger=args.eslogger, max_backoff_s=args.max_backoff_s,
     )
 
 

@@ -50,6 +50,7 @@ class Config:
     device_id: str | None = None
     ca_file: str | None = None
     eslogger: str = "eslogger"
+    max_backoff_s: float = 60.0
 
 
 class Agent:
@@ -71,7 +72,7 @@ class Agent:
             timeout=httpx.Timeout(30.0, connect=10.0),
             verify=cfg.ca_file or True,
         )
-        self.sender = Sender(self.client, self.queue, self.stop)
+        self.sender = Sender(self.client, self.queue, self.stop, max_backoff_s=cfg.max_backoff_s)
         self.sources: list[Source] = []
         self.loops: list[Callable[[], None]] = []
         self.threads: list[threading.Thread] = []
