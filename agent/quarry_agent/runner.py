@@ -93,7 +93,7 @@ class Agent:
         if "eslogger" in wanted:
             from quarry_agent.sources.eslogger import EsloggerSource
 
-            self.sources.append(EsloggerSource(self.domain, command=self.cfg.eslogger))
+            self.sources.append(EsloggerSource(self.domain, self.cfg.removable_globs, command=self.cfg.eslogger))
         if "heartbeat" in wanted:
             self.sources.append(HeartbeatSource(self.machine_id, self.stats, self.cfg.heartbeat_s))
         if "actions" in wanted:
