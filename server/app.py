@@ -93,12 +93,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     from server.api import keys as keys_api
     from server.api import notifications as notifications_api
     from server.web import alerts as web_alerts
+    from server.web import console as web_console
+    from server.web import sessions as web_sessions
 
     app.include_router(notifications_api.router)
     app.include_router(groups_api.router)
     app.include_router(devices_api.router)
     app.include_router(keys_api.router)
     app.include_router(web_alerts.router)
+    app.include_router(web_console.router)
+    # The console calls the JSON API with its session cookie and CSRF token (server.auth.require).
+    app.state.session_scope = web_sessions.api_session
     from server.api import alerts as alerts_api
     from server.api import detections as detections_api
     from server.api import incidents as incidents_api
@@ -114,11 +119,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     from server.api.ingest import router as ingest_router
 
     app.include_router(ingest_router)
+    from server.api.hunting_aids import router as hunting_aids_router
     from server.api.kusto import router as kusto_router
     from server.api.query import router as query_router
     from server.api.schema import router as schema_router
     from server.metrics import metrics_router
 
+    app.include_router(hunting_aids_router)  # before /api/query's own routes: more specific paths
     app.include_router(query_router)
     app.include_router(schema_router)
     app.include_router(kusto_router)

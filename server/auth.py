@@ -250,19 +250,55 @@ def bearer_token(request: Request) -> str | None:
     return token.strip()
 
 
+def key_owner(db: MetadataDB, key: str, admin_key: str | None) -> str | None:
+    """Who a valid key is, for what the server keeps per user (query history, saved queries):
+    ``key:<id>`` for a stored key, ``admin`` for QUARRY_ADMIN_KEY; None for an invalid key."""
+    if admin_key and hmac.compare_digest(key.encode(), admin_key.encode()):
+        return "admin"
+    rows = db.query("SELECT id FROM api_keys WHERE key_hash = ? AND revoked_at IS NULL", (hash_key(key),))
+    return f"key:{rows[0]['id']}" if rows else None
+
+
+def request_owner(request: Request) -> str:
+    """The owner (see ``key_owner``) of a request that ``require`` let through."""
+    owner = getattr(request.state, "quarry_owner", None)
+    if owner is None:
+        token = bearer_token(request)
+        state = request.app.state
+        owner = key_owner(state.metadata, token, state.settings.admin_key) if token else None
+    if owner is None:
+        raise ApiError(401, "the caller could not be identified", code="unauthorized")
+    return str(owner)
+
+
 def require(scope: Scope):  # type: ignore[no-untyped-def]
-    """Dependency factory: the request must carry a key with ``scope`` (admin implies all)."""
+    """Dependency factory: the request must carry a key with ``scope`` (admin implies all).
+
+    Without a bearer header, the console's browser session counts when the app has a session
+    checker (``app.state.session_scope``, set by the app factory from server/web/sessions.py): it
+    answers the session's scope only when the request also carries the session's CSRF token in
+    ``X-CSRF-Token``, so another site can never use the cookie, whatever the method."""
 
     def check(request: Request) -> str:
         token = bearer_token(request)
-        if token is None:
-            raise ApiError(
-                401,
-                "missing API key: send 'Authorization: Bearer <key>'",
-                code="unauthorized",
-                headers={"WWW-Authenticate": "Bearer"},
-            )
         state = request.app.state
+        if token is None:
+            via_session = getattr(state, "session_scope", None)
+            found = None
+            if via_session is not None and not request.headers.get("authorization"):
+                found = via_session(request)  # raises 403 for a session without its CSRF token
+            if found is None:
+                raise ApiError(
+                    401,
+                    "missing API key: send 'Authorization: Bearer <key>'",
+                    code="unauthorized",
+                    headers={"WWW-Authenticate": "Bearer"},
+                )
+            have, owner = found
+            request.state.quarry_owner = owner
+            if have != "admin" and have != scope:
+                raise ApiError(403, f"this session has scope '{have}'; this endpoint needs '{scope}'", code="forbidden")
+            return str(have)
         info = lookup_key(state.metadata, token, state.settings.admin_key)
         if info is None:
             raise ApiError(401, "invalid API key", code="unauthorized", headers={"WWW-Authenticate": "Bearer"})

@@ -9,6 +9,18 @@ Explicit settings and a subprocess's own environment override these.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.support.browser import launch
 
 os.environ.setdefault("QUARRY_MIN_FREE_BYTES", "0")
 os.environ.setdefault("QUARRY_DISK_RESERVE_BYTES", "0")
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Any]:
+    """The run's one headless Chromium (tests/support/browser.py); open a context per test."""
+    yield from launch()

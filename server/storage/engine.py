@@ -169,6 +169,10 @@ class Storage:
         self._maint_lock = threading.RLock()  # flush / compact / retention, one at a time
         self._ddl_lock = threading.Lock()  # the root connection: DDL and cursor creation
         self._files: dict[str, dict[date, set[Path]]] = {t: {} for t in catalog.tables}
+        # Files written under an older schema (columns added, removed or retyped since): their
+        # Arrow schema, so reads adapt them to the current one. Files of the current schema are
+        # not listed here.
+        self._old_layout: dict[Path, pa.Schema] = {}
         self._sealed: list[Segment] = []
         # Hot tail: table -> segment -> Arrow chunks (with _seg), guarded by _tail_lock.
         self._tail: dict[str, dict[int, list[pa.Table]]] = {t: {} for t in catalog.tables}
@@ -609,17 +613,70 @@ class Storage:
         parts = []
         files = sorted(p for ps in self._files[tbl.name].values() for p in ps)
         if files:
-            lits = ", ".join(_literal(str(p)) for p in files)
-            parts.append(
-                f"SELECT {cols}, {_ident(DATE_PARTITION)} FROM read_parquet([{lits}], "
-                f"hive_partitioning = true, hive_types = {{'{DATE_PARTITION}': 'DATE'}})"
-            )
+            parts.append(self._files_sql(tbl, files, True))
         parts.append(
             f"SELECT {cols}, {self._date_expr(tbl)} AS {_ident(DATE_PARTITION)} "
             f"FROM {_ident(TAIL_PREFIX + tbl.name)} "
             f"WHERE {_ident(SEG_COLUMN)} > {int(self._flushed_seg[tbl.name])}"
         )
         return f"CREATE OR REPLACE VIEW main.{_ident(tbl.name)} AS " + " UNION ALL ".join(parts)
+
+    def _note_layout(self, table: str, path: Path, layout: pa.Schema) -> None:
+        """Remember the schema of a file found on disk if it is not the current one."""
+        if layout.equals(self._stored_schema[table]):
+            self._old_layout.pop(path, None)
+        else:
+            self._old_layout[path] = layout
+
+    def _files_sql(self, tbl: Table, files: list[Path], with_date: bool) -> str:
+        """A SELECT of the stored columns over ``files``: one ``read_parquet`` per schema the
+        files were written with, each adapted to the current schema and joined by UNION ALL.
+        Reading files of different schemas in one ``read_parquet`` fails (DuckDB binds the
+        first file's columns), and ``union_by_name`` would read every file's footer per query
+        and widen types instead of converting them to the current ones."""
+        groups: dict[str, tuple[pa.Schema | None, list[Path]]] = {}
+        for p in files:
+            layout = self._old_layout.get(p)
+            key = "" if layout is None else layout.to_string(show_schema_metadata=False)
+            groups.setdefault(key, (layout, []))[1].append(p)
+        date_col = f", {_ident(DATE_PARTITION)}" if with_date else ""
+        hive = f", hive_partitioning = true, hive_types = {{'{DATE_PARTITION}': 'DATE'}}"
+        parts = []
+        for layout, paths in groups.values():
+            lits = ", ".join(_literal(str(p)) for p in paths)
+            cols = self._stored_cols(tbl) if layout is None else self._adapted_cols(tbl, layout)
+            parts.append(
+                f"SELECT {cols}{date_col} FROM read_parquet([{lits}]"
+                f"{hive if with_date else ''})"
+            )
+        return " UNION ALL ".join(parts)
+
+    def _adapted_cols(self, tbl: Table, layout: pa.Schema) -> str:
+        """The stored columns read from a file of an older schema: a column the file lacks is
+        "" (strings) or null; a column whose type changed is converted (TRY_CAST: a value that
+        does not convert is null rather than failing every query of the table)."""
+        out = []
+        current = self._stored_schema[tbl.name]
+        for f in current:
+            sql_type = self._duckdb_type(tbl, f.name)
+            stringy = sql_type == "VARCHAR"
+            if f.name not in layout.names:
+                expr = "''" if stringy else f"CAST(NULL AS {sql_type})"
+            elif layout.field(f.name).type.equals(f.type):
+                expr = _ident(f.name)
+            else:
+                expr = f"TRY_CAST({_ident(f.name)} AS {sql_type})"
+                if stringy:
+                    expr = f"COALESCE({expr}, '')"
+            out.append(f"{expr} AS {_ident(f.name)}")
+        return ", ".join(out)
+
+    @staticmethod
+    def _duckdb_type(tbl: Table, name: str) -> str:
+        col = tbl.column(name)
+        if col is not None:
+            return col.type.duckdb
+        return "TIMESTAMP" if name == INGESTION_TIME_COLUMN else "JSON"
 
     def _rebuild_views(self, tables: Iterable[str]) -> None:
         """Point the views of ``tables`` at the current file lists and flushed segments."""
@@ -664,7 +721,7 @@ class Storage:
                     if p.name.startswith("."):
                         continue
                     try:
-                        pq.read_metadata(p)
+                        layout = pq.read_metadata(p).schema.to_arrow_schema()
                     except (OSError, pa.ArrowException) as e:
                         # One unreadable file would fail every query of the table: set it
                         # aside, loudly, for an operator to look at.
@@ -673,6 +730,7 @@ class Storage:
                         os.replace(p, dest)
                         log.error("unreadable Parquet file %s moved to %s: %s", p, dest, e)
                         continue
+                    self._note_layout(name, p, layout)
                     files.add(p)
                 if files:
                     self._files[name][day] = files
@@ -693,10 +751,12 @@ class Storage:
                     if tbl is None:
                         raise BatchError(f"table {table} is no longer in the catalog")
                     if not batch.schema.equals(self._row_schema[table]):
-                        batch = pa.Table.from_arrays(
-                            self._conform(tbl, batch, self._row_schema[table]),
-                            schema=self._row_schema[table],
-                        )
+                        # Written under an older schema: a column added since is "" (strings)
+                        # or null, as for the Parquet files of that time.
+                        arrays = self._conform(tbl, batch, self._row_schema[table])
+                        for i in self._string_columns[table]:
+                            arrays[i] = pc.fill_null(arrays[i], "")
+                        batch = pa.Table.from_arrays(arrays, schema=self._row_schema[table])
                 except BatchError as e:
                     # Written by an older schema that no longer fits: never drop acknowledged
                     # rows silently; keep the whole segment for an operator.
@@ -895,11 +955,10 @@ class Storage:
         # target is in place is the commit point. At start-up a ``.done`` deletes its sources and
         # a bare intent deletes its target (see _recover_files).
         spec = {"target": target.name, "sources": [p.name for p in sources]}
-        lits = ", ".join(_literal(str(p)) for p in sources)
         try:
             atomic_write(intent, orjson.dumps(spec))
             self._maint_cursor().execute(
-                f"COPY (SELECT {self._stored_cols(tbl)} FROM read_parquet([{lits}]) "
+                f"COPY (SELECT {self._stored_cols(tbl)} FROM ({self._files_sql(tbl, sources, False)}) "
                 f"ORDER BY {self._order_col(tbl)}) TO {_literal(str(tmp))} "
                 f"(FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE {ROW_GROUP_ROWS})"
             )
@@ -919,6 +978,8 @@ class Storage:
         files = self._files[tbl.name][day]
         files.difference_update(sources)
         files.add(target)
+        for p in sources:  # the merged file has the current schema
+            self._old_layout.pop(p, None)
         self._rebuild_views([tbl.name])
         self._defer_delete([*sources, done])
         log.info("compacted %d files of %s %s into %s", len(sources), tbl.name, day, target.name)
