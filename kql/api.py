@@ -10,6 +10,7 @@ from typing import Any
 from kql.compiler import Compiler, Ctx
 from kql.diagnostics import ERROR, Diagnostic
 from kql.functions import DIALECTS
+from kql.lower import render
 from kql.parser import KqlSyntaxError, parse
 from kql.sqlbuild import add_parens
 from schema.catalog import Catalog
@@ -79,6 +80,6 @@ def compile_kql(text: str, catalog: Catalog, options: CompileOptions | None = No
     for name, body in ctx.ctes:
         # MATERIALIZED: the body is read more than once and must be computed once
         final = final.with_(name, as_=body, materialized=True, copy=False)
-    sql = add_parens(final).sql(dialect=options.dialect)
+    sql = render(add_parens(final), options.dialect)
     columns = [(c, t if t != "unknown" else "string") for c, t in rel.cols.items()]
     return Compiled(sql, columns, diags, set(ctx.tables))

@@ -13,6 +13,7 @@ from kql import nodes as n
 from kql import sqlbuild as sb
 from kql.context import Binding, Scope
 from kql.diagnostics import name_hints
+from kql.lower import capabilities
 from kql.registry import Binder, expression
 from kql.typed import (
     NOCONST,
@@ -78,6 +79,7 @@ def x_Call(bd: Binder, node: n.Call, scope: Scope) -> V:
         return call_user_scalar(bd, node, b, scope)
     if name in F.AGGREGATES and (name not in F.SCALARS):
         return agg_call(bd, node, scope)
+    capabilities.check(bd.ctx, "function", name, node.name_span)
     sig = F.SCALARS.get(name)
     if sig is None:
         if name in F.UNSUPPORTED_FUNCTIONS:
