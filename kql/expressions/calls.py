@@ -77,9 +77,9 @@ def x_Call(bd: Binder, node: n.Call, scope: Scope) -> V:
     b = scope.env.get(name)
     if b is not None and b.kind == "function":
         return call_user_scalar(bd, node, b, scope)
+    capabilities.check(bd.ctx, "function", name, node.name_span)
     if name in F.AGGREGATES and (name not in F.SCALARS):
         return agg_call(bd, node, scope)
-    capabilities.check(bd.ctx, "function", name, node.name_span)
     sig = F.SCALARS.get(name)
     if sig is None:
         if name in F.UNSUPPORTED_FUNCTIONS:

@@ -32,7 +32,7 @@ from sqlglot.generators.spark import SparkGenerator
 from schema.types import KQL_TYPES
 
 # DuckDB type name (what the compiler casts to) -> Spark type name, from the one type map
-_SPARK_TYPES = {t.duckdb: t.spark for t in KQL_TYPES.values()}
+_SPARK_TYPES = {t.duckdb: t.spark for t in KQL_TYPES.values()} | {"TIMESTAMPTZ": "TIMESTAMP"}
 _EPOCH = "TIMESTAMP '1970-01-01 00:00:00'"
 
 
@@ -59,17 +59,22 @@ def _quoted(text: str) -> str:
     return "'" + text.replace("'", "''") + "'" if any(c.isalpha() or c == "'" for c in text) else text
 
 
-def java_format(fmt: str) -> str:
+# parsing: one letter reads one or two digits (Spark 3+ reads MM strictly as two)
+_JAVA_PARSE = {**_JAVA_FORMAT, "%m": "M", "%d": "d", "%H": "H", "%I": "h", "%M": "m", "%S": "s"}
+
+
+def java_format(fmt: str, parse: bool = False) -> str:
+    table = _JAVA_PARSE if parse else _JAVA_FORMAT
     out: list[str] = []
     literal = ""
     i = 0
     while i < len(fmt):
         key = fmt[i:i + 3] if fmt.startswith("%-", i) else fmt[i:i + 2]
-        if key in _JAVA_FORMAT:
+        if key in table:
             if literal:
                 out.append(_quoted(literal))
                 literal = ""
-            out.append(_JAVA_FORMAT[key])
+            out.append(table[key])
             i += len(key)
         elif fmt.startswith("%%", i):
             literal += "%"
@@ -87,7 +92,27 @@ def _args(self: SparkGenerator, e: exp.Anonymous) -> list[str]:
 
 
 # DuckDB function (anonymous in sqlglot) -> Spark rendering of its arguments
+def _json_type(g: SparkGenerator, e: exp.Expr) -> str:
+    """DuckDB's json_type names (ARRAY, OBJECT, VARCHAR, BIGINT, DOUBLE, BOOLEAN, NULL) from the
+    VARIANT schema Spark infers for the JSON text."""
+    kind = f"REGEXP_EXTRACT(SCHEMA_OF_VARIANT(PARSE_JSON({g.sql(e)})), '^[A-Z]+', 0)"
+    return (f"CASE {kind} WHEN 'STRING' THEN 'VARCHAR' WHEN 'VOID' THEN 'NULL' WHEN 'DECIMAL' THEN 'DOUBLE' "
+            f"ELSE {kind} END")
+
+
+def _strptime(g: SparkGenerator, e: exp.Anonymous) -> str:
+    value, formats = e.expressions[0], e.expressions[1]
+    fmts = formats.expressions if isinstance(formats, exp.Array) else [formats]
+    tries = [f"TRY_TO_TIMESTAMP({g.sql(value)}, {g.sql(exp.Literal.string(java_format(f.name, parse=True)))})"
+             for f in fmts if isinstance(f, exp.Literal)]
+    return f"COALESCE({', '.join(tries)})" if len(tries) > 1 else tries[0]
+
+
 _ANONYMOUS: dict[str, Callable[[SparkGenerator, exp.Anonymous], str]] = {
+    # DuckDB: timezone('UTC', timestamptz) is the UTC wall time; the session is in UTC already
+    "timezone": lambda g, e: g.sql(e.expressions[1]),
+    "try_strptime": _strptime,
+    "json_type": lambda g, e: _json_type(g, e.expressions[0]),
     "epoch_us": lambda g, e: _micros(g, e.expressions[0]),
     "to_microseconds": lambda g, e: f"MAKE_DT_INTERVAL(0, 0, 0, CAST({_args(g, e)[0]} AS DECIMAL(38, 6)) / 1000000)",
     "to_json": lambda g, e: f"TO_JSON({_args(g, e)[0]})",
@@ -165,6 +190,30 @@ class QuarrySparkGenerator(SparkGenerator):
         if isinstance(fmt, exp.Literal) and fmt.is_string:
             return f"DATE_FORMAT({self.sql(expression, 'this')}, {self.sql(exp.Literal.string(java_format(fmt.name)))})"
         return f"DATE_FORMAT({self.sql(expression, 'this')}, {self.sql(fmt)})"
+
+    def jsontype_sql(self, expression: exp.JSONType) -> str:
+        return _json_type(self, expression.this)
+
+    def window_sql(self, expression: exp.Window) -> str:
+        # Spark requires an order for row_number(); DuckDB numbers in scan order without one
+        if isinstance(expression.this, exp.RowNumber) and not expression.args.get("order"):
+            expression = expression.copy()
+            expression.set("order", exp.Order(expressions=[exp.Ordered(this=exp.Literal.number(1))]))
+        return super().window_sql(expression)
+
+    def _like(self, expression: exp.Like | exp.ILike, op: str) -> str:
+        # Spark's LIKE escapes with a backslash by default, DuckDB's only with ESCAPE: a pattern
+        # without ESCAPE keeps its backslashes literal by doubling them
+        pattern = expression.expression
+        if isinstance(pattern, exp.Literal) and pattern.is_string and not isinstance(expression.parent, exp.Escape):
+            pattern = exp.Literal.string(pattern.name.replace("\\", "\\\\"))
+        return f"{self.sql(expression, 'this')} {op} {self.sql(pattern)}"
+
+    def like_sql(self, expression: exp.Like) -> str:
+        return self._like(expression, "LIKE")
+
+    def ilike_sql(self, expression: exp.ILike) -> str:
+        return self._like(expression, "ILIKE")
 
     def anonymous_sql(self, expression: exp.Anonymous) -> str:
         render = _ANONYMOUS.get(str(expression.name).lower())
