@@ -186,6 +186,9 @@ class _Prepared:
 
 
 class QueryRunner:
+    # the compiler target this runner executes (server/query/spark_runner.py: "spark")
+    dialect = "duckdb"
+
     def __init__(
         self,
         storage: Connector,
@@ -251,7 +254,8 @@ class QueryRunner:
             # storage stores a missing string as "": no COALESCE on stored string columns
             compiled = compile_kql(
                 text, self.catalog,
-                CompileOptions(now=now, strings_never_null=True, probe=probe, parameters=parameters),
+                CompileOptions(now=now, strings_never_null=True, probe=probe, parameters=parameters,
+                               dialect=self.dialect),
             )
         except QueryError:
             raise  # the probe's own failure (timeout, execution error)

@@ -15,13 +15,13 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
-from schema.catalog import DATE_PARTITION, EXTRA_COLUMN, INGESTION_TIME_COLUMN, Catalog, Table
+from schema.catalog import DATE_PARTITION, EXTRA_COLUMN, INGESTION_TIME_COLUMN, Table
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -86,16 +86,17 @@ def stored_columns(table: Table) -> list[str]:
     return [*table.column_names, INGESTION_TIME_COLUMN, EXTRA_COLUMN, DATE_PARTITION]
 
 
-def register_table(spark: SparkSession, table: Table, data_dir: Path | None,
-                   tail: pa.Table | None) -> None:
-    """Make ``table`` a temporary view: its Parquet partitions plus the tail rows, by name."""
+def register_table(spark: SparkSession, table: Table, files: list[Path] | None, tail: pa.Table | None,
+                   base: Path | None = None) -> int:
+    """Make ``table`` a temporary view: its Parquet files (under ``base``, the table's directory,
+    so Spark reads ``date`` from the ``date=YYYY-MM-DD`` folder names and can prune by it) plus
+    the tail rows, by column name. Returns the number of Parquet files."""
     from pyspark.sql import functions as F
 
     parts: list[DataFrame] = []
-    root = data_dir / table.name if data_dir is not None else None
-    if root is not None and root.is_dir() and any(root.glob(f"{DATE_PARTITION}=*/*.parquet")):
-        df = spark.read.option("basePath", str(root)).parquet(str(root / f"{DATE_PARTITION}=*"))
-        parts.append(df.withColumn(DATE_PARTITION, F.col(DATE_PARTITION).cast("date")))
+    if files:
+        reader = spark.read.option("basePath", str(base)) if base is not None else spark.read
+        parts.append(reader.parquet(*[str(f) for f in files]))
     if tail is not None and (tail.num_rows or not parts):
         parts.append(arrow_to_spark(spark, tail))
     if not parts:
@@ -103,14 +104,18 @@ def register_table(spark: SparkSession, table: Table, data_dir: Path | None,
     out = parts[0]
     for p in parts[1:]:
         out = out.unionByName(p, allowMissingColumns=True)
-    # the stored column order, and TIMESTAMP (not TIMESTAMP_NTZ) for every datetime column
+    # the stored column order, a DATE partition, TIMESTAMP (not TIMESTAMP_NTZ) datetimes
+    types = dict(out.dtypes)
     cols = []
     for name in stored_columns(table):
         c = F.col(f"`{name}`")
-        if dict(out.dtypes).get(name) == "timestamp_ntz":
+        if name == DATE_PARTITION and types.get(name) != "date":
+            c = c.cast("date")
+        elif types.get(name) == "timestamp_ntz":
             c = c.cast("timestamp")
         cols.append(c.alias(name))
     out.select(*cols).createOrReplaceTempView(table.name)
+    return len(files or ())
 
 
 def run_sql(spark: SparkSession, sql: str, limit: int | None = None) -> pa.Table:
@@ -119,12 +124,6 @@ def run_sql(spark: SparkSession, sql: str, limit: int | None = None) -> pa.Table
     if limit is not None:
         df = df.limit(limit)
     return df.toArrow()
-
-
-def register_catalog(spark: SparkSession, catalog: Catalog, data_dir: Path | None,
-                     tails: Mapping[str, pa.Table], tables: Iterable[str] | None = None) -> None:
-    for name in tables if tables is not None else catalog.tables:
-        register_table(spark, catalog.tables[name], data_dir, tails.get(name))
 
 
 def spark_version(spark: SparkSession) -> Any:
