@@ -6,7 +6,12 @@ BIN := $(VENV)/bin
 DATA ?= ./data/demo
 PORT ?= 8080
 
-.PHONY: setup demo serve test lint typecheck bench
+.PHONY: setup demo serve test test-spark lint typecheck bench
+
+# The KQL execution tests run again on Spark (pytest --engine spark, one local[2] session):
+# in `make test` a representative part, to keep Spark's share of the run near 90 s; all of them
+# with `make test-spark`.
+SPARK_TESTS := tests/test_spark_engine.py tests/kql/test_dialects.py tests/kql/test_semantics_strings.py
 
 $(BIN)/quarry: pyproject.toml agent/pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -31,6 +36,10 @@ typecheck: setup
 
 test: setup lint typecheck
 	$(BIN)/pytest -q
+	$(BIN)/pytest -q --engine spark $(SPARK_TESTS)
+
+test-spark: setup
+	$(BIN)/pytest -q -rs --engine spark tests/kql tests/test_spark_engine.py
 
 # Each benchmark prints ratios against a baseline measured in the same run (the machine is shared).
 bench: setup

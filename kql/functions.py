@@ -968,7 +968,9 @@ DUCKDB.update({
     "isascii": lambda c, a, n: sb.fn("regexp_full_match", as_string(a[0]), sb.s(r"[\x00-\x7F]*")),
 })
 
-DIALECTS: dict[str, dict[str, Builder]] = {"duckdb": DUCKDB}
+# One builder table serves every target: the builders make sqlglot trees in DuckDB's terms and
+# kql/lower/ renders them per engine (kql/lower/capabilities.py refuses what an engine cannot do).
+DIALECTS: dict[str, dict[str, Builder]] = {"duckdb": DUCKDB, "spark": DUCKDB}
 
 # Functions that exist in Kusto but that Quarry cannot offer (data from outside, plugins...).
 UNSUPPORTED_FUNCTIONS = {
@@ -1065,7 +1067,7 @@ DUCKDB_AGGREGATES: dict[str, AggBuilder] = {
 }
 
 # arg_max/arg_min and percentiles are lowered by the compiler (they yield several columns).
-AGGREGATE_DIALECTS: dict[str, dict[str, AggBuilder]] = {"duckdb": DUCKDB_AGGREGATES}
+AGGREGATE_DIALECTS: dict[str, dict[str, AggBuilder]] = {"duckdb": DUCKDB_AGGREGATES, "spark": DUCKDB_AGGREGATES}
 
 
 def agg_sql(name: str, a: list[V], ctx: Ctx, node: Call) -> tuple[exp.Expr, str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -56,6 +57,12 @@ class Settings(BaseSettings):
     query_max_array_elements: int = Field(
         default=KUSTO_MAX_ARRAY, gt=0,
         description="Most elements range(), make_list/make_set and make-series produce per value (more are cut)")
+    # The engine hunting queries run on (docs/scale-out.md): duckdb on this machine, or an
+    # Apache Spark cluster over the same Parquet (pip install 'quarry[spark]').
+    engine: Literal["duckdb", "spark"] = "duckdb"
+    spark_master: str = "local[*]"
+    # Extra Spark properties as JSON, e.g. {"spark.executor.memory": "8g"} (a cluster's settings)
+    spark_conf: dict[str, str] = Field(default={})  # pydantic copies a default per instance
 
     # Detections and notifications
     alerts_per_run_cap: int = 100

@@ -13,6 +13,7 @@ from kql import functions as F
 from kql import nodes as n
 from kql import sqlbuild as sb
 from kql.context import Scope
+from kql.lower import capabilities
 from kql.registry import Binder, expression
 from kql.terms import fn_coalesce_false, has_all, has_any, has_any_subquery, has_term, negate
 from kql.typed import (
@@ -276,6 +277,7 @@ def x_InOp(bd: Binder, node: n.InOp, scope: Scope) -> V:
         return V(exp.true() if neg else exp.false(), "bool")
     if len(vals) == 1 and vals[0].type == "dynamic" and not vals[0].is_const:
         # a computed array, e.g. toscalar(... | summarize make_set(x))
+        capabilities.check(bd.ctx, "feature", "in-computed-array", node.span)
         needle = case_fold(bd, a) if ci else a.sql
         hay = vals[0].sql
         if ci:

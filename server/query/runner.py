@@ -190,6 +190,9 @@ class _Prepared:
 
 
 class QueryRunner:
+    # the compiler target this runner executes (server/query/spark_runner.py: "spark")
+    dialect = "duckdb"
+
     def __init__(
         self,
         storage: Connector,
@@ -256,7 +259,7 @@ class QueryRunner:
             compiled = compile_kql(
                 text, self.catalog,
                 CompileOptions(now=now, strings_never_null=True, probe=probe, parameters=parameters,
-                               limits=self.limits.kql),
+                               limits=self.limits.kql, dialect=self.dialect),
             )
         except QueryError:
             raise  # the probe's own failure (timeout, execution error)
