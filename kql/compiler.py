@@ -22,6 +22,7 @@ from sqlglot import exp
 from kql import functions as F
 from kql import nodes as n
 from kql import sqlbuild as sb
+from kql.bounded import guarded_grid
 from kql.diagnostics import ERROR, WARNING, Diagnostic, make, name_hints
 from kql.typed import (
     NOCONST,
@@ -520,8 +521,11 @@ class Compiler:
         scope = Scope(env)
         start, stop, step = (self.scalar(x, scope) for x in node.items)
         name = str(node.extra)
-        series = sb.fn("generate_series", start.sql, stop.sql, step.sql)
-        sel = exp.Select(expressions=[sb.alias(sb.fn("unnest", series), name)])
+        # the table function streams its rows; unnest(generate_series(...)) built the whole list
+        # first, out of reach of the memory limit and of interrupt()
+        series = exp.Table(this=sb.fn("generate_series", start.sql, stop.sql, step.sql),
+                           alias=exp.TableAlias(this=sb.ident("_range"), columns=[sb.ident(name)]))
+        sel = exp.Select(expressions=[sb.alias(sb.col(name, "_range"), name)]).from_(series, copy=False)
         t = start.type if start.type != "int" else "long"
         return self.wrap_select(sel, {name: t})
 
@@ -1493,7 +1497,8 @@ class Compiler:
         key_exprs = [sb.alias(sb.col(k), k) for k in keys] or [sb.alias(exp.true(), "__series_group")]
         groups = exp.Subquery(this=exp.Select(expressions=key_exprs, distinct=exp.Distinct()).from_(sub(s_alias + "k"), copy=False),
                               alias=exp.TableAlias(this=sb.ident(k_alias)))
-        grid = exp.Subquery(this=exp.Select(expressions=[sb.alias(sb.fn("unnest", sb.fn("range", start.copy(), end.copy(), step.sql.copy())), "t")]),
+        bins = guarded_grid(start, end, step.sql, axis.type)  # at most query_max_array_elements bins
+        grid = exp.Subquery(this=exp.Select(expressions=[sb.alias(sb.fn("unnest", bins), "t")]),
                             alias=exp.TableAlias(this=sb.ident(g_alias)))
         on = sb.and_all([exp.NullSafeEQ(this=sb.col(k, k_alias), expression=sb.col(k, s_alias)) for k in keys]
                         + [exp.EQ(this=sb.col(bin_col, s_alias), expression=sb.col("t", g_alias))])
