@@ -70,5 +70,7 @@ def guarded_grid(start: exp.Expr, end: exp.Expr, step: exp.Expr, kql_type: str) 
     too_many = exp.GT(this=span_count(start, end, step, kql_type), expression=sb.num(cap))
     message = (f"make-series would produce more than {cap:,} bins per series "
                "(query_max_array_elements); use a larger step or a shorter range")
-    grid = sb.fn("range", start.copy(), end.copy(), step.copy())
+    # the end is capped too: DuckDB folds a constant range() while planning, where neither the
+    # CASE nor interrupt() can stop it
+    grid = sb.fn("range", start.copy(), capped_stop(start, end, step, kql_type), step.copy())
     return exp.Case(ifs=[exp.If(this=too_many, true=sb.fn("error", sb.s(message)))], default=grid)

@@ -24,6 +24,7 @@ from kql import nodes as n
 from kql import sqlbuild as sb
 from kql.bounded import guarded_grid
 from kql.diagnostics import ERROR, WARNING, Diagnostic, make, name_hints
+from kql.temporal import datetime_in_range, timespan_in_range, timespan_ok
 from kql.typed import (
     NOCONST,
     NUMERIC,
@@ -1763,21 +1764,22 @@ class Compiler:
             return V(_arith_sql(op, a.sql, b.sql), t)
         if ta == "datetime" and tb == "datetime" and op == "-":
             return V(exp.Sub(this=a.sql, expression=b.sql), "timespan")
+        # past Kusto's datetime/timespan range the result is null, as in Kusto (kql.temporal)
         if ta == "datetime" and tb == "timespan" and op in "+-":
-            return V(_arith_sql(op, a.sql, b.sql), "datetime")
+            return V(datetime_in_range(_arith_sql(op, a.sql, b.sql)), "datetime")
         if ta == "timespan" and tb == "datetime" and op == "+":
-            return V(exp.Add(this=b.sql, expression=a.sql), "datetime")
+            return V(datetime_in_range(exp.Add(this=b.sql, expression=a.sql)), "datetime")
         if ta == "timespan" and tb == "timespan":
             if op in "+-":
-                return V(_arith_sql(op, a.sql, b.sql), "timespan")
+                return V(timespan_in_range(_arith_sql(op, a.sql, b.sql)), "timespan")
             if op == "/":
                 return V(exp.Div(this=sb.fn("epoch_us", a.sql), expression=sb.fn("epoch_us", b.sql)), "real")
         if ta == "timespan" and tb in NUMERIC and op in "*/":
             us = _arith_sql(op, sb.fn("epoch_us", a.sql), b.sql)
-            return V(sb.fn("to_microseconds", sb.cast(us, "long")), "timespan")
+            return V(timespan_in_range(sb.fn("to_microseconds", exp.TryCast(this=us, to=exp.DataType.build("BIGINT")))), "timespan")
         if ta in NUMERIC and tb == "timespan" and op == "*":
             us = exp.Mul(this=sb.paren(a.sql), expression=sb.fn("epoch_us", b.sql))
-            return V(sb.fn("to_microseconds", sb.cast(us, "long")), "timespan")
+            return V(timespan_in_range(sb.fn("to_microseconds", exp.TryCast(this=us, to=exp.DataType.build("BIGINT")))), "timespan")
         self.ctx.error("type_mismatch", f"cannot apply {op} to {ta} and {tb}", node.op_span)
         return V(exp.Null(), UNKNOWN)
 
@@ -2338,6 +2340,10 @@ def _arith_sql(op: str, a: exp.Expr, b: exp.Expr) -> exp.Expr:
     return out
 
 
+def _span_const(value: timedelta) -> V:
+    return const(value if timespan_ok(value) else None, "timespan")
+
+
 def _fold(op: str, a: V, b: V) -> V | None:
     x, y = a.const, b.const
     try:
@@ -2345,15 +2351,16 @@ def _fold(op: str, a: V, b: V) -> V | None:
             r = x + y if op == "+" else x - y
             return const(r, "datetime")
         if isinstance(x, timedelta) and isinstance(y, timedelta) and op in "+-":
-            return const(x + y if op == "+" else x - y, "timespan")
+            return _span_const(x + y if op == "+" else x - y)
         if isinstance(x, timedelta) and isinstance(y, int | float) and not isinstance(y, bool) and op == "*":
-            return const(x * y, "timespan")
+            return _span_const(x * y)
         if isinstance(x, int | float) and isinstance(y, timedelta) and not isinstance(x, bool) and op == "*":
-            return const(y * x, "timespan")
+            return _span_const(y * x)
         if isinstance(x, datetime) and isinstance(y, datetime) and op == "-":
             return const(x - y, "timespan")
     except OverflowError:
-        return None
+        # beyond Python's range (years 1-9999), so beyond Kusto's: null, as Kusto gives
+        return const(None, "datetime" if isinstance(x, datetime) or isinstance(y, datetime) else "timespan")
     return None
 
 

@@ -20,6 +20,7 @@ from sqlglot import exp
 
 from kql import sqlbuild as sb
 from kql.bounded import bounded_range, cap_list
+from kql.temporal import datetime_in_range
 from kql.typed import (
     NUMERIC,
     STRINGY,
@@ -635,7 +636,8 @@ def _datetime_add(ctx: Ctx, a: list[V], node: Call) -> exp.Expr:
     if part in ("doy", "dow"):
         part = "day"
     unit = exp.Interval(this=sb.s("1"), unit=exp.Var(this=part.upper()))
-    return exp.Add(this=a[2].sql, expression=exp.Mul(this=unit, expression=sb.paren(a[1].sql)))
+    # past year 9999 (or before year 1) the result is null, as in Kusto
+    return datetime_in_range(exp.Add(this=a[2].sql, expression=exp.Mul(this=unit, expression=sb.paren(a[1].sql))))
 
 
 def _shifted_now(ctx: Ctx, delta: timedelta, node: Call) -> exp.Expr:
