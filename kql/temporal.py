@@ -38,9 +38,12 @@ def datetime_in_range(e: exp.Expr) -> exp.Expr:
 
 
 def timespan_in_range(e: exp.Expr) -> exp.Expr:
-    """A computed timespan, or NULL outside Kusto's timespan range."""
-    beyond = MAX_TIMESPAN + timedelta(microseconds=1)
-    return _clip(e, sb.interval(beyond), sb.interval(-beyond))
+    """A computed timespan, or NULL outside Kusto's timespan range. Compared as microseconds:
+    DuckDB's least()/greatest() order INTERVALs by their raw (months, days, micros) fields, so
+    10675198 days came out "greater" than 922337203685477581 microseconds."""
+    beyond = (MAX_TIMESPAN + timedelta(microseconds=1)) // timedelta(microseconds=1)
+    us = _clip(sb.fn("epoch_us", e), sb.num(beyond), sb.num(-beyond))
+    return sb.fn("to_microseconds", us)
 
 
 def timespan_ok(value: timedelta) -> bool:
