@@ -13,6 +13,7 @@ from kql.diagnostics import ERROR, Diagnostic, make
 from kql.functions import DIALECTS
 from kql.nodes import Span
 from kql.parser import KqlSyntaxError, parse
+from kql.sqlbuild import add_parens
 from schema.catalog import Catalog
 
 
@@ -100,8 +101,6 @@ def _lower(text: str, tree: Any, ctx: Ctx, options: CompileOptions) -> Compiled:
     if ctx.needs_probe:
         known = [(c, t if t != "unknown" else "string") for c, t in rel.cols.items()]
         return Compiled(None, known, diags, set(ctx.tables), needs_probe=True)
-    from kql.sqlbuild import add_parens
-
     final = rel.select()
     for name, body in ctx.ctes:
         # MATERIALIZED: the body is read more than once and must be computed once

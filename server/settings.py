@@ -28,6 +28,14 @@ class Settings(BaseSettings):
     flush_max_rows: int = 200_000  # flush a table's tail to Parquet at this many rows...
     flush_max_age_s: float = 30.0  # ...or when its oldest unflushed row is this old
     max_unflushed_rows: int = 2_000_000  # back-pressure bound: above it ingest answers 503
+    min_free_bytes: int = Field(
+        default=100 * 1024 * 1024, ge=0,
+        description="Ingest answers 507 while the data directory's filesystem has less free space",
+    )
+    disk_reserve_bytes: int = Field(
+        default=32 * 1024 * 1024, ge=0,
+        description="Ballast file given back when the disk fills, so a start-up and a flush have room",
+    )
     retention_interval_s: float = 600.0
     compaction_interval_s: float = 600.0
 
