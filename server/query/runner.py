@@ -316,13 +316,16 @@ class QueryRunner:
         outcome = "execution_error"
         rows_out = 0
         try:
+            # One deadline for the whole query: compiling (on this worker thread, never on the
+            # event loop) and waiting for a slot use up the time the engine then gets.
+            ends = time.monotonic() + (self.limits.timeout_s if timeout_s is None else timeout_s)
             prepared = self.compile(text, now, parameters=parameters)
             cap = self.limits.max_rows if max_rows is None else max(0, min(max_rows, self.limits.max_rows))
             with self._slot(deadline), self._connection() as con:
                 self._restrict(con, prepared.tables, time_range)
-                prepared = self._probed(con, text, prepared, timeout_s)
+                prepared = self._probed(con, text, prepared, self._left(ends))
                 partitions = self._partitions(con, prepared.sql, prepared.tables)
-                rows = self._execute(con, _limited(prepared.sql, cap + 1), timeout_s, cap + 1)
+                rows = self._execute(con, _limited(prepared.sql, cap + 1), self._left(ends), cap + 1)
             truncated = len(rows) > cap
             if truncated:
                 rows = rows[:cap]
@@ -452,6 +455,13 @@ class QueryRunner:
             raise CompileFailed("the query's columns could not be learned from the data", [
                 {"code": "compile_error", "message": "the query's columns could not be learned", "hints": []}])
         return again
+
+    def _left(self, ends: float) -> float:
+        """Seconds left before ``ends``; QueryTimeout when none are (compiling took them)."""
+        left = ends - time.monotonic()
+        if left <= 0:
+            raise self._map_error(duckdb.InterruptException("timeout"), True)
+        return left
 
     def _slot(self, deadline: float | None) -> _Slot:
         return _Slot(self._slots, self.limits.queue_wait_s, deadline)
