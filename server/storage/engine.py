@@ -372,6 +372,10 @@ class Storage:
             self._wake.set()
         return results
 
+    def check_space(self) -> None:
+        """Raise DiskFull when an append would be refused for want of disk space (cheap)."""
+        self._space.check_append()
+
     async def append_async(self, table: str, batch: pa.Table) -> AppendResult:
         """``append`` on a worker thread, for async endpoints."""
         from starlette.concurrency import run_in_threadpool
