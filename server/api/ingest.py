@@ -31,6 +31,13 @@ from server.ingest.convert import (
     convert_ndjson,
     convert_records,
 )
+from server.ingest.guard import (
+    MAX_COLUMN_NAME,
+    check_utf8,
+    clip,
+    count_lines,
+    too_many_rows,
+)
 from server.ingest.parse import is_ndjson, parse_records, parse_streaming
 from server.metrics import get_metrics
 from server.responses import OrjsonResponse
@@ -86,7 +93,8 @@ def _rejected(entries: dict[int, dict[str, Any]], total: int) -> ApiError:
 
 
 def _unknown_table(name: str, catalog: Catalog) -> ApiError:
-    close = catalog.suggest(name)
+    close = catalog.suggest(name) if len(name) <= MAX_COLUMN_NAME else []
+    name = clip(name)
     hint = f"; did you mean {', '.join(close)}?" if close else ""
     return ApiError(
         404,
@@ -127,27 +135,35 @@ class _Prepared:
     skipped: dict[str, int] = field(default_factory=dict)
 
 
-def _prepare_table(table: Table, body: bytes, ndjson: bool) -> Converted:
+def _prepare_table(table: Table, body: bytes, ndjson: bool, max_rows: int) -> Converted:
+    check_utf8(body, "ndjson" if ndjson else "json")
     if ndjson:
+        if (n := count_lines(body)) > max_rows:
+            raise too_many_rows(n, max_rows, "lines")
         fast = convert_ndjson(table, body)
         if fast is not None:
             return fast
-    records, lines = parse_records(body, ndjson)
+    records, lines = parse_records(body, ndjson, max_rows)
     try:
         return convert_records(table, records, allow_unknown=False, lines=lines)
     except BatchRejected as e:
         raise _rejected(e.entries, len(records)) from e
 
 
-def _prepare_streaming(catalog: Catalog, body: bytes, skip_unknown: bool) -> _Prepared:
-    batch = parse_streaming(body, set(catalog.tables))
+def _prepare_streaming(catalog: Catalog, body: bytes, skip_unknown: bool, max_rows: int
+                       ) -> _Prepared:
+    check_utf8(body, "streaming")
+    batch = parse_streaming(body, set(catalog.tables), max_rows)
     entries: dict[int, dict[str, Any]] = {e["row"]: e for e in batch.errors}
     if batch.unknown_tables and not skip_unknown:
-        names = sorted(batch.unknown_tables)
-        hints = {n: catalog.suggest(n) for n in names}
+        names = sorted(batch.unknown_tables)[:MAX_ERRORS]
+        hints = {n: catalog.suggest(n) if len(n) <= MAX_COLUMN_NAME else [] for n in names}
+        more = f" and {len(batch.unknown_tables) - len(names)} more" if (
+            len(batch.unknown_tables) > len(names)) else ""
         raise ApiError(
             404,
-            f"records for tables Quarry does not have: {', '.join(names)}; nothing was written "
+            f"records for tables Quarry does not have: {', '.join(names)}{more}; nothing was "
+            "written "
             "(add ?skipUnknownTables=true to store the rest and count these as skipped)",
             errors=[{"code": "unknown_table", "message": f"unknown table '{n}' "
                      f"({batch.unknown_tables[n]} records)", "table": n, "hints": hints[n]}
@@ -184,7 +200,7 @@ async def ingest_streaming(
 
     def work() -> _Prepared:
         body = decode_body(raw, encoding, settings.max_body_bytes)
-        return _prepare_streaming(catalog, body, skip_unknown_tables)
+        return _prepare_streaming(catalog, body, skip_unknown_tables, settings.max_batch_rows)
 
     async with _slots(request):
         try:
@@ -247,7 +263,7 @@ async def ingest_table(table: str, request: Request, _key: IngestKey) -> OrjsonR
     def work() -> tuple[int, int]:
         try:
             body = decode_body(raw, encoding, settings.max_body_bytes)
-            conv = _prepare_table(spec, body, ndjson)
+            conv = _prepare_table(spec, body, ndjson, settings.max_batch_rows)
             del body
         except ApiError as e:
             _count_rejected(request, table, e.errors[0].get("code", "invalid"),

@@ -68,6 +68,7 @@ from schema.catalog import (
     Table,
 )
 from server.settings import Settings
+from server.storage.repair import file_problem, fix_table, redact, repair_file
 from server.storage.wal import (
     Segment,
     WriteAheadLog,
@@ -382,6 +383,12 @@ class Storage:
                 arrays[i] = pc.fill_null(arrays[i], "")
         arrays.insert(len(tbl.columns), pa.repeat(pa.scalar(now, _TS), n))
         rows = pa.Table.from_arrays(arrays, schema=self._row_schema[tbl.name])
+        try:
+            # Full validation includes the UTF-8 of every string: a file holding invalid UTF-8
+            # fails every later read of its column, with the rows already acknowledged.
+            rows.validate(full=True)
+        except pa.ArrowInvalid as e:
+            raise BatchError(f"{tbl.name}: the batch cannot be stored: {e}") from None
         self._check_json(tbl, rows)
         expired = 0
         if tbl.has_timestamp and n:
@@ -678,6 +685,12 @@ class Storage:
                             self._conform(tbl, batch, self._row_schema[table]),
                             schema=self._row_schema[table],
                         )
+                    batch, fixed = fix_table(batch)
+                    if fixed:
+                        # Acknowledged by an older version that did not validate UTF-8: kept,
+                        # readable, with U+FFFD for the invalid bytes.
+                        log.error("WAL %s: %d %s values with invalid UTF-8 replaced by U+FFFD",
+                                  path.name, fixed, table)
                 except BatchError as e:
                     # Written by an older schema that no longer fits: never drop acknowledged
                     # rows silently; keep the whole segment for an operator.
@@ -845,11 +858,20 @@ class Storage:
         spec = {"target": target.name, "sources": [p.name for p in sources]}
         atomic_write(intent, orjson.dumps(spec))
         lits = ", ".join(_literal(str(p)) for p in sources)
-        self._maint_cursor().execute(
-            f"COPY (SELECT {self._stored_cols(tbl)} FROM read_parquet([{lits}]) "
-            f"ORDER BY {self._order_col(tbl)}) TO {_literal(str(tmp))} "
-            f"(FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE {ROW_GROUP_ROWS})"
-        )
+        try:
+            self._maint_cursor().execute(
+                f"COPY (SELECT {self._stored_cols(tbl)} FROM read_parquet([{lits}]) "
+                f"ORDER BY {self._order_col(tbl)}) TO {_literal(str(tmp))} "
+                f"(FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE {ROW_GROUP_ROWS})"
+            )
+        except duckdb.Error:
+            # Undo this attempt (a retry must not leave one intent per cycle behind), then set
+            # aside any source that cannot be read back, so the next cycle can merge the rest.
+            tmp.unlink(missing_ok=True)
+            intent.unlink(missing_ok=True)
+            if not self._repair_files(tbl, day, sources):
+                raise
+            return
         fsync_file(tmp)
         os.replace(tmp, target)
         fsync_dir(ddir)
@@ -862,6 +884,26 @@ class Storage:
         self._rebuild_views([tbl.name])
         self._defer_delete([*sources, done])
         log.info("compacted %d files of %s %s into %s", len(sources), tbl.name, day, target.name)
+
+    def _repair_files(self, tbl: Table, day: date, paths: list[Path]) -> bool:
+        """Repair the unreadable files among ``paths`` (server/storage/repair.py): each moves to
+        the quarantine and its readable rows to a new file. Returns whether any was."""
+        files = self._files[tbl.name].setdefault(day, set())
+        repaired = False
+        for p in paths:
+            problem = file_problem(p)
+            if problem is None:
+                continue
+            log.error("%s cannot be read back (%s); repairing it", p.relative_to(self.data_dir),
+                      redact(problem, self.data_dir))
+            result = repair_file(p, self.data_dir)
+            files.discard(p)
+            if result.replacement is not None:
+                files.add(self.data_dir / result.replacement)
+            repaired = True
+        if repaired:
+            self._rebuild_views([tbl.name])
+        return repaired
 
     # ------------------------------------------------------------------ retention
 
