@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 DATA ?= ./data/demo
 PORT ?= 8080
 
-.PHONY: setup demo serve test lint typecheck bench
+.PHONY: setup demo serve test lint typecheck bench fuzz
 
 $(BIN)/quarry: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -30,6 +30,12 @@ typecheck: setup
 
 test: setup lint typecheck
 	$(BIN)/pytest -q
+
+# The property-based fuzz tests (pytest -m fuzz) with a long budget: FUZZ_EXAMPLES examples per
+# property instead of `make test`'s short, derandomized one.
+FUZZ_EXAMPLES ?= 5000
+fuzz: setup
+	QUARRY_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/pytest -q -m fuzz --hypothesis-show-statistics
 
 # Each benchmark prints ratios against a baseline measured in the same run (the machine is shared).
 bench: setup

@@ -11,6 +11,7 @@ from server.ingest.guard import (
     MAX_DEPTH,
     check_utf8,
     count_lines,
+    objects_per_line,
     shallow_lines,
     too_deep,
 )
@@ -80,3 +81,9 @@ def test_invalid_utf8_in_malformed_json_still_has_a_line() -> None:
 def test_valid_utf8_passes() -> None:
     check_utf8('{"FileName":"café 漢字 🙂"}'.encode(), "ndjson")
     check_utf8(b"", "json")
+
+
+def test_objects_per_line() -> None:
+    assert objects_per_line(b'{"a":1}\n{}\r\n{}\n\n')
+    for body in (b"null\n", b'{}\nnull\n', b" {}\n", b"{}\n\n{}\n", b"", b"[{}]"):
+        assert not objects_per_line(body), body

@@ -159,11 +159,12 @@ def test_two_million_empty_rows_are_refused_in_milliseconds(
         "ndjson": (b"{}\n" * 2_000_000, NDJSON, f"/api/ingest/{TABLE}"),
         "streaming": (b'{"records":[' + empty + b"]}", {}, "/api/ingest/streaming"),
     }[path]
-    started = time.monotonic()
+    cpu = server.cpu_seconds()
     body = refused(server, client.post(route, content=content, headers=headers), 413)
-    elapsed = time.monotonic() - started
+    cpu = server.cpu_seconds() - cpu
     assert body["errors"][0]["code"] == "too_many_rows"
-    assert elapsed < 2.0, f"{elapsed:.2f} s"  # ~0.2 s on the shared 2-core machine
+    # Server CPU, not wall time (the machine is shared): 0.05-0.25 s measured, 10-13 s before.
+    assert cpu < 1.5, f"{cpu:.2f} s of server CPU"
 
 
 @pytest.mark.parametrize("path", ["json", "ndjson", "streaming"])
@@ -201,3 +202,15 @@ def test_server_log_has_no_traceback(server: QuarryProcess, client: httpx.Client
     assert server.alive()
     log = Path(server.log_path).read_text(errors="replace")
     assert "Traceback" not in log and "internal error" not in log.lower(), log[-3000:]
+
+
+@pytest.mark.parametrize("content", [b"null\n", b"null", b"\nnull\n", b"1\n", b"[]\n",
+                                     b'{"DeviceId":"d"}\nnull\n'])
+def test_ndjson_lines_that_are_not_objects_are_400(server: QuarryProcess, client: httpx.Client,
+                                                   content: bytes) -> None:
+    """A first line ``null`` segfaulted pyarrow's JSON reader (found by the fuzz tests)."""
+    for headers, body in ((NDJSON, content),
+                          ({**NDJSON, "Content-Encoding": "gzip"}, gzip.compress(content))):
+        r = client.post(f"/api/ingest/{TABLE}", content=body, headers=headers)
+        e = refused(server, r, 400)["errors"][0]
+        assert e["code"] in ("invalid_row", "missing_required"), e

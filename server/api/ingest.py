@@ -10,6 +10,7 @@ concurrent bodies cannot multiply memory use.
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import os
 from dataclasses import dataclass, field
@@ -41,9 +42,10 @@ from server.ingest.guard import (
 from server.ingest.parse import is_ndjson, parse_records, parse_streaming
 from server.metrics import get_metrics
 from server.responses import OrjsonResponse
-from server.storage import Backpressure
+from server.storage import Backpressure, BatchError
 
 router = APIRouter(prefix="/api/ingest", tags=["ingest"])
+log = logging.getLogger("quarry.ingest")
 
 # Conversions in flight at once. More than the cores buys nothing (the work is CPU-bound) and
 # each one holds a decompressed body plus its parsed form.
@@ -109,6 +111,12 @@ def _append(request: Request, batches: dict[str, pa.Table]) -> dict[str, tuple[i
     stores none of them, so the client's retry duplicates nothing."""
     try:
         results = request.app.state.storage.append_many(batches)
+    except BatchError as e:
+        # Storage's own last check (it never writes what it could not read back) refused what
+        # validation let through: nothing was written, and the client learns why.
+        log.error("ingest: storage refused a validated batch: %s", e)
+        raise ApiError(400, f"the batch cannot be stored and was not written: {clip(str(e))}",
+                       code="unstorable") from e
     except Backpressure as e:
         retry = max(1, math.ceil(float(e.retry_after_s)))
         raise ApiError(

@@ -36,7 +36,15 @@ import pyarrow.json as pj
 from schema.catalog import EXTRA_COLUMN, Column, Table
 from schema.types import KqlType
 from server.ingest.datetimes import parse_datetimes
-from server.ingest.guard import CLIP, MAX_COLUMN_NAME, MAX_DEPTH, clip, shallow_lines, too_deep
+from server.ingest.guard import (
+    CLIP,
+    MAX_COLUMN_NAME,
+    MAX_DEPTH,
+    clip,
+    objects_per_line,
+    shallow_lines,
+    too_deep,
+)
 
 MAX_ERRORS = 100
 REQUIRED_EVENT_COLUMNS: tuple[str, ...] = ("Timestamp", "DeviceId")
@@ -488,9 +496,10 @@ def convert_ndjson(table: Table, body: bytes) -> Converted | None:
     """
     if not fast_path_supported(table) or not body.strip():
         return None
-    if not shallow_lines(body):
-        # pyarrow's reader recurses once per level and overflows the stack on deep input: such
-        # a body goes to orjson (hard limit 1,024 levels) and the per-value depth check.
+    if not (objects_per_line(body) and shallow_lines(body)):
+        # pyarrow's reader recurses once per level and overflows the stack on deep input, and
+        # crashes on a first line that is not an object: such a body goes to orjson (hard limit
+        # 1,024 levels) and the per-value checks.
         return None
     info = _table_info(table)
     try:

@@ -7,10 +7,10 @@ any parser that could crash or run long sees it:
 * ``check_utf8``: the whole body must be UTF-8 (Arrow's SIMD validator, no copy). JSON requires
   it, and a string that is not UTF-8 written to Parquet would fail every later read. The error
   names the row and the field (found only on the error path).
-* ``shallow_lines``: whether no NDJSON line can nest deeper than a bound, from counts of ``[``
-  and ``{``; pyarrow's JSON reader recurses per level and overflows the C stack on deep input,
-  so a body it cannot clear never reaches that reader (orjson, which has its own hard limit of
-  1,024 levels, parses it instead and ``too_deep`` checks each value).
+* ``shallow_lines`` and ``objects_per_line``: whether pyarrow's JSON reader may see an NDJSON
+  body. It recurses per level and overflows the C stack on deep input, and it segfaults on a
+  first line ``null``; a body it cannot clear goes to orjson instead (hard limit of 1,024
+  levels; ``too_deep`` checks each value).
 * ``too_deep``: a parsed value nested deeper than ``MAX_DEPTH`` (iterative: no recursion).
 * ``clip``: user text as echoed in an error, truncated.
 """
@@ -96,6 +96,20 @@ def shallow_lines(body: bytes, limit: int = MAX_DEPTH + 1) -> bool:
     newlines = np.flatnonzero(a == 0x0A)
     per_line = np.bincount(np.searchsorted(newlines, pos))
     return int(per_line.max()) <= limit
+
+
+def objects_per_line(body: bytes) -> bool:
+    """True when every line of ``body`` (trailing blank lines aside) starts with ``{``. pyarrow's
+    JSON reader segfaults on a first line ``null`` (found by tests/test_ingest_fuzz.py; pyarrow
+    26) and reads a later ``null`` line as a row of nulls: only bodies of one object per line
+    go to it."""
+    if not body.startswith(b"{"):
+        return False
+    a = np.frombuffer(body, np.uint8)
+    newlines = int(np.count_nonzero(a == 0x0A))
+    opened = int(np.count_nonzero((a[1:] == 0x7B) & (a[:-1] == 0x0A)))
+    trailing = body[len(body.rstrip(b" \t\r\n")) :].count(b"\n")
+    return newlines - opened == trailing
 
 
 def count_lines(body: bytes) -> int:

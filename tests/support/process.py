@@ -53,6 +53,12 @@ class QuarryProcess:
                 raise RuntimeError(f"server did not come up; see {log}")
             time.sleep(0.1)
 
+    def cpu_seconds(self) -> float:
+        """User + system CPU time of the server so far (from /proc): steadier than wall time on
+        a shared machine."""
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def alive(self) -> bool:
         return self.proc.poll() is None
 
