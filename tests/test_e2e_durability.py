@@ -22,18 +22,14 @@ import pytest
 from schema import default_catalog
 from server.settings import Settings
 from server.storage import Storage
-from tests.support.process import QuarryProcess
+from tests.support.serve import ADMIN_KEY, QuarryProcess
 
 pytestmark = pytest.mark.slow
 
-KEY = "e2e-durability-admin-key"
+KEY = ADMIN_KEY
 CLIENTS = 4
 BATCH = 200
-
-
-class Server(QuarryProcess):
-    def __init__(self, data_dir: Path, log: Path) -> None:
-        super().__init__(data_dir, log, KEY)
+Server = QuarryProcess
 
 
 def batch(client: int, start: int) -> tuple[list[int], bytes]:

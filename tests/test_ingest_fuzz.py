@@ -31,7 +31,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from schema import default_catalog
-from tests.support.process import QuarryProcess
+from tests.support.serve import QuarryProcess
 
 pytestmark = pytest.mark.fuzz
 
@@ -48,7 +48,7 @@ _ids = count(1)
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[QuarryProcess]:
     d = tmp_path_factory.mktemp("fuzz")
     # A small row limit so that generated bodies also cross it.
-    srv = QuarryProcess(d / "data", d / "server.log", KEY,
+    srv = QuarryProcess(d / "data", d / "server.log", key=KEY,
                         env={"QUARRY_MAX_BODY_BYTES": str(1 << 20), "QUARRY_MAX_BATCH_ROWS": "50"})
     try:
         yield srv

@@ -17,7 +17,7 @@ import orjson
 import pytest
 
 from server.ingest.guard import MAX_COLUMN_NAME, MAX_DEPTH
-from tests.support.process import QuarryProcess
+from tests.support.serve import QuarryProcess
 
 KEY = "hostile-ingest-admin-key"
 TABLE = "DeviceProcessEvents"
@@ -27,7 +27,7 @@ NDJSON = {"Content-Type": "application/x-ndjson"}
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[QuarryProcess]:
     d = tmp_path_factory.mktemp("hostile")
-    srv = QuarryProcess(d / "data", d / "server.log", KEY,
+    srv = QuarryProcess(d / "data", d / "server.log", key=KEY,
                         env={"QUARRY_MAX_BODY_BYTES": str(8 << 20)})
     try:
         yield srv

@@ -1,5 +1,5 @@
-"""``quarry serve`` as a child process on a loopback port: for tests that kill it (kill -9) or
-that must survive its crash (a segfault in the server fails the test, not the test run)."""
+"""``quarry serve`` as a subprocess on a free loopback port, for tests that kill it (SIGKILL,
+SIGTERM) and start it again on the same data directory."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ import httpx
 
 from tests.support.live import free_port
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parent.parent.parent
+ADMIN_KEY = "e2e-subprocess-admin-key"
 
 
 def quarry_bin() -> list[str]:
@@ -23,16 +24,17 @@ def quarry_bin() -> list[str]:
 
 
 class QuarryProcess:
-    """Started by the constructor (waits for /healthz); ``stop()`` (SIGTERM) or ``kill()``.
-    ``env`` adds QUARRY_* settings; the scheduler is off unless ``env`` says otherwise."""
+    """Started in the constructor; ready once ``/healthz`` answers 200. ``env`` adds QUARRY_*
+    settings (and test hooks) to the test's environment."""
 
-    def __init__(self, data_dir: Path, log: Path, key: str, env: dict[str, str] | None = None
-                 ) -> None:
+    def __init__(self, data_dir: Path, log: Path, env: dict[str, str] | None = None,
+                 key: str = ADMIN_KEY) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.key = key
+        self.log_path = log
         full_env = {**os.environ, "QUARRY_ADMIN_KEY": key, "QUARRY_SCHEDULER_ENABLED": "false",
                     **(env or {})}
-        self.log_path = log
         self.log = log.open("ab")
         self.proc = subprocess.Popen(
             [*quarry_bin(), "serve", "--data-dir", str(data_dir), "--host", "127.0.0.1",
@@ -42,6 +44,7 @@ class QuarryProcess:
         deadline = time.monotonic() + 60
         while True:
             if self.proc.poll() is not None:
+                self.log.close()
                 raise RuntimeError(f"server exited with {self.proc.returncode}; see {log}")
             try:
                 if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
@@ -51,7 +54,14 @@ class QuarryProcess:
             if time.monotonic() > deadline:
                 self.kill()
                 raise RuntimeError(f"server did not come up; see {log}")
-            time.sleep(0.1)
+            time.sleep(0.05)
+
+    def client(self, **headers: str) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=10,
+                            headers={"Authorization": f"Bearer {self.key}", **headers})
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
 
     def cpu_seconds(self) -> float:
         """User + system CPU time of the server so far (from /proc): steadier than wall time on
@@ -59,17 +69,15 @@ class QuarryProcess:
         fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
     def kill(self) -> None:
+        """SIGKILL: nothing is flushed or closed."""
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait(timeout=30)
         self.log.close()
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
+        """SIGTERM: uvicorn's clean shutdown (the lifespan closes storage)."""
+        self.proc.send_signal(signal.SIGTERM)
         try:
             self.proc.wait(timeout=60)
         finally:
@@ -77,3 +85,13 @@ class QuarryProcess:
                 self.proc.kill()
                 self.proc.wait()
             self.log.close()
+
+    def wait_for_log(self, text: str, timeout: float = 20.0) -> None:
+        """Until ``text`` appears in the server's output (e.g. a test pause point's marker)."""
+        deadline = time.monotonic() + timeout
+        while text not in self.log_path.read_text(errors="replace"):
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited with {self.proc.returncode} before {text!r}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{text!r} not in the server log within {timeout} s")
+            time.sleep(0.02)
