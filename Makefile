@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 DATA ?= ./data/demo
 PORT ?= 8080
 
-.PHONY: setup demo serve test test-spark lint typecheck bench
+.PHONY: setup demo serve test test-spark lint typecheck bench fuzz
 
 # The KQL execution tests run again on Spark (pytest --engine spark, one local[2] session):
 # in `make test` a representative part, to keep Spark's share of the run near 90 s; all of them
@@ -40,6 +40,12 @@ test: setup lint typecheck
 
 test-spark: setup
 	$(BIN)/pytest -q -rs --engine spark tests/kql tests/test_spark_engine.py
+
+# The property-based fuzz tests (pytest -m fuzz) with a long budget: FUZZ_EXAMPLES examples per
+# property instead of `make test`'s short, derandomized one.
+FUZZ_EXAMPLES ?= 5000
+fuzz: setup
+	QUARRY_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/pytest -q -m fuzz --hypothesis-show-statistics
 
 # Each benchmark prints ratios against a baseline measured in the same run (the machine is shared).
 bench: setup

@@ -26,6 +26,10 @@ class Settings(BaseSettings):
     # Ingest and storage
     retention_days: int = 30
     max_body_bytes: int = 32 * 1024 * 1024  # after decompression
+    # Rows (NDJSON: lines; streaming: records) in one ingest request, counted before any row
+    # is converted: a body of millions of tiny rows would otherwise hold an ingest slot for
+    # seconds of CPU before being refused.
+    max_batch_rows: int = Field(default=100_000, gt=0, description="Rows (NDJSON lines, streaming records) per ingest request; more is refused with 413")
     flush_max_rows: int = 200_000  # flush a table's tail to Parquet at this many rows...
     flush_max_age_s: float = 30.0  # ...or when its oldest unflushed row is this old
     max_unflushed_rows: int = 2_000_000  # back-pressure bound: above it ingest answers 503

@@ -38,6 +38,7 @@ from sqlglot import exp
 from kql.limits import KqlLimits
 from schema.catalog import DATE_PARTITION, Catalog
 from server.query.timerange import TimeRange
+from server.storage.repair import redact
 
 log = logging.getLogger("quarry.query")
 _T = TypeVar("_T")
@@ -588,6 +589,12 @@ class QueryRunner:
         # query's fault, not the service's: 400 with DuckDB's first line, which names the value.
         log.info("query execution failed: %s", e)
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        # Never the server's own paths; a stored file that cannot be read is an operator's job.
+        data_dir = getattr(self.storage, "data_dir", None)
+        if isinstance(data_dir, Path):
+            first = redact(first, data_dir)
+        if "Parquet file" in first:
+            first += " (a stored file cannot be read back; an operator can run `quarry repair`)"
         return QueryExecutionError(f"the query failed while running: {first}")
 
 

@@ -70,6 +70,7 @@ from schema.catalog import (
 )
 from server.settings import Settings
 from server.storage.faults import pause_point
+from server.storage.repair import file_problem, fix_table, redact, repair_file
 from server.storage.space import DiskFull, SpaceGuard, is_out_of_space
 from server.storage.wal import (
     Segment,
@@ -408,6 +409,12 @@ class Storage:
                 arrays[i] = pc.fill_null(arrays[i], "")
         arrays.insert(len(tbl.columns), pa.repeat(pa.scalar(now, _TS), n))
         rows = pa.Table.from_arrays(arrays, schema=self._row_schema[tbl.name])
+        try:
+            # Full validation includes the UTF-8 of every string: a file holding invalid UTF-8
+            # fails every later read of its column, with the rows already acknowledged.
+            rows.validate(full=True)
+        except pa.ArrowInvalid as e:
+            raise BatchError(f"{tbl.name}: the batch cannot be stored: {e}") from None
         self._check_json(tbl, rows)
         expired = 0
         if tbl.has_timestamp and n:
@@ -783,6 +790,12 @@ class Storage:
                         for i in self._string_columns[table]:
                             arrays[i] = pc.fill_null(arrays[i], "")
                         batch = pa.Table.from_arrays(arrays, schema=self._row_schema[table])
+                    batch, fixed = fix_table(batch)
+                    if fixed:
+                        # Acknowledged by an older version that did not validate UTF-8: kept,
+                        # readable, with U+FFFD for the invalid bytes.
+                        log.error("WAL %s: %d %s values with invalid UTF-8 replaced by U+FFFD",
+                                  path.name, fixed, table)
                 except BatchError as e:
                     # Written by an older schema that no longer fits: never drop acknowledged
                     # rows silently; keep the whole segment for an operator.
@@ -991,11 +1004,15 @@ class Storage:
             fsync_file(tmp)
             os.replace(tmp, target)
             fsync_dir(ddir)
-        except BaseException:
+        except BaseException as e:
             # Undo now what start-up recovery would undo (the sources are untouched): a failed
             # merge must not leave its partial output or its intent behind until a restart.
             for p in (tmp, target, intent, intent.with_name(intent.name + ".tmp")):
                 p.unlink(missing_ok=True)
+            # A source that cannot be read back (written by an earlier version) is repaired and
+            # set aside, so that the next cycle merges the rest instead of failing again.
+            if isinstance(e, duckdb.Error) and self._repair_files(tbl, day, sources):
+                return
             raise
         pause_point("compact")
         done = intent.with_suffix(".done")
@@ -1009,6 +1026,26 @@ class Storage:
         self._rebuild_views([tbl.name])
         self._defer_delete([*sources, done])
         log.info("compacted %d files of %s %s into %s", len(sources), tbl.name, day, target.name)
+
+    def _repair_files(self, tbl: Table, day: date, paths: list[Path]) -> bool:
+        """Repair the unreadable files among ``paths`` (server/storage/repair.py): each moves to
+        the quarantine and its readable rows to a new file. Returns whether any was."""
+        files = self._files[tbl.name].setdefault(day, set())
+        repaired = False
+        for p in paths:
+            problem = file_problem(p)
+            if problem is None:
+                continue
+            log.error("%s cannot be read back (%s); repairing it", p.relative_to(self.data_dir),
+                      redact(problem, self.data_dir))
+            result = repair_file(p, self.data_dir)
+            files.discard(p)
+            if result.replacement is not None:
+                files.add(self.data_dir / result.replacement)
+            repaired = True
+        if repaired:
+            self._rebuild_views([tbl.name])
+        return repaired
 
     # ------------------------------------------------------------------ retention
 
