@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from sqlglot import exp
 
+from kql import functions_format
 from kql import sqlbuild as sb
 from kql.typed import (
     NUMERIC,
@@ -974,6 +975,10 @@ DUCKDB.update({
         exp.Cast(this=v.sql, to=exp.DataType.build("BIGINT")) if v.type in ("long", "int") else v.sql for v in a])),
     "isascii": lambda c, a, n: sb.fn("regexp_full_match", as_string(a[0]), sb.s(r"[\x00-\x7F]*")),
 })
+
+# Formatting and bitwise functions live in their own module (kql/functions_format.py).
+SCALARS.update({k: _sig(*v) for k, v in functions_format.SIGNATURES.items()})
+DUCKDB.update(functions_format.BUILDERS)
 
 DIALECTS: dict[str, dict[str, Builder]] = {"duckdb": DUCKDB}
 
