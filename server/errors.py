@@ -146,6 +146,7 @@ _STATUS_CODES = {
     415: "unsupported_media_type",
     429: "too_many_requests",
     503: "unavailable",
+    507: "insufficient_storage",
 }
 
 

@@ -30,10 +30,12 @@ SCOPE_RULES: list[tuple[str, str, str]] = [
     ("*", "/api/devices/", "admin"),
     ("*", "/api/deviceactions", "admin"),
     ("*", "/api/devicegroups", "admin"),
+    ("*", "/api/keys", "admin"),  # listing, creating and revoking keys
     ("*", "/api/notifications/", "admin"),
     # Detection rules: reading and back-testing is hunting; changing them is administration.
     ("GET", "/api/detections/", "query"),
     ("POST", "/api/detections/rules/{rule_id}/backtest", "query"),
+    ("POST", "/api/detections/preview", "query"),  # check + backtest of an unsaved rule
     ("*", "/api/detections/", "admin"),
     ("*", "/api/alerts", "query"),
     ("*", "/api/incidents", "query"),
@@ -50,6 +52,14 @@ SCOPE_RULES: list[tuple[str, str, str]] = [
     ("GET", "/api/openapi.json", "query"),
     ("GET", "/alerts/", "query"),  # web UI alert page
     ("GET", "/incidents/", "query"),  # web UI incident page
+    # The console's pages and assets (a query key or a browser session of one); "$" = exact path.
+    ("GET", "/$", "query"),
+    ("GET", "/hunting", "query"),
+    ("GET", "/alerts", "query"),
+    ("GET", "/incidents", "query"),
+    ("GET", "/rules", "query"),
+    ("GET", "/devices", "query"),
+    ("GET", "/console/assets/", "query"),
     # Swagger UI, its assets and its OpenAPI document: a query key or a browser session.
     ("GET", "/docs", "query"),
     # The web UI's sign-in takes the key itself: any valid key, so 401 without one, never 403.
@@ -96,7 +106,9 @@ def app_routes(app: FastAPI) -> list[tuple[str, str]]:
 def required_scope(method: str, path: str) -> str | None:
     best: tuple[int, str] | None = None
     for methods, prefix, scope in SCOPE_RULES:
-        matches = (methods == "*" or method in methods.split(",")) and path.startswith(prefix)
+        exact = prefix.endswith("$")
+        hit = path == prefix[:-1] if exact else path.startswith(prefix)
+        matches = (methods == "*" or method in methods.split(",")) and hit
         if matches and (best is None or len(prefix) > best[0]):
             best = (len(prefix), scope)
     return best[1] if best else None

@@ -3,7 +3,8 @@
 Data layout under ``settings.data_dir``::
 
     _wal/000000000042.wal            write-ahead log segments (deleted once in Parquet)
-    _wal/LAST_SEGMENT                the last segment number ever issued
+    _wal/LAST_SEGMENT                covers every segment number whose file was deleted
+    _reserve                         disk-space ballast, given back when the disk fills (space.py)
     _tmp/                            DuckDB spill space
     _quarantine/                     unreadable Parquet files found at start-up, set aside
     <Table>/date=YYYY-MM-DD/w<seq>.parquet   flushed from WAL segment <seq>
@@ -68,6 +69,8 @@ from schema.catalog import (
     Table,
 )
 from server.settings import Settings
+from server.storage.faults import pause_point
+from server.storage.space import DiskFull, SpaceGuard, is_out_of_space
 from server.storage.wal import (
     Segment,
     WriteAheadLog,
@@ -160,6 +163,7 @@ class Storage:
         self._wal_dir = self.data_dir / "_wal"
         self._tmp_dir = self.data_dir / "_tmp"
         self._wal = WriteAheadLog(self._wal_dir)
+        self._space = SpaceGuard(self.data_dir, settings.min_free_bytes, settings.disk_reserve_bytes)
         # Appends bump `inflight` under the WAL write lock; the flusher waits here for it to drain.
         self._inflight_cond = threading.Condition(self._wal.write_lock)
         self._maint_lock = threading.RLock()  # flush / compact / retention, one at a time
@@ -220,6 +224,7 @@ class Storage:
         """Recover the data directory, replay the WAL, open a segment, start background work."""
         if self._started:
             return
+        self._space.prepare_start()
         for d in (self.data_dir, self._wal_dir, self._tmp_dir):
             d.mkdir(parents=True, exist_ok=True)
         self._lock_fd = os.open(self._wal_dir / "LOCK", os.O_RDWR | os.O_CREAT, 0o644)
@@ -234,8 +239,9 @@ class Storage:
                 + (f" (pid {holder})" if holder else "")
                 + "; stop it first, or query through its API"
             ) from None
-        os.ftruncate(self._lock_fd, 0)
-        os.pwrite(self._lock_fd, str(os.getpid()).encode(), 0)
+        with contextlib.suppress(OSError):  # only informative; a full disk must not stop a start
+            os.ftruncate(self._lock_fd, 0)
+            os.pwrite(self._lock_fd, str(os.getpid()).encode(), 0)
         try:
             self._start_locked()
         except BaseException:
@@ -326,6 +332,7 @@ class Storage:
         n = sum(rows.num_rows for _, rows in staged)
         if n == 0:
             return results
+        self._space.check_append()
         with self._wal.write_lock:
             if self._closed:
                 raise StorageClosed("storage is closed")
@@ -335,7 +342,18 @@ class Storage:
                 raise Backpressure(self._retry_after(), self._unflushed)
             seg = self._wal.current
             assert seg is not None
-            record_no = self._wal.write(frames)
+            try:
+                record_no = self._wal.write(frames)
+            except OSError as e:
+                if not is_out_of_space(e) or self._wal.broken:
+                    raise
+                # The partial frame was cut off: nothing of this request is stored.
+                self._space.mark_full("write-ahead log", e)
+                self._wake.set()
+                raise DiskFull(
+                    "the disk is full: the write-ahead log cannot grow; nothing was stored",
+                    self._space.retry_after(),
+                ) from e
             seg.rows += n
             seg.inflight += 1
             seg.tables.update(table for table, _ in staged)
@@ -721,6 +739,7 @@ class Storage:
         """Flush every WAL segment left by the previous run into Parquet, exactly once.
         Returns the highest segment number seen."""
         last_seq = 0
+        flushing = True
         cutoff = self.clock() - timedelta(days=self.settings.retention_days)
         for seq, path in list_segments(self._wal_dir):
             seg = Segment(seq, path, fd=-1)
@@ -762,8 +781,19 @@ class Storage:
             log.info("replaying WAL segment %s: %d rows", path.name, replayed)
             self._unflushed += seg.rows
             self._sealed.append(seg)
-            self._flush_segment(seg)
             last_seq = max(last_seq, seq)
+            if flushing:
+                try:
+                    self._flush_segment(seg)
+                except Exception as e:
+                    if not is_out_of_space(e):
+                        raise
+                    # No room for Parquet: serve this segment and the later ones from the tail
+                    # (segments flush in order) and flush them once there is room.
+                    self._space.flush_failed(e)
+                    flushing = False
+                    log.error("WAL replay: no room to write Parquet; segments from %s on stay "
+                              "in the write-ahead log and in memory until there is", path.name)
         return last_seq
 
     # ------------------------------------------------------------------ flushing
@@ -784,7 +814,7 @@ class Storage:
         self._flush_segment(sealed)
 
     def _flush_due(self) -> bool:
-        if self._sealed:
+        if self._sealed or (self._space.full and self._unflushed):
             return True
         cur = self._wal.current
         if cur is None or cur.rows == 0:
@@ -801,6 +831,13 @@ class Storage:
         with self._inflight_cond:
             self._inflight_cond.wait_for(lambda: seg.inflight == 0)
         cutoff_day = (self.clock() - timedelta(days=self.settings.retention_days)).date()
+        # The segment's number must outlive the segment file (it names the w<seq> files).
+        self._wal.record_issued(seg.seq)
+        # Files are listed and the flushed-segment marks moved only once every file of the
+        # segment is written: a flush that fails half-way (a full disk) must leave the views as
+        # they were, or a later view rebuild would show rows of the segment twice (file + tail)
+        # or not at all.
+        written: list[tuple[str, date, Path]] = []
         for name in sorted(seg.tables):
             tbl = self.catalog.tables[name]
             with self._tail_lock:
@@ -834,19 +871,28 @@ class Storage:
                 if not final.exists():  # exists: written before a crash, the handoff is done
                     ddir.mkdir(exist_ok=True)
                     tmp = ddir / f".{final.name}.tmp"
-                    with open(tmp, "wb") as f:
-                        with pq.ParquetWriter(f, data.schema, compression="zstd") as writer:
-                            for off in range(0, count, ROW_GROUP_ROWS):
-                                writer.write_table(
-                                    data.take(rows.slice(off, ROW_GROUP_ROWS)),
-                                    row_group_size=ROW_GROUP_ROWS,
-                                )
-                        f.flush()
-                        os.fsync(f.fileno())
+                    try:
+                        with open(tmp, "wb") as f:
+                            with pq.ParquetWriter(f, data.schema, compression="zstd") as writer:
+                                for off in range(0, count, ROW_GROUP_ROWS):
+                                    writer.write_table(
+                                        data.take(rows.slice(off, ROW_GROUP_ROWS)),
+                                        row_group_size=ROW_GROUP_ROWS,
+                                    )
+                            f.flush()
+                            os.fsync(f.fileno())
+                    except BaseException:
+                        # A partial file only takes space (a full disk stays full): drop it.
+                        tmp.unlink(missing_ok=True)
+                        raise
                     os.replace(tmp, final)
                     fsync_dir(ddir)
                     fsync_dir(ddir.parent)
-                self._files[name].setdefault(day, set()).add(final)
+                    pause_point("flush")
+                written.append((name, day, final))
+        for name, day, final in written:
+            self._files[name].setdefault(day, set()).add(final)
+        for name in seg.tables:
             self._flushed_seg[name] = seg.seq
         # Views first (files in, this segment's tail rows filtered out), then the tail forgets
         # the segment: a query binding at any moment in between sees each row once.
@@ -888,10 +934,16 @@ class Storage:
                     small = sorted(
                         p for p in self._files[name][day] if p.stat().st_size < COMPACT_TARGET_BYTES
                     )
-                    if len(small) >= 2:
+                    if len(small) >= 2 and self._room_to_compact(small):
                         self._compact_files(self.catalog.tables[name], day, small)
                         merged += len(small) - 1
         return merged
+
+    def _room_to_compact(self, sources: list[Path]) -> bool:
+        """A merge writes a file about the size of its sources before deleting them: skip it
+        (until a later cycle) unless that fits above ``min_free_bytes``."""
+        need = sum(p.stat().st_size for p in sources) + self._space.min_free
+        return not self._space.full and self._space.free() >= need
 
     def _compact_files(self, tbl: Table, day: date, sources: list[Path]) -> None:
         ddir = sources[0].parent
@@ -903,15 +955,23 @@ class Storage:
         # target is in place is the commit point. At start-up a ``.done`` deletes its sources and
         # a bare intent deletes its target (see _recover_files).
         spec = {"target": target.name, "sources": [p.name for p in sources]}
-        atomic_write(intent, orjson.dumps(spec))
-        self._maint_cursor().execute(
-            f"COPY (SELECT {self._stored_cols(tbl)} FROM ({self._files_sql(tbl, sources, False)}) "
-            f"ORDER BY {self._order_col(tbl)}) TO {_literal(str(tmp))} "
-            f"(FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE {ROW_GROUP_ROWS})"
-        )
-        fsync_file(tmp)
-        os.replace(tmp, target)
-        fsync_dir(ddir)
+        try:
+            atomic_write(intent, orjson.dumps(spec))
+            self._maint_cursor().execute(
+                f"COPY (SELECT {self._stored_cols(tbl)} FROM ({self._files_sql(tbl, sources, False)}) "
+                f"ORDER BY {self._order_col(tbl)}) TO {_literal(str(tmp))} "
+                f"(FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE {ROW_GROUP_ROWS})"
+            )
+            fsync_file(tmp)
+            os.replace(tmp, target)
+            fsync_dir(ddir)
+        except BaseException:
+            # Undo now what start-up recovery would undo (the sources are untouched): a failed
+            # merge must not leave its partial output or its intent behind until a restart.
+            for p in (tmp, target, intent, intent.with_name(intent.name + ".tmp")):
+                p.unlink(missing_ok=True)
+            raise
+        pause_point("compact")
         done = intent.with_suffix(".done")
         os.replace(intent, done)
         fsync_dir(ddir)
@@ -963,6 +1023,10 @@ class Storage:
             if force or deadline <= now:
                 for p in paths:
                     if p.is_dir():
+                        first = next(p.glob("*.parquet"), None)
+                        if first is not None:
+                            first.unlink()
+                            pause_point("retention")
                         shutil.rmtree(p, ignore_errors=True)
                     else:
                         p.unlink(missing_ok=True)
@@ -985,9 +1049,19 @@ class Storage:
             self._wake.clear()
             if self._stop.is_set():
                 break
-            try:
-                if self._flush_due():
+            if self._flush_due() and self._space.flush_allowed():
+                try:
                     self.flush()
+                except Exception as e:
+                    # Backed off (and, for want of space, ingest refused): a full disk must not
+                    # be refilled with the same partial file every second.
+                    self._space.flush_failed(e)
+                    log.error("flush failed (%s); retrying in %.0f s or when space is freed",
+                              e, self._space.retry_after())
+                else:
+                    self._space.flush_succeeded()
+            try:
+                self._space.tick(backlog_waiting=self._unflushed > 0)
                 now = time.monotonic()
                 if now >= next_compact:
                     next_compact = now + s.compaction_interval_s
@@ -1006,6 +1080,15 @@ class Storage:
     @property
     def unflushed_rows(self) -> int:
         return self._unflushed
+
+    def health(self) -> list[dict[str, Any]]:
+        """Why the storage is degraded, one entry per reason (empty when healthy); /healthz."""
+        reasons = self._space.health(self._unflushed)
+        if self._wal.broken:
+            reasons.append({"code": "wal_unusable",
+                            "message": "the write-ahead log failed to sync; ingest fails until a "
+                            "restart replays what reached the disk"})
+        return reasons
 
     def stats(self) -> dict[str, Any]:
         """Sizes for metrics and health: unflushed rows, Parquet files and bytes per table."""
