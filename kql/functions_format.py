@@ -11,17 +11,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 import sqlglot
 from sqlglot import exp
 
 from kql import sqlbuild as sb
+from kql.context import Ctx
+from kql.nodes import Call
 from kql.typed import V, as_string
-
-if TYPE_CHECKING:
-    from kql.compiler import Ctx
-    from kql.nodes import Call
 
 Builder = Callable[["Ctx", list[V], "Call"], exp.Expr]
 
