@@ -17,7 +17,7 @@ from datetime import timedelta
 
 from sqlglot import exp
 
-from kql import functions_format
+from kql import functions_format, geoip
 from kql import sqlbuild as sb
 from kql.context import Ctx
 from kql.literals import parse_datetime, parse_timespan
@@ -972,12 +972,13 @@ DUCKDB.update({
 # Formatting and bitwise functions live in their own module (kql/functions_format.py).
 SCALARS.update({k: _sig(*v) for k, v in functions_format.SIGNATURES.items()})
 DUCKDB.update(functions_format.BUILDERS)
+SCALARS["geo_info_from_ip_address"] = _sig(1, 1, "str", "dynamic")
+DUCKDB["geo_info_from_ip_address"] = geoip.build
 
 DIALECTS: dict[str, dict[str, Builder]] = {"duckdb": DUCKDB}
 
 # Functions that exist in Kusto but that Quarry cannot offer (data from outside, plugins...).
 UNSUPPORTED_FUNCTIONS = {
-    "geo_info_from_ip_address": "needs a geo-IP database, which Quarry does not ship",
     "DeviceFromIP": "needs Microsoft's device inventory service",
     "AssignedIPAddresses": "needs Microsoft's device inventory service",
     "SeenBy": "needs Microsoft's device inventory service",
