@@ -50,6 +50,8 @@ class Settings(BaseSettings):
     max_concurrent_queries: int = 4
     query_queue_wait_s: float = 2.0
     query_memory_limit: str = "4GB"
+    geoip_db: Path | None = Field(
+        default=None, description="MaxMind GeoLite2-City/GeoIP2-City .mmdb file for geo_info_from_ip_address()")
     # Query size limits (kql.limits; docs/limits.md): past one, a query gets 400 `too_complex`
     query_max_bytes: int = Field(default=131_072, gt=0, description="Largest query text, in UTF-8 bytes")
     query_max_depth: int = Field(default=100, gt=0, description="Deepest nesting of a query's syntax tree")

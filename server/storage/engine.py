@@ -61,6 +61,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from kql import geoip
 from schema.catalog import (
     DATE_PARTITION,
     EXTRA_COLUMN,
@@ -618,6 +619,7 @@ class Storage:
             },
         )
         db.execute("SET GLOBAL TimeZone = 'UTC'")
+        geoip.register(db)  # geo_info_from_ip_address(): a lookup in the operator's database
         db.execute("SET GLOBAL parquet_metadata_cache = true")
         db.execute(f"SET GLOBAL temp_directory = {_literal(str(self._tmp_dir))}")
         # Only the table directories (reads, and our own COPY ... TO) and the spill directory.
