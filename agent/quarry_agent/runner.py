@@ -137,7 +137,7 @@ class Agent:
             self.stop.wait(5.0)
 
     def _flusher(self) -> None:
-        while not self.stop.wait(min(0.1, self.cfg.flush_interval_s)):
+        while not self.stop.wait(min(0.25, self.cfg.flush_interval_s)):
             self.queue.flush_due()
 
     def start(self) -> None:

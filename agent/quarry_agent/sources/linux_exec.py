@@ -42,6 +42,7 @@ _NLMSGHDR = struct.Struct("=IHHII")
 _CN_MSG = struct.Struct("=IIIIHH")
 _EVENT_HEAD = struct.Struct("=IIQ")  # what, cpu, timestamp_ns (CLOCK_MONOTONIC)
 _EXEC = struct.Struct("=II")  # process_pid, process_tgid
+READER_NICE = -10
 
 
 def _control(sock: socket.socket, op: int) -> None:
@@ -124,6 +125,10 @@ class ProcConnectorSource:
         return Event("DeviceProcessEvents", row)
 
     def _reader(self, sock: socket.socket, stop: threading.Event) -> None:
+        # On a busy machine the scheduler, not Python, decides how soon /proc is read: this
+        # thread alone runs at a raised priority (nice -10; root only, best effort).
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), READER_NICE)
         try:
             while not stop.is_set():
                 ready, _, _ = select.select([sock], [], [], 0.5)
