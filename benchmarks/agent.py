@@ -103,12 +103,12 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         app = create_app(settings_for(root / "data"))
-        with LiveServer(app) as srv, srv.client() as admin:
+        with LiveServer(app) as srv, srv.client() as admin, (root / "agent.log").open("wb") as log:
             state = root / "state"
             agent = subprocess.Popen(
                 [sys.executable, "-m", "quarry_agent", "run", "--server", srv.url, "--key", srv.key("ingest"),
                  "--state-dir", str(state), "--sources", "process", "--log-level", "WARNING"],
-                stderr=open(root / "agent.log", "wb"),
+                stderr=log,
             )
             try:
                 time.sleep(2.0)
