@@ -29,7 +29,7 @@ def documented(table: str) -> dict[str, str]:
 def full_proc(pid: int) -> Proc:
     return Proc(pid=pid, path="/usr/bin/x", cmdline="x -y", creation_time="2026-01-01T00:00:00.000000Z",
                 user="root", uid=0, euid=0, session=1, pgid=pid, sha1="a" * 40, sha256="b" * 64, md5="c" * 32,
-                size=10, ppid=pid - 1, unreadable=("cmdline",))
+                size=10, ppid=pid - 1, unreadable=["cmdline"])
 
 
 def test_every_column_the_agent_fills_is_documented_as_filled() -> None:

@@ -164,9 +164,9 @@ class FanotifySource:
         else:
             return None
         info = self.table.get(pid, wait_s=0.5)
-        parent = self.table.get(info.ppid).as_proc() if info.ppid else None
+        parent = self.table.get(info.ppid) if info.ppid else None
         row = file_event(
-            action, path, info.as_proc(), parent, self.domain,
+            action, path, info, parent, self.domain,
             hashes=None if action == FILE_RENAMED and os.path.isdir(path) else self._hashes(path),
             previous_path=old,
         )
