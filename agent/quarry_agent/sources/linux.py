@@ -22,6 +22,7 @@ def build(
         proc = ProcConnectorSource(table, domain)
         out.append(proc)
         counters["AgentProcessEventOverruns"] = lambda: proc.missed_overruns
+        counters["AgentProcessEventsDropped"] = lambda: proc.missed_backlog
     files = None
     if "files" in wanted:
         files = FanotifySource(table, domain)
