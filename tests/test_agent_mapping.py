@@ -5,8 +5,11 @@ writes them."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import struct
+import subprocess
+import sys
 from pathlib import Path
 
 from quarry_agent.mapping import Proc, file_event, process_created
@@ -74,3 +77,18 @@ def test_proc_connector_messages_parse() -> None:
 
     data = msg(PROC_EVENT_EXEC, 4242) + msg(0x80000000, 4242) + msg(PROC_EVENT_EXEC, 4300)
     assert list(parse_execs(data)) == [(4242, 123456789), (4300, 123456789)]
+
+
+def test_bad_settings_get_a_clear_error_not_a_traceback(tmp_path: Path) -> None:
+    def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "quarry_agent", "run", *args], capture_output=True, text=True,
+                              env={**os.environ, **(env or {})}, timeout=30, check=False)
+
+    base = ["--key", "k", "--state-dir", str(tmp_path)]
+    r = run("--server", "ftp://quarry", *base)
+    assert r.returncode == 1 and "--server must be an http:// or https:// URL" in r.stderr
+    r = run("--server", "http://quarry", *base, env={"QUARRY_AGENT_HEARTBEAT_S": "often"})
+    assert r.returncode == 2 and "--heartbeat-s: invalid float value: 'often'" in r.stderr
+    r = run("--server", "http://quarry", *base, "--sources", "process,keylogger")
+    assert r.returncode == 1 and "unknown source(s) ['keylogger']" in r.stderr
+    assert "Traceback" not in r.stderr
