@@ -23,6 +23,7 @@ import httpx
 import pytest
 
 from server.app import create_app
+from server.auth import create_key
 from tests.notify_helpers import LiveServer, settings_for
 from tests.support.agent import agent_process, hunt, wait_for
 
@@ -74,6 +75,11 @@ def test_package_scan_and_unsupported_actions(tmp_path: Path) -> None:
             url = f"/api/devices/{DEVICE}/actions/{pkg['id']}/package"
             assert agent.put(url, content=b"\x1f\x8b...").status_code == 409
             assert agent.put(f"/api/devices/{DEVICE}/actions/{inv['id']}/package", content=b"x").json()["errors"][0]["code"] == "invalid_action"
+        # A key bound to another device cannot upload for this one.
+        other = create_key(srv.app.state.metadata, "ingest", "other agent", devices=["another-device"])
+        with srv.client(other) as agent:
+            r = agent.put(f"/api/devices/{DEVICE}/actions/{pkg['id']}/package", content=b"\x1f\x8b")
+            assert r.status_code == 403 and r.json()["errors"][0]["code"] == "device_not_allowed"
 
 
 def _run(*cmd: str) -> None:

@@ -17,11 +17,13 @@ import orjson
 from fastapi import APIRouter, Body, Query, Request
 from fastapi.responses import Response, StreamingResponse
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
 
 from schema.catalog import default_catalog
-from server.auth import QueryKey
+from server.auth import QueryKey, request_owner
 from server.errors import ApiError
 from server.query.export import FORMATS, encoder_for
+from server.query.render import IGNORED_RENDER, render_hint
 from server.query.runner import (
     ExportStream,
     QueryError,
@@ -30,6 +32,7 @@ from server.query.runner import (
     QueryResult,
     QueryRunner,
 )
+from server.query.saved import record_history
 from server.query.timerange import TimeRange, TimeRangeError, parse_timespan
 from server.query.values import dotnet_type, row_converter
 
@@ -145,15 +148,34 @@ class NativeQuery(BaseModel):
     )
 
 
-def _native_body(result: QueryResult) -> dict[str, Any]:
+def _native_body(result: QueryResult, text: str = "", now: dt.datetime | None = None) -> dict[str, Any]:
     convert = row_converter([t for _, t in result.columns])
-    return {
+    body: dict[str, Any] = {
         "columns": [{"name": n, "type": t} for n, t in result.columns],
         "rows": [convert(r) for r in result.rows],
         "truncated": result.truncated,
         "warnings": result.warnings,
         "stats": result.stats.as_dict(),
     }
+    hint, problem = query_render_hint(text, now)
+    if hint is not None or problem is not None:
+        # The chart is drawn from the hint: the compiler's "render is ignored" warning goes.
+        body["warnings"] = [w for w in result.warnings if IGNORED_RENDER not in w]
+        if problem is not None:
+            body["warnings"].append(f"the chart cannot be drawn: {problem}")
+    body["render"] = hint
+    return body
+
+
+def query_render_hint(text: str, now: dt.datetime | None) -> tuple[dict[str, Any] | None, str | None]:
+    """The render hint of ``text`` (server.query.render), read from the compiler's diagnostics;
+    queries without the word ``render`` are not compiled again."""
+    if "render" not in text:
+        return None, None
+    from kql import CompileOptions, compile_kql
+
+    compiled = compile_kql(text, default_catalog(), CompileOptions(now=now, strings_never_null=True))
+    return render_hint(text, compiled.diagnostics)
 
 
 NATIVE_EXAMPLE = {
@@ -166,6 +188,7 @@ NATIVE_EXAMPLE = {
     "truncated": False,
     "warnings": [],
     "stats": {"elapsedMs": 12.5, "compileMs": 1.2, "rowsReturned": 1, "partitionsScanned": 1},
+    "render": None,
 }
 
 
@@ -176,11 +199,31 @@ NATIVE_EXAMPLE = {
 )
 async def native_query(request: Request, _key: QueryKey, body: NativeQuery) -> Response:
     """Columns carry KQL type names; rows are positional. `truncated` is true (with a warning)
-    when the row cap cut the result."""
+    when the row cap cut the result. `render` is the query's chart hint (its last `render`
+    operator: visualization and properties) or null. Each run is kept in the caller's query
+    history (`GET /api/query/history`)."""
     now = _now(request)
     tr = time_range(body.timespan, default=None, now=now)
-    return await run_and_render(request, body.query, _native_body, tr=tr, max_rows=body.maxRows, now=now,
-                                parameters=body.parameters)
+    owner = request_owner(request)
+    started = time.monotonic()
+    try:
+        resp = await run_and_render(request, body.query, lambda r: _native_body(r, body.query, now), tr=tr,
+                                    max_rows=body.maxRows, now=now, parameters=body.parameters)
+    except ApiError as e:
+        await run_in_threadpool(record_history, request.app.state.metadata, owner, body.query, body.timespan,
+                                None, (time.monotonic() - started) * 1000, e.error)
+        raise
+    await run_in_threadpool(record_history, request.app.state.metadata, owner, body.query, body.timespan,
+                            _rows_of(resp), (time.monotonic() - started) * 1000, None)
+    return resp
+
+
+def _rows_of(resp: Response) -> int | None:
+    # The count is in the body's stats; reading it back is cheaper than threading it through.
+    try:
+        return int(orjson.loads(bytes(resp.body))["stats"]["rowsReturned"])
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 # -- Defender ------------------------------------------------------------------------------
@@ -337,6 +380,15 @@ async def graph_hunting(request: Request, _key: QueryKey, body: GraphQuery) -> R
     responses=_graph_responses,
 )
 async def graph_hunting_v1(request: Request, _key: QueryKey, body: GraphQuery) -> Response:
+    return await _graph(request, body)
+
+
+@router.post(
+    "/beta/security/runHuntingQuery",
+    summary="Run a query (Microsoft Graph beta path)",
+    responses=_graph_responses,
+)
+async def graph_hunting_beta(request: Request, _key: QueryKey, body: GraphQuery) -> Response:
     return await _graph(request, body)
 
 
