@@ -2,8 +2,8 @@
 missed, while the machine runs ``--rate`` (default 1,000) executions per second.
 
 As root (the proc connector needs it). The real server runs on loopback (in this process); the
-agent runs as ``python -m quarry_agent run --sources process`` (a separate process, measured
-through /proc/<pid>/stat and /proc/<pid>/status); a generator process posix_spawn()s programs at
+agent runs as ``python -m quarry_agent run --sources process`` (a separate process; it and its
+exec reader child are measured through /proc/<pid>/stat and /proc/<pid>/status, summed); a generator process posix_spawn()s programs at
 the given rate, each with a unique argv[0] (``<marker>-<n>``) so its row can be found. Two loads:
 
 * ``true``: /bin/true, which exits within about a millisecond: the agent must read /proc before
@@ -73,16 +73,43 @@ print(json.dumps({"spawned": n, "elapsed": elapsed, "cpu": me.ru_utime + me.ru_s
 """
 
 
+def _stat(pid: int) -> list[str]:
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
+def agent_pids(pid: int) -> list[int]:
+    """The agent and its children (the exec reader process)."""
+    out = [pid]
+    for p in Path("/proc").iterdir():
+        if p.name.isdigit():
+            try:
+                if int(_stat(int(p.name))[1]) == pid:
+                    out.append(int(p.name))
+            except (OSError, IndexError):
+                continue
+    return out
+
+
 def cpu_s(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    total = 0
+    for p in agent_pids(pid):
+        try:
+            fields = _stat(p)
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def peak_rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
+    total = 0
+    for p in agent_pids(pid):
+        try:
+            lines = Path(f"/proc/{p}/status").read_text().splitlines()
+        except OSError:
+            continue
+        total += sum(int(line.split()[1]) for line in lines if line.startswith("VmHWM:"))
+    return total / 1024
 
 
 def wait_drained(state: Path, timeout: float = 120) -> None:

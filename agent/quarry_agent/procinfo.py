@@ -130,7 +130,10 @@ def read_process(pid: int, hashes: Hashes | None = None) -> Proc:
         argv = Path(f"/proc/{pid}/cmdline").read_bytes()[:MAX_CMDLINE].split(b"\0")
         if argv and argv[-1] == b"":
             argv.pop()
-        info.cmdline = " ".join(shlex.quote(a.decode(errors="replace")) for a in argv)
+        if argv:
+            info.cmdline = " ".join(shlex.quote(a.decode(errors="replace")) for a in argv)
+        else:  # a zombie: exited, not yet reaped, its memory (and argv) already gone
+            info.unreadable.append("cmdline")
     except OSError:
         info.unreadable.append("cmdline")
     try:
