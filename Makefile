@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 DATA ?= ./data/demo
 PORT ?= 8080
 
-.PHONY: setup demo serve test lint typecheck bench
+.PHONY: setup demo serve test lint typecheck bench console-assets
 
 $(BIN)/quarry: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -21,6 +21,11 @@ demo: setup
 
 serve: setup
 	$(BIN)/quarry serve --data-dir $(DATA) --port $(PORT)
+
+# The console's script and style sheet are committed built (server/web/static/), so serving and
+# CI need no npm; after changing console/src, rebuild them with npm (from the lockfile) and esbuild.
+console-assets:
+	cd console && npm ci --no-audit --no-fund && npm run build
 
 lint: setup
 	$(BIN)/ruff check .
