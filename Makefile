@@ -8,10 +8,11 @@ PORT ?= 8080
 
 .PHONY: setup demo serve test lint typecheck bench console-assets
 
-$(BIN)/quarry: pyproject.toml
+$(BIN)/quarry: pyproject.toml agent/pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e ./agent
 	touch $(BIN)/quarry
 
 setup: $(BIN)/quarry

@@ -28,7 +28,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +59,8 @@ class Outcome:
     compile_ms: float | None
     execute_ms: float | None
     query: str
+    columns: list[tuple[str, str]] = field(default_factory=list)  # result (name, KQL type)
+    warnings: list[str] = field(default_factory=list)  # codes of the compiler's warnings
 
 
 # --- eligibility ------------------------------------------------------------------------------
@@ -206,7 +208,9 @@ def run_one(
     finally:
         cur.close()
     return Outcome(status="ok", reason="", compile_ms=compile_ms,
-                   execute_ms=(time.perf_counter() - t1) * 1000, **base)
+                   execute_ms=(time.perf_counter() - t1) * 1000, columns=list(compiled.columns),
+                   warnings=[d.code for d in compiled.diagnostics if d.severity == "warning"],
+                   **base)
 
 
 def summarize(corpus: str, outcomes: list[Outcome], target: float) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from datetime import datetime
 from kql.api import CompileOptions, compile_kql
 from kql.diagnostics import render
 from kql.functions import DIALECTS
-from kql.parser import parse_datetime
+from kql.literals import parse_datetime
 
 
 def _read(path: str | None) -> tuple[str, str]:

@@ -21,16 +21,15 @@ columns the input already has are not added again.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from sqlglot import exp
 
 from kql import nodes as n
 from kql import sqlbuild as sb
+from kql.context import Env
+from kql.diagnostics import name_hints
+from kql.registry import Binder, invoke_plugin
+from kql.relation import Rel
 from kql.typed import STRINGY
-
-if TYPE_CHECKING:
-    from kql.compiler import Compiler, Env, Rel
 
 # name, KQL type (the docs' int columns are long here: file sizes and counts exceed 2^31)
 PROFILE_COLUMNS: list[tuple[str, str]] = [
@@ -67,7 +66,7 @@ def _nonempty_max(e: exp.Expr) -> exp.Expr:
     return exp.Max(this=exp.Nullif(this=e, expression=sb.s("")))
 
 
-def _sightings(compiler: Compiler, key_kind: str, keys: exp.Select) -> exp.Select | None:
+def _sightings(compiler: Binder, key_kind: str, keys: exp.Select) -> exp.Select | None:
     """One row per sighting of a file whose `key_kind` hash (SHA1 or SHA256) is in `keys`."""
     catalog = compiler.ctx.catalog
     parts: list[exp.Select] = []
@@ -120,7 +119,7 @@ def _sightings(compiler: Compiler, key_kind: str, keys: exp.Select) -> exp.Selec
     ]).from_(src).group_by(_c("k"))
 
 
-def _certificates(compiler: Compiler, profile_cte: str) -> exp.Select | None:
+def _certificates(compiler: Binder, profile_cte: str) -> exp.Select | None:
     """The latest certificate row of each SHA1 the profile found."""
     table = compiler.ctx.catalog.table(CERT_TABLE)
     wanted = ("SHA1", "Timestamp", "IsSigned", "Signer", "Issuer", "SignerHash", "IsTrusted",
@@ -141,7 +140,8 @@ def _certificates(compiler: Compiler, profile_cte: str) -> exp.Select | None:
     ).group_by(_c("SHA1"))
 
 
-def file_profile(compiler: Compiler, rel: Rel, call: n.Call, env: Env) -> Rel:
+@invoke_plugin("FileProfile")
+def file_profile(compiler: Binder, rel: Rel, call: n.Call, env: Env) -> Rel:
     ctx = compiler.ctx
     if len(call.args) > 2:
         raise ctx.fail("wrong_arguments", f"FileProfile() takes 0 to 2 arguments, got {len(call.args)}", call.span)
@@ -164,8 +164,6 @@ def file_profile(compiler: Compiler, rel: Rel, call: n.Call, env: Env) -> Rel:
             raise ctx.fail("wrong_arguments", "FileProfile(): the second argument is a positive number of records",
                            limit.span)
     if key not in rel.cols:
-        from kql.diagnostics import name_hints
-
         raise ctx.fail("unknown_column", f"FileProfile(): unknown column {key!r}", key_span,
                        name_hints(key, list(rel.cols), "columns"))
     if rel.cols[key] not in STRINGY:

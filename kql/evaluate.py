@@ -12,17 +12,20 @@ result has no SQL (``Compiled.needs_probe``).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from dataclasses import replace
+from typing import Any
 
 from sqlglot import exp
 
 from kql import functions as F
 from kql import nodes as n
 from kql import sqlbuild as sb
-from kql.typed import STRINGY, V, as_string, to_type
-
-if TYPE_CHECKING:
-    from kql.compiler import Compiler, Env, Rel
+from kql.context import CompileError, Env, Scope
+from kql.expressions.basic import dyn, json_path
+from kql.registry import EVALUATE_PLUGINS, Binder, evaluate_plugin, operator
+from kql.relation import Rel
+from kql.typed import STRINGY, V, as_string, normalize_type, to_type
+from schema.types import kql_type
 
 # More columns than this from one plugin is almost surely a mistake (a bag of per-row ids, a
 # pivot over timestamps) and would make a result nobody can read.
@@ -39,22 +42,20 @@ _PIVOT_AGGREGATES = {"min", "max", "take_any", "any", "sum", "dcount", "avg", "s
                      "make_list", "make_bag", "make_set", "count"}
 
 
-def evaluate(c: Compiler, rel: Rel, op: n.Operator, env: Env) -> Rel:
+@operator("evaluate")
+def evaluate(c: Binder, rel: Rel, op: n.Operator, env: Env) -> Rel:
     call = op.operand
     assert isinstance(call, n.Call)
-    if call.name == "bag_unpack":
-        return bag_unpack(c, rel, op, call, env)
-    if call.name == "pivot":
-        return pivot(c, rel, op, call, env)
-    if call.name == "ipv4_lookup":
-        return ipv4_lookup(c, rel, op, call, env)
+    plugin = EVALUATE_PLUGINS.get(call.name)
+    if plugin is not None:
+        return plugin(c, rel, op, call, env)
     raise c.ctx.fail("unsupported", f"the evaluate plugin {call.name}() is not supported", op.span)
 
 
 # ---------------------------------------------------------------- arguments
 
 
-def _split_args(c: Compiler, call: n.Call, names: list[str]) -> dict[str, n.Node]:
+def _split_args(c: Binder, call: n.Call, names: list[str]) -> dict[str, n.Node]:
     """Positional and named arguments by parameter name (names matched case-insensitively)."""
     out: dict[str, n.Node] = {}
     lower = {p.lower(): p for p in names}
@@ -74,9 +75,7 @@ def _split_args(c: Compiler, call: n.Call, names: list[str]) -> dict[str, n.Node
     return out
 
 
-def _const(c: Compiler, node: n.Node, env: Env, what: str, kind: type) -> Any:
-    from kql.compiler import Scope
-
+def _const(c: Binder, node: n.Node, env: Env, what: str, kind: type) -> Any:
     if isinstance(node, n.Call) and node.name == "dynamic":
         value = c.dynamic_literal(node.args[0], Scope(env)) if node.args else None
     else:
@@ -89,7 +88,7 @@ def _const(c: Compiler, node: n.Node, env: Env, what: str, kind: type) -> Any:
     return value
 
 
-def _column_arg(c: Compiler, node: n.Node, rel: Rel, what: str) -> str:
+def _column_arg(c: Binder, node: n.Node, rel: Rel, what: str) -> str:
     name = node.name if isinstance(node, n.Name) else None
     if name is None and isinstance(node, n.ArrayLit) and len(node.items) == 1 and isinstance(node.items[0], n.Literal):
         name = str(node.items[0].value)
@@ -104,17 +103,12 @@ def _column_arg(c: Compiler, node: n.Node, rel: Rel, what: str) -> str:
 
 
 def _stop() -> Exception:
-    from kql.compiler import CompileError
-
     return CompileError("reported")
 
 
-def _schema(c: Compiler, op: n.Operator) -> tuple[bool, list[tuple[str, str]]] | None:
+def _schema(c: Binder, op: n.Operator) -> tuple[bool, list[tuple[str, str]]] | None:
     if op.extra is None:
         return None
-    from kql.typed import normalize_type
-    from schema.types import kql_type
-
     star, decls = op.extra
     out: list[tuple[str, str]] = []
     for name, typ, span in decls:
@@ -126,7 +120,7 @@ def _schema(c: Compiler, op: n.Operator) -> tuple[bool, list[tuple[str, str]]] |
     return star, out
 
 
-def _probe(c: Compiler, sel: exp.Select, what: str, node: n.Node) -> list[tuple[Any, ...]] | None:
+def _probe(c: Binder, sel: exp.Select, what: str, node: n.Node) -> list[tuple[Any, ...]] | None:
     """Run ``sel`` through the caller's probe; None when there is none (schema unknown)."""
     rows = c.ctx.run_probe(sel)
     if rows is None:
@@ -141,7 +135,7 @@ def _probe(c: Compiler, sel: exp.Select, what: str, node: n.Node) -> list[tuple[
     return rows
 
 
-def _open_result(c: Compiler, rel: Rel, cols: dict[str, str]) -> Rel:
+def _open_result(c: Binder, rel: Rel, cols: dict[str, str]) -> Rel:
     """The output when the data-dependent columns are unknown: the known ones, schema open."""
     rel = c.wrap(rel) if not rel.open else rel
     rel.cols = dict(cols)
@@ -153,9 +147,8 @@ def _open_result(c: Compiler, rel: Rel, cols: dict[str, str]) -> Rel:
 # ---------------------------------------------------------------- bag_unpack
 
 
-def bag_unpack(c: Compiler, rel: Rel, op: n.Operator, call: n.Call, env: Env) -> Rel:
-    from kql.compiler import Scope
-
+@evaluate_plugin("bag_unpack")
+def bag_unpack(c: Binder, rel: Rel, op: n.Operator, call: n.Call, env: Env) -> Rel:
     args = _split_args(c, call, ["Column", "OutputColumnPrefix", "columnsConflict", "ignoredProperties"])
     if "Column" not in args:
         raise c.ctx.fail("wrong_arguments", "bag_unpack() needs the column to unpack", call.span)
@@ -175,7 +168,7 @@ def bag_unpack(c: Compiler, rel: Rel, op: n.Operator, call: n.Call, env: Env) ->
                          args["Column"].span, [f"parse it first: extend {column} = parse_json({column})"])
     # the bag is parsed once, in a column of its own, and every slot is read from that column
     tmp = "__bag"
-    rel.cols[tmp], rel.exprs[tmp] = "dynamic", c.dyn(bag, args["Column"])
+    rel.cols[tmp], rel.exprs[tmp] = "dynamic", dyn(c, bag, args["Column"])
     inputs = {k: t for k, t in rel.cols.items() if k not in (column, tmp)}
 
     declared = _schema(c, op)
@@ -223,16 +216,14 @@ def bag_unpack(c: Compiler, rel: Rel, op: n.Operator, call: n.Call, env: Env) ->
         cols[name], exprs[name] = typ, (v.sql if typ == v.type else to_type(v, typ))
     src = V(sb.col(tmp), "dynamic")
     for name, key, typ in slots:
-        v = c.json_path(src, [("key", key)], op)
+        v = json_path(c, src, [("key", key)], op)
         cols[name], exprs[name] = typ, (v.sql if typ == "dynamic" else to_type(v, typ))
     rel.cols, rel.exprs = cols, exprs
     return rel
 
 
-def _bag_probe(c: Compiler, rel: Rel, tmp: str) -> exp.Select:
+def _bag_probe(c: Binder, rel: Rel, tmp: str) -> exp.Select:
     """SELECT key, list(DISTINCT json_type(value)) over the bags' top-level slots."""
-    from dataclasses import replace
-
     inner = replace(rel, cols={tmp: "dynamic"}, exprs={tmp: rel.exprs[tmp]}).select()
     sub = exp.Subquery(this=inner, alias=exp.TableAlias(this=sb.ident("_p")))
     each = exp.Table(this=exp.Anonymous(this="json_each", expressions=[exp.column(sb.ident(tmp), table=sb.ident("_p"))]),
@@ -261,7 +252,8 @@ def _names_in(node: Any, out: set[str]) -> None:
                 _names_in(v, out)
 
 
-def pivot(c: Compiler, rel: Rel, op: n.Operator, call: n.Call, env: Env) -> Rel:
+@evaluate_plugin("pivot")
+def pivot(c: Binder, rel: Rel, op: n.Operator, call: n.Call, env: Env) -> Rel:
     if not call.args:
         raise c.ctx.fail("wrong_arguments", "pivot() needs the column to pivot", call.span)
     if not rel.open:
@@ -286,7 +278,7 @@ def pivot(c: Compiler, rel: Rel, op: n.Operator, call: n.Call, env: Env) -> Rel:
     by = tuple(n.NamedExpr(call.span, (), n.Name(call.span, k)) for k in keys)
     by += (n.NamedExpr(call.span, (pv,), n.Call(call.span, "tostring", call.span, (call.args[0],))),)
     summ = n.Operator(op.span, "summarize", exprs=(n.NamedExpr(agg.span, (av,), agg),), by=by)
-    grouped = c.op_summarize(rel, summ, env)
+    grouped = c.operator(rel, summ, env)
     agg_type = grouped.cols[av]
     grouped = c.wrap(grouped)
 
@@ -329,11 +321,10 @@ def pivot(c: Compiler, rel: Rel, op: n.Operator, call: n.Call, env: Env) -> Rel:
 # ---------------------------------------------------------------- ipv4_lookup
 
 
-def ipv4_lookup(c: Compiler, rel: Rel, op: n.Operator, call: n.Call, env: Env) -> Rel:
+@evaluate_plugin("ipv4_lookup")
+def ipv4_lookup(c: Binder, rel: Rel, op: n.Operator, call: n.Call, env: Env) -> Rel:
     """`evaluate ipv4_lookup(Table, SourceKey, LookupKey [, return_unmatched])`: join each row to
     the lookup rows whose IPv4 range (CIDR or single address) contains its address."""
-    from kql.compiler import Scope
-
     args = _split_args(c, call, ["LookupTable", "SourceIPv4Key", "IPv4LookupKey", "return_unmatched"])
     for p in ("LookupTable", "SourceIPv4Key", "IPv4LookupKey"):
         if p not in args:

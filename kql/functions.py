@@ -14,11 +14,14 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TYPE_CHECKING
 
 from sqlglot import exp
 
 from kql import sqlbuild as sb
+from kql.context import Ctx
+from kql.literals import parse_datetime, parse_timespan
+from kql.nodes import Call
+from kql.terms import has_term
 from kql.typed import (
     NUMERIC,
     STRINGY,
@@ -29,10 +32,6 @@ from kql.typed import (
     normalize_type,
     to_type,
 )
-
-if TYPE_CHECKING:
-    from kql.compiler import Ctx
-    from kql.nodes import Call
 
 
 @dataclass(frozen=True)
@@ -374,8 +373,6 @@ def _ipv4_in_range(ctx: Ctx, a: list[V], node: Call) -> exp.Expr:
 
 def _has_any_index(ctx: Ctx, a: list[V], node: Call) -> exp.Expr:
     """The 0-based index of the first term of the array the text `has`, else -1."""
-    from kql.compiler import has_term
-
     if not (a[1].is_const and isinstance(a[1].const, list)):
         ctx.error("unsupported", f"{node.name}(): the values must be a constant array", node.span)
         return sb.num(-1)
@@ -561,8 +558,6 @@ def _todatetime(ctx: Ctx, a: list[V], node: Call) -> exp.Expr:
         return sb.fn("make_timestamp", sb.cast(exp.Sub(
             this=exp.Div(this=sb.paren(v.sql), expression=sb.num(10)), expression=sb.num(62135596800000000)), "long"))
     if v.is_const and isinstance(v.const, str):
-        from kql.parser import parse_datetime
-
         parsed = parse_datetime(v.const)
         return sb.timestamp(parsed) if parsed is not None else sb.null("datetime")
     return string_to_datetime(as_string(v))
@@ -579,8 +574,6 @@ def string_to_datetime(s_: exp.Expr) -> exp.Expr:
 
 
 def _totimespan(ctx: Ctx, a: list[V], node: Call) -> exp.Expr:
-    from kql.parser import parse_timespan
-
     v = a[0]
     if v.type == "timespan":
         return v.sql

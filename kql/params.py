@@ -22,7 +22,7 @@ import uuid
 from datetime import timedelta
 from typing import Any
 
-from kql.parser import parse_datetime, parse_timespan
+from kql.literals import parse_datetime, parse_timespan
 from kql.typed import normalize_type
 
 # Kusto's scalar types a query parameter may have (tabular parameters do not exist)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime, timedelta
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -16,12 +15,13 @@ from lark.exceptions import (
     UnexpectedToken,
     VisitError,
 )
+from lark.visitors import Transformer_NonRecursive
 
 from kql import nodes as n
 from kql.diagnostics import Diagnostic, make
+from kql.literals import parse_datetime, parse_timespan
 
 GRAMMAR = Path(__file__).with_name("grammar.lark")
-
 
 
 def _paren_inner(token: Any) -> str:
@@ -72,7 +72,14 @@ def decode_string(raw: str) -> str:
         if c == "\\" and i + 1 < len(body):
             nxt = body[i + 1]
             if nxt == "u" and re.fullmatch(r"[0-9A-Fa-f]{4}", body[i + 2 : i + 6]):
-                out.append(chr(int(body[i + 2 : i + 6], 16)))
+                code = int(body[i + 2 : i + 6], 16)
+                low = body[i + 6 : i + 12]
+                if 0xD800 <= code < 0xDC00 and re.fullmatch(r"\\u[dD][c-fC-F][0-9A-Fa-f]{2}", low):
+                    # a UTF-16 surrogate pair (`\ud83d\ude00`) is one character; a lone
+                    # surrogate stays one and kql.limits refuses the literal
+                    code = 0x10000 + ((code - 0xD800) << 10) + (int(low[2:], 16) - 0xDC00)
+                    i += 6
+                out.append(chr(code))
                 i += 6
                 continue
             if nxt == "x" and re.fullmatch(r"[0-9A-Fa-f]{2}", body[i + 2 : i + 4]):
@@ -85,80 +92,6 @@ def decode_string(raw: str) -> str:
         out.append(c)
         i += 1
     return "".join(out)
-
-
-_UNITS: dict[str, float] = {}
-for _names, _us in (
-    (("d", "day", "days"), 86_400_000_000),
-    (("h", "hr", "hrs", "hour", "hours"), 3_600_000_000),
-    (("m", "min", "minute", "minutes"), 60_000_000),
-    (("s", "sec", "second", "seconds"), 1_000_000),
-    (("ms", "milli", "millis", "millisecond", "milliseconds"), 1_000),
-    (("micro", "micros", "microsecond", "microseconds"), 1),
-    (("tick", "ticks"), 0.1),
-):
-    for _n in _names:
-        _UNITS[_n] = _us
-
-_TIMESPAN_RE = re.compile(r"(\d+(?:\.\d+)?)([a-z]+)")
-
-
-def parse_timespan(text: str) -> timedelta | None:
-    """`1d`, `1.5h`, `100ms`; and the `time()` forms `1.02:03:04`, `02:03`, `10m`."""
-    try:
-        return _parse_timespan(text)
-    except OverflowError:  # beyond what a timespan holds (about 10,675,199 days)
-        return None
-
-
-def _parse_timespan(text: str) -> timedelta | None:
-    text = text.strip().strip("\"'")
-    m = _TIMESPAN_RE.fullmatch(text)
-    if m and m.group(2) in _UNITS:
-        return timedelta(microseconds=round(float(m.group(1)) * _UNITS[m.group(2)]))
-    m = re.fullmatch(r"(-)?(?:(\d+)\.)?(\d+):(\d+)(?::(\d+(?:\.\d+)?))?", text)
-    if m:
-        td = timedelta(
-            days=int(m.group(2) or 0),
-            hours=int(m.group(3)),
-            minutes=int(m.group(4)),
-            seconds=float(m.group(5) or 0),
-        )
-        return -td if m.group(1) else td
-    if re.fullmatch(r"\d+(\.\d+)?", text):
-        return timedelta(days=float(text))  # time(2) is two days
-    return None
-
-
-_DT_FORMATS = ("%m/%d/%Y %H:%M:%S", "%m/%d/%Y %H:%M", "%m/%d/%Y", "%Y%m%d", "%d %b %Y", "%Y-%m-%d %H")
-
-
-def parse_datetime(text: str) -> datetime | None:
-    s = text.strip().strip("\"'").strip()
-    if s.endswith("Z") or s.endswith("z"):
-        s = s[:-1]
-    # fromisoformat rejects more than 6 fractional digits, which Kusto prints (ticks)
-    s = re.sub(r"(\.\d{6})\d+", r"\1", s)
-    try:
-        dt = datetime.fromisoformat(s)
-    except ValueError:
-        dt = None
-        for fmt in _DT_FORMATS:
-            try:
-                dt = datetime.strptime(s, fmt)
-                break
-            except ValueError:
-                continue
-    if dt is None:
-        return None
-    if dt.tzinfo is not None:
-        from datetime import UTC
-
-        try:
-            dt = dt.astimezone(UTC).replace(tzinfo=None)
-        except OverflowError:  # an offset that moves year 1 or 9999 out of range
-            return None
-    return dt
 
 
 # ---------------------------------------------------------------- tree building
@@ -715,6 +648,10 @@ def _terminal_names() -> frozenset[str]:
     return frozenset(t.name for t in _lark().terminals)
 
 
+class _FlatBuilder(Transformer_NonRecursive, Builder):
+    """Builder's rules, applied without recursion."""
+
+
 def parse(text: str) -> n.Query:
     """Parse a whole query; raises KqlSyntaxError with a positioned diagnostic."""
     try:
@@ -722,7 +659,10 @@ def parse(text: str) -> n.Query:
     except UnexpectedInput as e:
         raise KqlSyntaxError(_syntax_diagnostic(text, e)) from None
     try:
-        result = Builder().transform(tree)
+        # not Builder().transform: that recurses once per tree level, and `1+1+...` is as
+        # deep as it is long (500 terms ended in RecursionError); kql.limits bounds the depth
+        # the compiler then sees
+        result = _FlatBuilder().transform(tree)
     except VisitError as e:
         if isinstance(e.orig_exc, _MisplacedToken):
             bad = e.orig_exc

@@ -18,16 +18,18 @@ from __future__ import annotations
 
 import fnmatch
 import re
-from typing import TYPE_CHECKING
+from dataclasses import replace
 
 from sqlglot import exp
 
 from kql import nodes as n
 from kql import sqlbuild as sb
-from kql.typed import STRINGY
-
-if TYPE_CHECKING:
-    from kql.compiler import Compiler, Env, Rel
+from kql.context import Env, Scope
+from kql.naming import column_name
+from kql.operators.union import union
+from kql.registry import Binder, operator, source
+from kql.relation import Rel
+from kql.typed import STRINGY, normalize_type
 
 
 def _term_pred(term: n.Literal, column: n.Node, cs: bool, span: n.Span) -> n.Node:
@@ -80,7 +82,7 @@ def search_predicate(node: n.Node, string_cols: list[str], cs: bool) -> n.Node:
     return node
 
 
-def _case_sensitive(compiler: Compiler, params: tuple[n.OpParam, ...]) -> tuple[bool, tuple[n.OpParam, ...]]:
+def _case_sensitive(compiler: Binder, params: tuple[n.OpParam, ...]) -> tuple[bool, tuple[n.OpParam, ...]]:
     cs = False
     rest = []
     for p in params:
@@ -95,24 +97,26 @@ def _case_sensitive(compiler: Compiler, params: tuple[n.OpParam, ...]) -> tuple[
     return cs, tuple(rest)
 
 
-def _where(compiler: Compiler, rel: Rel, pred: n.Node, env: Env, span: n.Span) -> Rel:
-    return compiler.op_where(rel, n.Operator(span, "where", operand=pred), env)
+def _where(compiler: Binder, rel: Rel, pred: n.Node, env: Env, span: n.Span) -> Rel:
+    return compiler.operator(rel, n.Operator(span, "where", operand=pred), env)
 
 
-def _all_tables(compiler: Compiler, span: n.Span) -> tuple[n.Node, ...]:
+def _all_tables(compiler: Binder, span: n.Span) -> tuple[n.Node, ...]:
     return tuple(n.Name(span, t) for t in sorted(compiler.ctx.catalog.tables))
 
 
-def search_source(compiler: Compiler, node: n.Source, env: Env) -> Rel:
+@source("search")
+def search_source(compiler: Binder, node: n.Source, env: Env) -> Rel:
     cs, params = _case_sensitive(compiler, node.params)
     tables = node.items or _all_tables(compiler, node.span)
     withsource = n.OpParam(node.span, "withsource", "$table")
-    rel = compiler.union(None, (*params, withsource), tables, env, node.span)
+    rel = union(compiler, None, (*params, withsource), tables, env, node.span)
     strings = [c for c, t in rel.cols.items() if t in STRINGY and c != "$table"]
     return _where(compiler, rel, search_predicate(node.extra, strings, cs), env, node.span)
 
 
-def search_operator(compiler: Compiler, rel: Rel, op: n.Operator, env: Env) -> Rel:
+@operator("search")
+def search_operator(compiler: Binder, rel: Rel, op: n.Operator, env: Env) -> Rel:
     cs, params = _case_sensitive(compiler, op.params)
     for p in params:
         compiler.ctx.warn("ignored", f"search parameter {p.name} is ignored", p.span)
@@ -145,7 +149,8 @@ def _columns_of(node: n.Node) -> set[str]:
     return out
 
 
-def find_source(compiler: Compiler, node: n.Source, env: Env) -> Rel:
+@source("find")
+def find_source(compiler: Binder, node: n.Source, env: Env) -> Rel:
     pred, proj = node.extra
     ctx = compiler.ctx
     source_col = "source_"
@@ -172,7 +177,7 @@ def find_source(compiler: Compiler, node: n.Source, env: Env) -> Rel:
                        pred.span)
     common = set.intersection(*(set(ctx.catalog.tables[t].column_names) for t in tables))
     items = tuple(n.Name(node.span, t) for t in tables)
-    rel = compiler.union(None, (*params, n.OpParam(node.span, "withsource", source_col)), items, env, node.span)
+    rel = union(compiler, None, (*params, n.OpParam(node.span, "withsource", source_col)), items, env, node.span)
     strings = [c for c, t in rel.cols.items() if t in STRINGY and c != source_col]
     rel = _where(compiler, rel, search_predicate(pred, strings, False), env, node.span)
     if not rel.open:
@@ -184,8 +189,6 @@ def find_source(compiler: Compiler, node: n.Source, env: Env) -> Rel:
             t = typ.name if typ is not None else rel.cols.get(name.name)
             if t is None:
                 raise ctx.fail("unknown_column", f"no table of the find has a column {name.name!r}", name.span)
-            from kql.typed import normalize_type
-
             t = normalize_type(t)
             e = rel.exprs.get(name.name, sb.null(t))
             cols[name.name] = t
@@ -206,9 +209,8 @@ def find_source(compiler: Compiler, node: n.Source, env: Env) -> Rel:
     return rel
 
 
-def top_nested(compiler: Compiler, rel: Rel, op: n.Operator, env: Env) -> Rel:
-    from kql.compiler import Scope
-
+@operator("top-nested")
+def top_nested(compiler: Binder, rel: Rel, op: n.Operator, env: Env) -> Rel:
     ctx = compiler.ctx
     levels = op.extra
     if len(levels) > 1:
@@ -221,12 +223,10 @@ def top_nested(compiler: Compiler, rel: Rel, op: n.Operator, env: Env) -> Rel:
         rel.order = []
     scope = Scope(env, rel)
     key = compiler.scalar(of.expr, scope)
-    name = of.names[0] if of.names else compiler.column_name(of.expr)
+    name = of.names[0] if of.names else column_name(of.expr)
     if not name:
         raise ctx.fail("wrong_arguments", "top-nested of an expression needs a name: Name = expr", of.span)
     agg_name = by.names[0] if by.names else f"aggregated_{name}"
-    from dataclasses import replace
-
     agg = compiler.scalar(by.expr, replace(scope, allow_agg=True))
     if not agg.agg:
         raise ctx.fail("type_mismatch", "top-nested needs an aggregation after by (count(), sum(x), ...)", by.span)
@@ -241,5 +241,5 @@ def top_nested(compiler: Compiler, rel: Rel, op: n.Operator, env: Env) -> Rel:
     desc = (direction or "desc").lower() == "desc"
     rel.order = [exp.Ordered(this=sb.col(agg_name), desc=desc, nulls_first=not desc)]
     if count is not None:
-        rel.limit = compiler._limit_value(count, env)
+        rel.limit = compiler.limit_value(count, env)
     return rel

@@ -7,19 +7,12 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlglot import exp
+from sqlglot.dialects.duckdb import DuckDB
 
-SQL_TYPES = {
-    "string": "VARCHAR",
-    "guid": "VARCHAR",
-    "long": "BIGINT",
-    "int": "INTEGER",
-    "real": "DOUBLE",
-    "decimal": "DOUBLE",
-    "bool": "BOOLEAN",
-    "datetime": "TIMESTAMP",
-    "timespan": "INTERVAL",
-    "dynamic": "JSON",
-}
+from schema.types import KQL_TYPES
+
+# KQL type -> the DuckDB type name the compiler casts to: the one type map, schema/types.py
+SQL_TYPES = {name: t.duckdb for name, t in KQL_TYPES.items()}
 
 
 def ident(name: str) -> exp.Identifier:
@@ -44,8 +37,48 @@ def lambda_param(base: str, *outer: exp.Expr) -> str:
     return name
 
 
+_DUCKDB = DuckDB()
+_TYPED_FUNCTIONS = DuckDB.parser_class.FUNCTIONS
+
+
 def fn(name: str, *args: exp.Expr) -> exp.Expr:
-    return exp.Anonymous(this=name, expressions=list(args))
+    """A call of DuckDB function `name`, as the typed sqlglot node DuckDB's own parser builds for
+    it (exp.Lower, exp.RegexpLike, exp.JSONExtract...), so that other dialects render their own
+    function; a name sqlglot does not know stays an anonymous call (kql/lower/ maps those per
+    target). The DuckDB name is kept in meta["fn"] (see call_name)."""
+    builder = _TYPED_FUNCTIONS.get(name.upper())
+    node: exp.Expr
+    if builder is None:
+        node = exp.Anonymous(this=name, expressions=list(args))
+    else:
+        try:
+            node = builder(list(args))
+        except TypeError:
+            node = builder(list(args), dialect=_DUCKDB)
+    node.meta["fn"] = name
+    return node
+
+
+def call_name(e: exp.Expr) -> str | None:
+    """The DuckDB function name a node was built from by ``fn`` (or an anonymous call's name)."""
+    name = e.meta.get("fn") if e.meta else None
+    if name is None and isinstance(e, exp.Anonymous):
+        return str(e.name).lower()
+    return str(name) if name is not None else None
+
+
+def call_args(e: exp.Expr) -> list[exp.Expr]:
+    """The arguments of a call node in call order (typed nodes keep them in arg_types order)."""
+    if isinstance(e, exp.Anonymous):
+        return list(e.expressions)
+    out: list[exp.Expr] = []
+    for key in e.arg_types:
+        v = e.args.get(key)
+        if isinstance(v, list):
+            out += [x for x in v if isinstance(x, exp.Expr)]
+        elif isinstance(v, exp.Expr):
+            out.append(v)
+    return out
 
 
 def s(value: str) -> exp.Literal:

@@ -78,8 +78,8 @@ def as_string(v: V) -> exp.Expr:
 
 
 def json_to_string(e: exp.Expr) -> exp.Expr:
-    if isinstance(e, exp.Anonymous) and e.name.lower() == "json_extract":
-        return sb.fn("json_extract_string", *[a.copy() for a in e.expressions])
+    if sb.call_name(e) == "json_extract":
+        return sb.fn("json_extract_string", *[a.copy() for a in sb.call_args(e)])
     return sb.fn("json_extract_string", e, sb.s("$"))
 
 

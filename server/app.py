@@ -22,6 +22,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         app.state.settings = settings
+        # On a full disk, give back the reserve first: SQLite cannot even open the metadata
+        # database in WAL mode without room for its shared-memory file.
+        from server.storage.space import SpaceGuard
+
+        SpaceGuard(settings.data_dir, settings.min_free_bytes, settings.disk_reserve_bytes).prepare_start()
         app.state.metadata = MetadataDB(settings.data_dir / "metadata.sqlite")
         # Notifications: alerts handed over by detections are delivered by a background thread;
         # DeviceInfo (for device-group scoping) is read from storage once the lifespan opens it.
@@ -85,6 +90,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_handlers(app)
     from server.api import devices as devices_api
     from server.api import groups as groups_api
+    from server.api import keys as keys_api
     from server.api import notifications as notifications_api
     from server.web import alerts as web_alerts
     from server.web import console as web_console
@@ -93,6 +99,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(notifications_api.router)
     app.include_router(groups_api.router)
     app.include_router(devices_api.router)
+    app.include_router(keys_api.router)
     app.include_router(web_alerts.router)
     app.include_router(web_console.router)
     # The console calls the JSON API with its session cookie and CSRF token (server.auth.require).
@@ -138,6 +145,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> dict[str, object]:
-        return {"ok": True}
+        # Liveness: 200 while the process serves (a restart would not cure a full disk); the
+        # body says when and why it is degraded.
+        storage = getattr(app.state, "storage", None)
+        reasons = storage.health() if storage is not None else []
+        if reasons:
+            return {"ok": True, "status": "degraded", "reasons": reasons}
+        return {"ok": True, "status": "ok"}
 
     return app

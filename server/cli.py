@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from server.metadata import MetadataDB
     from server.settings import Settings
 
 
@@ -79,17 +80,62 @@ def _demo(args: argparse.Namespace) -> int:
     return _serve(args)
 
 
-def _keys_create(args: argparse.Namespace) -> int:
-    from server.auth import create_key
+def _metadata(args: argparse.Namespace) -> MetadataDB:
     from server.metadata import MetadataDB
     from server.settings import Settings
 
     data_dir = Path(args.data_dir) if args.data_dir else Settings().data_dir
-    db = MetadataDB(data_dir / "metadata.sqlite")
+    return MetadataDB(data_dir / "metadata.sqlite")
+
+
+def _keys_create(args: argparse.Namespace) -> int:
+    from server.auth import KeyError_, create_key
+
+    db = _metadata(args)
     try:
-        print(create_key(db, args.scope, args.name or ""))
+        print(create_key(db, args.scope, args.name or "", args.device))
+    except KeyError_ as e:
+        print(f"quarry keys create: {e}", file=sys.stderr)
+        return 2
     finally:
         db.close()
+    return 0
+
+
+def _keys_list(args: argparse.Namespace) -> int:
+    import json
+
+    from server.auth import list_keys
+
+    db = _metadata(args)
+    try:
+        keys = list_keys(db, include_revoked=args.all)
+    finally:
+        db.close()
+    if args.json:
+        print(json.dumps(keys, indent=2))
+        return 0
+    cols = ("prefix", "scope", "name", "devices", "createdAt", "lastUsedAt", "revokedAt")
+    rows = [[(",".join(k["devices"]) if k["devices"] else "any") if c == "devices"
+             else str(k[c] or "-") for c in cols] for k in keys]
+    widths = [max([len(c), *(len(r[i]) for r in rows)]) for i, c in enumerate(cols)]
+    for line in [list(cols), *rows]:
+        print("  ".join(v.ljust(w) for v, w in zip(line, widths, strict=True)).rstrip())
+    return 0
+
+
+def _keys_revoke(args: argparse.Namespace) -> int:
+    from server.auth import KeyError_, revoke_by_prefix
+
+    db = _metadata(args)
+    try:
+        k = revoke_by_prefix(db, args.prefix)
+    except KeyError_ as e:
+        print(f"quarry keys revoke: {e}", file=sys.stderr)
+        return 1
+    finally:
+        db.close()
+    print(f"revoked {k['prefix']} ({k['scope']}{', ' + k['name'] if k['name'] else ''})")
     return 0
 
 
@@ -118,8 +164,19 @@ def build_parser() -> argparse.ArgumentParser:
     kc = ksub.add_parser("create", help="create a key and print it (only its hash is stored)")
     kc.add_argument("--scope", required=True, choices=["ingest", "query", "admin"])
     kc.add_argument("--name")
+    kc.add_argument("--device", action="append",
+                    help="bind an ingest key to this device id (repeat for several)")
     kc.add_argument("--data-dir")
     kc.set_defaults(func=_keys_create)
+    kl = ksub.add_parser("list", help="list keys: prefix, scope, name, devices, times")
+    kl.add_argument("--all", action="store_true", help="include revoked keys")
+    kl.add_argument("--json", action="store_true", help="JSON, as GET /api/keys answers")
+    kl.add_argument("--data-dir")
+    kl.set_defaults(func=_keys_list)
+    kr = ksub.add_parser("revoke", help="revoke a key by its prefix (it stops working at once)")
+    kr.add_argument("prefix", help="the key's prefix, as `quarry keys list` shows it")
+    kr.add_argument("--data-dir")
+    kr.set_defaults(func=_keys_revoke)
 
     from server.query.cli import add_query_parser
 

@@ -129,16 +129,18 @@ def _kql_items() -> list[tuple[str, str]]:
     operator and type the compiler knows, read from its own tables at collection time."""
     from lark import Lark
 
+    from kql import compiler  # noqa: F401  (fills the registry)
     from kql import functions as F
-    from kql.compiler import Compiler
+    from kql.expressions.calls import x_Call
+    from kql.registry import OPERATORS, SOURCES
     from schema.types import KQL_TYPES, TYPE_ALIASES
 
     items: set[tuple[str, str]] = set()
-    for attr in dir(Compiler):
-        if attr.startswith("op_") and attr != "op_other":
-            items.add(("operator", attr[3:].replace("_", "-")))
-        if attr.startswith("src_"):
-            items.add(("source", attr[4:]))
+    for kind in OPERATORS:
+        if kind != "other":
+            items.add(("operator", kind))
+    for kind in SOURCES:
+        items.add(("source", kind))
     # The grammar file itself, built as the parser builds it, so its terminals are the real ones.
     lark = Lark((ROOT / "kql" / "grammar.lark").read_text(encoding="utf-8"), parser="lalr", lexer="contextual")
     # Keyword spellings of operators (filter, order, limit, mvexpand, parse-where...): the
@@ -187,8 +189,8 @@ def _kql_items() -> list[tuple[str, str]]:
     for name in F.UNSUPPORTED_FUNCTIONS:
         items.add(("unsupported function", name))
     # Forms the compiler handles before its function table: names compared with `name` in
-    # Compiler.x_Call (dynamic, toscalar, ingestion_time, column_ifexists, typed nulls...).
-    tree = ast.parse(inspect.getsource(Compiler.x_Call).strip().replace("\n    ", "\n"))
+    # kql.expressions.calls.x_Call (dynamic, toscalar, ingestion_time, column_ifexists, typed nulls...).
+    tree = ast.parse(inspect.getsource(x_Call))
     for node in ast.walk(tree):
         if isinstance(node, ast.Compare) and isinstance(node.left, ast.Name) and node.left.id == "name":
             for comp in node.comparators:

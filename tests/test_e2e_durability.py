@@ -11,11 +11,6 @@ ReportId at all (acknowledged or in flight when killed) twice.
 from __future__ import annotations
 
 import gzip
-import os
-import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -27,65 +22,14 @@ import pytest
 from schema import default_catalog
 from server.settings import Settings
 from server.storage import Storage
+from tests.support.serve import ADMIN_KEY, QuarryProcess
 
 pytestmark = pytest.mark.slow
 
-KEY = "e2e-durability-admin-key"
+KEY = ADMIN_KEY
 CLIENTS = 4
 BATCH = 200
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def quarry_bin() -> list[str]:
-    exe = Path(sys.executable).with_name("quarry")
-    return [str(exe)] if exe.exists() else [sys.executable, "-m", "server.cli"]
-
-
-class Server:
-    def __init__(self, data_dir: Path, log: Path) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        env = {**os.environ, "QUARRY_ADMIN_KEY": KEY, "QUARRY_SCHEDULER_ENABLED": "false"}
-        self.log = log.open("ab")
-        self.proc = subprocess.Popen(
-            [*quarry_bin(), "serve", "--data-dir", str(data_dir), "--host", "127.0.0.1",
-             "--port", str(self.port)],
-            cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT,
-        )
-        deadline = time.monotonic() + 60
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited with {self.proc.returncode}; see {log}")
-            try:
-                if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                self.kill()
-                raise RuntimeError(f"server did not come up; see {log}")
-            time.sleep(0.1)
-
-    def kill(self) -> None:
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(timeout=30)
-        self.log.close()
-
-    def stop(self) -> None:
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=60)
-        finally:
-            if self.proc.poll() is None:
-                self.proc.kill()
-                self.proc.wait()
-            self.log.close()
+Server = QuarryProcess
 
 
 def batch(client: int, start: int) -> tuple[list[int], bytes]:

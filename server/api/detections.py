@@ -48,6 +48,7 @@ def _validate(engine: DetectionEngine, fields: dict[str, Any]) -> None:
         engine.clock(),
         fields.get("alert_title") or "",
         fields.get("alert_description") or "",
+        limits=engine._kql_limits(),
     )
     if not check.ok:
         first = check.errors[0]

@@ -3,7 +3,8 @@
 Admins (admin scope) request actions and read the audit log. Agents poll and report with an
 **ingest**-scope key: the agent already holds one to send telemetry, and giving agents a
 query or admin key would let a compromised endpoint read everyone's data or queue actions.
-(Any ingest key may poll any device id; per-device agent identity is not modelled yet.)
+An ingest key bound to device ids (``quarry keys create --scope ingest --device ID``) polls and
+reports only for those devices (403 otherwise); an unbound ingest key may act for any device.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Query, Request
 from starlette.concurrency import run_in_threadpool
 
-from server.auth import AdminKey, IngestKey, hash_key
+from server.auth import AdminKey, IngestKey, hash_key, request_key
 from server.devices import actions as act
 from server.devices.groups import device_facts
 from server.errors import ApiError, field_error, invalid_field, reject_unknown_fields
@@ -90,10 +91,23 @@ def list_device_actions(
     return {"value": act.list_actions(request.app.state.metadata, device_id, status, top)}
 
 
+def _own_device(request: Request, device_id: str) -> None:
+    """A key bound to devices acts only for them."""
+    devices = request_key(request).devices
+    if devices is not None and device_id not in devices:
+        raise ApiError(
+            403,
+            f"this key is bound to other devices; it cannot act for device {device_id[:80]!r}",
+            [{"code": "device_not_allowed", "message": "the key is not bound to this device",
+              "field": "deviceId"}],
+        )
+
+
 @router.get("/api/devices/{device_id}/actions/pending")
 def pending_actions(request: Request, _: IngestKey, device_id: str) -> dict[str, Any]:
     """For agents: the open actions for this device, oldest first. Fetching marks Pending
     actions InProgress; an InProgress action is returned again until its result is reported."""
+    _own_device(request, device_id)
     try:
         return {"value": act.fetch_pending(request.app.state.metadata, device_id, actor(request))}
     except act.ActionError as e:
@@ -105,6 +119,7 @@ def report_result(
     request: Request, _: IngestKey, device_id: str, action_id: str, body: JsonBody
 ) -> dict[str, Any]:
     """For agents: ``status`` Succeeded or Failed, optional ``comment`` and ``details`` (JSON)."""
+    _own_device(request, device_id)
     reject_unknown_fields(body, {"status", "comment", "details"})
     status = body.get("status")
     if not isinstance(status, str):

@@ -21,7 +21,7 @@ from starlette.concurrency import run_in_threadpool
 
 from schema import default_catalog
 from schema.catalog import Catalog, Table
-from server.auth import IngestKey
+from server.auth import IngestKey, request_key
 from server.errors import ApiError
 from server.ingest.body import decode_body, too_large
 from server.ingest.convert import (
@@ -31,10 +31,11 @@ from server.ingest.convert import (
     convert_ndjson,
     convert_records,
 )
+from server.ingest.devices import refuse_foreign_devices
 from server.ingest.parse import is_ndjson, parse_records, parse_streaming
 from server.metrics import get_metrics
 from server.responses import OrjsonResponse
-from server.storage import Backpressure
+from server.storage import Backpressure, DiskFull
 
 router = APIRouter(prefix="/api/ingest", tags=["ingest"])
 
@@ -109,6 +110,11 @@ def _append(request: Request, batches: dict[str, pa.Table]) -> dict[str, tuple[i
             code="backpressure",
             headers={"Retry-After": str(retry)},
         ) from e
+    except DiskFull as e:
+        retry = max(1, math.ceil(float(e.retry_after_s)))
+        raise ApiError(
+            507, str(e), code="insufficient_storage", headers={"Retry-After": str(retry)}
+        ) from e
     scheduler = getattr(request.app.state, "detection_scheduler", None)
     if scheduler is not None and any(r.accepted for r in results.values()):
         scheduler.ingested()  # continuous rules see the new rows now, not at their next poll
@@ -125,6 +131,7 @@ def _count_rejected(request: Request, table: str, reason: str, n: int) -> None:
 class _Prepared:
     batches: dict[str, Converted] = field(default_factory=dict)
     skipped: dict[str, int] = field(default_factory=dict)
+    row_ids: dict[str, list[int]] = field(default_factory=dict)  # request row of each table row
 
 
 def _prepare_table(table: Table, body: bytes, ndjson: bool) -> Converted:
@@ -161,6 +168,7 @@ def _prepare_streaming(catalog: Catalog, body: bytes, skip_unknown: bool) -> _Pr
             prepared.batches[name] = convert_records(
                 table, rows, allow_unknown=True, row_ids=batch.indices[name]
             )
+            prepared.row_ids[name] = batch.indices[name]
         except BatchRejected as e:
             entries.update(e.entries)
     if entries:
@@ -181,10 +189,15 @@ async def ingest_streaming(
     catalog = _catalog(request)
     raw = await _read_raw(request, settings.max_body_bytes)
     encoding = request.headers.get("content-encoding")
+    devices = request_key(request).devices
 
     def work() -> _Prepared:
         body = decode_body(raw, encoding, settings.max_body_bytes)
-        return _prepare_streaming(catalog, body, skip_unknown_tables)
+        prepared = _prepare_streaming(catalog, body, skip_unknown_tables)
+        if devices is not None:
+            refuse_foreign_devices({n: (c.table, prepared.row_ids.get(n))
+                                    for n, c in prepared.batches.items()}, devices)
+        return prepared
 
     async with _slots(request):
         try:
@@ -228,6 +241,7 @@ async def ingest_table(table: str, request: Request, _key: IngestKey) -> OrjsonR
     raw = await _read_raw(request, settings.max_body_bytes)
     encoding = request.headers.get("content-encoding")
     ndjson = is_ndjson(request.headers.get("content-type"))
+    devices = request_key(request).devices
 
     # Conversion and append run in one worker thread (one hand-off per request, not two). The
     # conversion slot is given back as soon as conversion is done, not after the fsync: the
@@ -249,6 +263,8 @@ async def ingest_table(table: str, request: Request, _key: IngestKey) -> OrjsonR
             body = decode_body(raw, encoding, settings.max_body_bytes)
             conv = _prepare_table(spec, body, ndjson)
             del body
+            if devices is not None:
+                refuse_foreign_devices({table: (conv.table, None)}, devices)
         except ApiError as e:
             _count_rejected(request, table, e.errors[0].get("code", "invalid"),
                             max(1, len(e.errors)))

@@ -383,6 +383,15 @@ async def graph_hunting_v1(request: Request, _key: QueryKey, body: GraphQuery) -
     return await _graph(request, body)
 
 
+@router.post(
+    "/beta/security/runHuntingQuery",
+    summary="Run a query (Microsoft Graph beta path)",
+    responses=_graph_responses,
+)
+async def graph_hunting_beta(request: Request, _key: QueryKey, body: GraphQuery) -> Response:
+    return await _graph(request, body)
+
+
 # -- export --------------------------------------------------------------------------------
 
 

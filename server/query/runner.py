@@ -35,6 +35,7 @@ import orjson
 import pyarrow as pa
 from sqlglot import exp
 
+from kql.limits import KqlLimits
 from schema.catalog import DATE_PARTITION, Catalog
 from server.query.timerange import TimeRange
 
@@ -55,6 +56,8 @@ class QueryLimits:
     memory_limit: str | None = "4GB"
     # Rows per Arrow record batch when streaming an export.
     export_batch_rows: int = 65_536
+    # The compiler's size limits (query text, depth, lists...): see kql.limits
+    kql: KqlLimits = field(default_factory=KqlLimits)
 
     @classmethod
     def from_settings(cls, settings: Any) -> QueryLimits:
@@ -64,6 +67,7 @@ class QueryLimits:
             max_concurrent=int(settings.max_concurrent_queries),
             queue_wait_s=float(settings.query_queue_wait_s),
             memory_limit=settings.query_memory_limit or None,
+            kql=settings.kql_limits(),
         )
 
 
@@ -251,7 +255,8 @@ class QueryRunner:
             # storage stores a missing string as "": no COALESCE on stored string columns
             compiled = compile_kql(
                 text, self.catalog,
-                CompileOptions(now=now, strings_never_null=True, probe=probe, parameters=parameters),
+                CompileOptions(now=now, strings_never_null=True, probe=probe, parameters=parameters,
+                               limits=self.limits.kql),
             )
         except QueryError:
             raise  # the probe's own failure (timeout, execution error)

@@ -1,0 +1,1 @@
+"""Scalar expression families: each module registers its syntax forms in kql.registry when imported."""

@@ -1,0 +1,358 @@
+"""Scalar operators: and/or, arithmetic, comparisons, string predicates, in/has_any, between, matches regex."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import replace
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlglot import exp
+
+from kql import functions as F
+from kql import nodes as n
+from kql import sqlbuild as sb
+from kql.context import Scope
+from kql.registry import Binder, expression
+from kql.terms import fn_coalesce_false, has_all, has_any, has_any_subquery, has_term, negate
+from kql.typed import (
+    NUMERIC,
+    STRINGY,
+    UNKNOWN,
+    V,
+    as_string,
+    const,
+    json_to_string,
+    num_result,
+    to_type,
+)
+
+
+@expression(n.Binary)
+def x_Binary(bd: Binder, node: n.Binary, scope: Scope) -> V:
+    if node.op in ("and", "or"):
+        a, b = bd.scalar(node.left, scope), bd.scalar(node.right, scope)
+        for side, v in ((node.left, a), (node.right, b)):
+            bd.expect_bool(v, side)
+        cls = exp.And if node.op == "and" else exp.Or
+        sa = sb.paren(a.sql) if isinstance(a.sql, exp.Or) and node.op == "and" else a.sql
+        sb_ = sb.paren(b.sql) if isinstance(b.sql, exp.Or) and node.op == "and" else b.sql
+        return V(cls(this=sa, expression=sb_), "bool", window=a.window or b.window, agg=a.agg or b.agg)
+    a, b = bd.scalar(node.left, scope), bd.scalar(node.right, scope)
+    window, agg = a.window or b.window, a.agg or b.agg
+    if node.op in ("+", "-", "*", "/", "%"):
+        return replace(arith(bd, node, a, b), window=window, agg=agg)
+    return replace(compare(bd, node, a, b), window=window, agg=agg)
+
+
+def arith(bd: Binder, node: n.Binary, a: V, b: V) -> V:
+    op, ta, tb = node.op, a.type, b.type
+    if a.is_const and b.is_const and a.const is not None and b.const is not None:
+        folded = _fold(op, a, b)
+        if folded is not None:
+            return folded
+    if UNKNOWN in (ta, tb):
+        return V(_arith_sql(op, a.sql, b.sql), UNKNOWN)
+    if ta == "dynamic":
+        a, ta = V(to_type(a, "real"), "real"), "real"
+    if tb == "dynamic":
+        b, tb = V(to_type(b, "real"), "real"), "real"
+    if ta in NUMERIC and tb in NUMERIC:
+        t = num_result(ta, tb)
+        if op == "/" and t in ("long", "int"):
+            # Kusto divides integers as integers, truncating toward zero
+            return V(sb.cast(sb.fn("trunc", exp.Div(this=sb.paren(a.sql), expression=sb.paren(b.sql))), t), t)
+        return V(_arith_sql(op, a.sql, b.sql), t)
+    if ta == "datetime" and tb == "datetime" and op == "-":
+        return V(exp.Sub(this=a.sql, expression=b.sql), "timespan")
+    if ta == "datetime" and tb == "timespan" and op in "+-":
+        return V(_arith_sql(op, a.sql, b.sql), "datetime")
+    if ta == "timespan" and tb == "datetime" and op == "+":
+        return V(exp.Add(this=b.sql, expression=a.sql), "datetime")
+    if ta == "timespan" and tb == "timespan":
+        if op in "+-":
+            return V(_arith_sql(op, a.sql, b.sql), "timespan")
+        if op == "/":
+            return V(exp.Div(this=sb.fn("epoch_us", a.sql), expression=sb.fn("epoch_us", b.sql)), "real")
+    if ta == "timespan" and tb in NUMERIC and op in "*/":
+        us = _arith_sql(op, sb.fn("epoch_us", a.sql), b.sql)
+        return V(sb.fn("to_microseconds", sb.cast(us, "long")), "timespan")
+    if ta in NUMERIC and tb == "timespan" and op == "*":
+        us = exp.Mul(this=sb.paren(a.sql), expression=sb.fn("epoch_us", b.sql))
+        return V(sb.fn("to_microseconds", sb.cast(us, "long")), "timespan")
+    bd.ctx.error("type_mismatch", f"cannot apply {op} to {ta} and {tb}", node.op_span)
+    return V(exp.Null(), UNKNOWN)
+
+
+def compare(bd: Binder, node: n.Binary, a: V, b: V) -> V:
+    op = node.op
+    ta, tb = a.type, b.type
+    if op in ("=~", "!~"):
+        la, lb = case_fold(bd, a), case_fold(bd, b)
+        eq = exp.EQ(this=la, expression=lb)
+        return V(eq if op == "=~" else negate(eq, a, b), "bool")
+    # Align types: dynamic adapts to the other side; null literals take any type
+    if ta == "dynamic" and tb != "dynamic" and tb != UNKNOWN:
+        a, ta = V(to_type(a, tb), tb), tb
+    elif tb == "dynamic" and ta != "dynamic" and ta != UNKNOWN:
+        b, tb = V(to_type(b, ta), ta), ta
+    if not comparable(ta, tb, b) or not comparable(tb, ta, a):
+        bd.ctx.error("type_mismatch", f"cannot compare {ta} with {tb}", node.span,
+                       [f"the left side is {ta}, the right side is {tb}"] +
+                       (["write datetime(2024-01-01) or ago(1d) for a time"] if "datetime" in (ta, tb) else []))
+        return V(exp.false(), "bool")
+    if ta == "dynamic" and tb == "dynamic":
+        a, b = V(as_string(a), "string"), V(as_string(b), "string")
+    if (ta == "bool") != (tb == "bool") and UNKNOWN not in (ta, tb) and not (a.is_const and a.const is None) and not (b.is_const and b.const is None):
+        a = V(sb.cast(a.sql, "int"), "int") if ta == "bool" else a
+        b = V(sb.cast(b.sql, "int"), "int") if tb == "bool" else b
+    if op in ("==", "!=") and (ta in STRINGY or tb in STRINGY):
+        # Kusto has no null strings: a missing string equals ""
+        lit = b if b.is_const else a if a.is_const else None
+        other = a if lit is b else b
+        if lit is not None and lit.const == "":
+            empty = F._isempty(V(other.sql, "string", notnull=other.notnull))
+            return V(empty if op == "==" else exp.Not(this=empty), "bool")
+    cls: type[exp.Binary] = {"==": exp.EQ, "!=": exp.NEQ, "<": exp.LT, "<=": exp.LTE, ">": exp.GT, ">=": exp.GTE}[op]
+    if op in ("==", "!="):
+        known = (a.is_const and a.const is not None) or (b.is_const and b.const is not None)
+        if op == "==" and known:
+            return V(exp.EQ(this=a.sql, expression=b.sql), "bool")
+        # Kusto: null != value is true, null == value is false, and null vs null is null
+        # (and a missing string is "", unequal to any other)
+        test: exp.Expr = (exp.NullSafeNEQ(this=a.sql, expression=b.sql) if op == "!=" else
+                                fn_coalesce_false(exp.EQ(this=a.sql, expression=b.sql)))
+        if known:
+            return V(test, "bool")
+        both_null = exp.And(this=exp.Is(this=a.sql.copy(), expression=exp.Null()),
+                            expression=exp.Is(this=b.sql.copy(), expression=exp.Null()))
+        return V(exp.Case(ifs=[exp.If(this=both_null, true=exp.Null())], default=test), "bool")
+    return V(cls(this=a.sql, expression=b.sql), "bool")
+
+
+def comparable(ta: str, tb: str, other: V) -> bool:
+    if UNKNOWN in (ta, tb) or ta == tb:
+        return True
+    if other.is_const and other.const is None:
+        return True
+    if ta in NUMERIC | {"bool"} and tb in NUMERIC | {"bool"}:
+        return True  # Kusto compares bools with numbers as 1/0
+    if ta in STRINGY and tb in STRINGY:
+        return True
+    return "dynamic" in (ta, tb)
+
+
+def case_fold(bd: Binder, v: V) -> exp.Expr:
+    if v.is_const and isinstance(v.const, str):
+        return sb.s(v.const.lower())
+    return sb.fn("lower", as_string(v))
+
+
+@expression(n.StrOp)
+def x_StrOp(bd: Binder, node: n.StrOp, scope: Scope) -> V:
+    a, b = bd.scalar(node.left, scope), bd.scalar(node.right, scope)
+    expect_string(bd, a, node.left, node.op)
+    op = node.op
+    neg = op.startswith("!")
+    base = op.lstrip("!")
+    pred = string_pred(bd, base, as_string(a), b, node)
+    return V(negate(pred, a, b) if neg else pred, "bool", window=a.window, agg=a.agg)
+
+
+def expect_string(bd: Binder, v: V, node: n.Node, op: str) -> None:
+    if v.type not in STRINGY and v.type not in (UNKNOWN, "dynamic"):
+        bd.ctx.error("type_mismatch", f"{op} needs a string on its left, this is a {v.type}", node.span,
+                       ["convert it with tostring()"])
+
+
+def string_pred(bd: Binder, base: str, a: exp.Expr, b: V, node: n.Node) -> exp.Expr:
+    cs = base.endswith("_cs")
+    kind = base[:-3] if cs else base
+    if b.is_const and isinstance(b.const, str):
+        lit: str = b.const
+        # LIKE has no escape character unless ESCAPE is given, and DuckDB's fast paths skip
+        # patterns with ESCAPE: escape only when the text holds a wildcard
+        wild = "%" in lit or "_" in lit
+        pat = sb.like_escape(lit) if wild else lit
+        if kind == "contains":
+            if cs:
+                return sb.fn("contains", a, sb.s(lit))
+            return sb.ilike(a, "%" + pat + "%", escaped=wild)
+        if kind == "startswith":
+            if cs:
+                return sb.fn("starts_with", a, sb.s(lit))
+            return sb.ilike(a, pat + "%", escaped=wild)
+        if kind == "endswith":
+            if cs:
+                return sb.fn("ends_with", a, sb.s(lit))
+            return sb.ilike(a, "%" + pat, escaped=wild)
+        if kind in ("has", "hasprefix", "hassuffix"):
+            return has_term(a, lit, cs, prefix=kind != "hassuffix", suffix=kind != "hasprefix")
+    rhs = as_string(b)
+    if kind == "contains":
+        return sb.fn("contains", a, rhs) if cs else sb.fn("contains", sb.fn("lower", a), sb.fn("lower", rhs))
+    if kind == "startswith":
+        return sb.fn("starts_with", a, rhs) if cs else sb.fn("starts_with", sb.fn("lower", a), sb.fn("lower", rhs))
+    if kind == "endswith":
+        return sb.fn("ends_with", a, rhs) if cs else sb.fn("ends_with", sb.fn("lower", a), sb.fn("lower", rhs))
+    # has with a computed term: build the word-boundary regex at run time
+    left = sb.s("" if kind == "hassuffix" else "(?:^|[^0-9A-Za-z])")
+    right = sb.s("" if kind == "hasprefix" else "(?:$|[^0-9A-Za-z])")
+    flag = sb.s("" if cs else "(?i)")
+    regex = exp.DPipe(this=exp.DPipe(this=exp.DPipe(this=flag, expression=left),
+                                     expression=sb.fn("regexp_escape", rhs)), expression=right)
+    return sb.fn("regexp_matches", a, regex)
+
+
+def in_values(bd: Binder, items: tuple[n.Node, ...], scope: Scope) -> tuple[list[V], exp.Expr | None]:
+    """The list of an `in`: constants, expanded dynamic arrays, or one tabular subquery."""
+    vals: list[V] = []
+    if len(items) == 1 and bd.is_tabular(items[0], scope.env):
+        rel = bd.tabular(items[0], scope.env)
+        sel = rel.select()
+        if not sel.expressions:
+            raise bd.ctx.fail("type_mismatch", "the subquery returns no columns", items[0].span)
+        sel.set("expressions", [sel.expressions[0]])
+        first = next(iter(rel.cols))
+        if rel.cols[first] == "dynamic":
+            # Kusto flattens arrays in the list: `x in (T | summarize make_set(y))` compares x
+            # with the elements, not with the array (a non-array value is one element)
+            c = sb.col(first)
+            elems = exp.Case(
+                ifs=[exp.If(this=exp.EQ(this=sb.fn("json_type", c), expression=sb.s("ARRAY")),
+                            true=exp.Cast(this=sb.fn("json_extract", c.copy(), sb.s("$[*]")),
+                                          to=exp.DataType.build("JSON[]")))],
+                default=exp.Array(expressions=[c.copy()]))
+            elem = V(sb.fn("unnest", elems), "dynamic")
+            flat = exp.Select(expressions=[sb.alias(json_to_string(elem.sql), first)]).from_(
+                exp.Subquery(this=sel, alias=exp.TableAlias(this=sb.ident(bd.ctx.alias()))))
+            flat.meta["kql_flat"] = True
+            return [], flat
+        return [], sel
+    for it in items:
+        v = bd.scalar(it, scope)
+        if v.is_const and isinstance(v.const, list):
+            for x in v.const:
+                vals.append(const(x, _py_type(x)))
+        else:
+            vals.append(v)
+    return vals, None
+
+
+@expression(n.InOp)
+def x_InOp(bd: Binder, node: n.InOp, scope: Scope) -> V:
+    a = bd.scalar(node.left, scope)
+    op = node.op
+    neg = op.startswith("!")
+    base = op.lstrip("!")
+    vals, sub = in_values(bd, node.items, scope)
+    if base in ("has_any", "has_all"):
+        expect_string(bd, a, node.left, op)
+        if sub is not None:
+            if base == "has_all":
+                raise bd.ctx.fail("unsupported", "has_all with a tabular argument is not supported", node.span)
+            assert isinstance(sub, exp.Select)
+            found = has_any_subquery(as_string(a), sub, bd.ctx)
+            return V(sb.not_true(found) if neg else found, "bool")
+        terms: list[str] = []
+        for v in vals:
+            if not (v.is_const and v.const is not None):
+                raise bd.ctx.fail("unsupported", f"{base} needs constant terms", node.span)
+            terms.append(str(v.const))
+        pred = has_any(as_string(a), terms) if base == "has_any" else has_all(as_string(a), terms)
+        return V(negate(pred, a, *vals) if neg else pred, "bool")
+    ci = base == "in~"
+    if sub is not None:
+        lhs = case_fold(bd, a) if ci else a.sql
+        if sub.meta.get("kql_flat") and not ci:
+            lhs = as_string(a)  # flattened array elements are compared as their text
+        if ci:
+            inner = exp.Select(expressions=[sb.fn("lower", sb.col(sub.expressions[0].alias_or_name))]).from_(
+                exp.Subquery(this=sub, alias=exp.TableAlias(this=sb.ident(bd.ctx.alias()))))
+            sub = inner
+        member: exp.Expr = exp.In(this=lhs, query=exp.Subquery(this=sub))
+        return V(sb.not_true(member) if neg else member, "bool")
+    if not vals:
+        return V(exp.true() if neg else exp.false(), "bool")
+    if len(vals) == 1 and vals[0].type == "dynamic" and not vals[0].is_const:
+        # a computed array, e.g. toscalar(... | summarize make_set(x))
+        needle = case_fold(bd, a) if ci else a.sql
+        hay = vals[0].sql
+        if ci:
+            hay = sb.fn("lower", sb.cast(hay, "string"))
+            hay = sb.cast(hay, "dynamic")
+        pred = sb.fn("coalesce", sb.fn("json_contains", hay, sb.fn("to_json", needle)), exp.false())
+        return V(sb.not_true(pred) if neg else pred, "bool")
+    if ci:
+        lhs = case_fold(bd, a)
+        rhs = [case_fold(bd, v) for v in vals]
+    else:
+        t = a.type
+        lhs = a.sql if t != "dynamic" else as_string(a)
+        rhs = [to_type(v, "string" if t == "dynamic" else t) if v.type != t else v.sql for v in vals]
+        if t in NUMERIC and any(v.type in STRINGY for v in vals):
+            bd.ctx.error("type_mismatch", f"in: the list has strings but the value is {t}", node.span)
+    pred = exp.In(this=lhs, expressions=rhs)
+    return V(negate(pred, a, *vals) if neg else pred, "bool")
+
+
+@expression(n.Between)
+def x_Between(bd: Binder, node: n.Between, scope: Scope) -> V:
+    v, lo, hi = (bd.scalar(x, scope) for x in (node.value, node.low, node.high))
+    if v.type == "datetime" and hi.type == "timespan":
+        hi = V(exp.Add(this=lo.sql.copy(), expression=hi.sql), "datetime")
+    for bound in (lo, hi):
+        if not comparable(v.type, bound.type, bound):
+            bd.ctx.error("type_mismatch", f"between: cannot compare {v.type} with {bound.type}", node.span)
+    pred = exp.Between(this=to_type(v, lo.type) if v.type == "dynamic" else v.sql, low=lo.sql, high=hi.sql)
+    return V(sb.not_true(pred) if node.negated else pred, "bool")
+
+
+@expression(n.Matches)
+def x_Matches(bd: Binder, node: n.Matches, scope: Scope) -> V:
+    a, p = bd.scalar(node.left, scope), bd.scalar(node.pattern, scope)
+    if p.is_const and isinstance(p.const, str):
+        try:
+            re.compile(p.const)
+        except re.error as e:
+            bd.ctx.warn("regex", f"the regular expression may be invalid: {e}", node.pattern.span)
+    return V(sb.fn("regexp_matches", as_string(a), as_string(p)), "bool")
+
+
+def _py_type(x: Any) -> str:
+    if isinstance(x, bool):
+        return "bool"
+    if isinstance(x, int):
+        return "long"
+    if isinstance(x, float):
+        return "real"
+    if isinstance(x, str):
+        return "string"
+    if x is None:
+        return UNKNOWN
+    return "dynamic"
+
+
+def _arith_sql(op: str, a: exp.Expr, b: exp.Expr) -> exp.Expr:
+    cls: type[exp.Binary] = {"+": exp.Add, "-": exp.Sub, "*": exp.Mul, "/": exp.Div, "%": exp.Mod}[op]
+    out: exp.Expr = cls(this=sb.paren(a), expression=sb.paren(b))
+    return out
+
+
+def _fold(op: str, a: V, b: V) -> V | None:
+    x, y = a.const, b.const
+    try:
+        if isinstance(x, datetime) and isinstance(y, timedelta) and op in "+-":
+            r = x + y if op == "+" else x - y
+            return const(r, "datetime")
+        if isinstance(x, timedelta) and isinstance(y, timedelta) and op in "+-":
+            return const(x + y if op == "+" else x - y, "timespan")
+        if isinstance(x, timedelta) and isinstance(y, int | float) and not isinstance(y, bool) and op == "*":
+            return const(x * y, "timespan")
+        if isinstance(x, int | float) and isinstance(y, timedelta) and not isinstance(x, bool) and op == "*":
+            return const(y * x, "timespan")
+        if isinstance(x, datetime) and isinstance(y, datetime) and op == "-":
+            return const(x - y, "timespan")
+    except OverflowError:
+        return None
+    return None

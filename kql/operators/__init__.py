@@ -1,0 +1,1 @@
+"""Operator families: each module registers its operators in kql.registry when imported."""

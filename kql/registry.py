@@ -1,0 +1,107 @@
+"""The compiler's dispatch tables: operators, tabular sources, scalar expression forms, and the
+plugins of `evaluate` and `invoke`.
+
+Each operator family (kql/operators/*.py), expression family (kql/expressions/*.py) and plugin
+(kql/evaluate.py, kql/search.py, kql/enrich.py) registers its handlers here when imported; the
+compiler core imports the families and dispatches through these tables. A handler receives the
+``Binder`` (the core's interface, a Protocol) so that nothing below the core imports it: modules
+import only downward (tests/kql/test_import_layers.py checks it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any, Protocol
+
+from sqlglot import exp
+
+from kql import nodes as n
+from kql.context import Ctx, Env, Scope
+from kql.relation import Rel
+from kql.typed import V
+from schema.catalog import Table
+
+
+class Binder(Protocol):
+    """What operator, expression and plugin handlers may ask of the compiler core."""
+
+    ctx: Ctx
+    # a name given inside a call (`toint(Total = count())`), for the column the call makes
+    pending_name: str | None
+
+    def tabular(self, node: n.Node, env: Env) -> Rel: ...
+    def operator(self, rel: Rel, op: n.Node, env: Env) -> Rel: ...
+    def scalar(self, node: n.Node, scope: Scope) -> V: ...
+    def scalar_subquery(self, node: n.Node, scope: Scope) -> V: ...
+    def dynamic_literal(self, node: n.Node, scope: Scope) -> Any: ...
+    def is_tabular(self, node: n.Node, env: Env) -> bool: ...
+    def let(self, stmt: n.Let, env: Env) -> None: ...
+    def base_rel(self, table: Table) -> Rel: ...
+    def wrap(self, rel: Rel) -> Rel: ...
+    def wrap_select(self, sel: exp.Select, cols: dict[str, str], name: str | None = None,
+                    aliases: dict[str, str] | None = None, notnull: frozenset[str] = frozenset()) -> Rel: ...
+    def fn_env(self, fn: n.FnDef, closure: Env | None, call: n.Call, caller: Env, check: bool = True,
+               pipe_input: Rel | None = None, caller_scope: Scope | None = None) -> Env: ...
+    def fn_body_table(self, fn: n.FnDef, fenv: Env, call: n.Call) -> Rel: ...
+    def unknown_column(self, name: str, span: n.Span, rel: Rel | None) -> None: ...
+    def expect_bool(self, v: V, node: n.Node) -> None: ...
+    def order_items(self, rel: Rel, items: tuple[n.SortItem, ...], env: Env) -> list[exp.Expr]: ...
+    def limit_value(self, node: n.Node, env: Env) -> exp.Expr: ...
+    def const_datetime(self, node: n.Node, env: Env) -> datetime | None: ...
+
+
+OperatorRule = Callable[[Binder, Rel, n.Operator, Env], Rel]
+SourceRule = Callable[[Binder, n.Source, Env], Rel]
+ExpressionRule = Callable[[Binder, Any, Scope], V]
+# evaluate <plugin>(...): (binder, input, the evaluate operator, the plugin call, env)
+EvaluateRule = Callable[[Binder, Rel, n.Operator, n.Call, Env], Rel]
+# invoke <plugin>(...): (binder, input, the call, env)
+InvokeRule = Callable[[Binder, Rel, n.Call, Env], Rel]
+
+OPERATORS: dict[str, OperatorRule] = {}  # by Operator.kind: "where", "mv-expand", ...
+SOURCES: dict[str, SourceRule] = {}  # by Source.kind: "print", "range", "union", ...
+EXPRESSIONS: dict[type[n.Node], ExpressionRule] = {}  # by syntax node class
+EVALUATE_PLUGINS: dict[str, EvaluateRule] = {}
+INVOKE_PLUGINS: dict[str, InvokeRule] = {}
+
+
+def operator(*kinds: str) -> Callable[[OperatorRule], OperatorRule]:
+    def register(rule: OperatorRule) -> OperatorRule:
+        for kind in kinds:
+            assert kind not in OPERATORS, f"operator {kind} registered twice"
+            OPERATORS[kind] = rule
+        return rule
+    return register
+
+
+def source(*kinds: str) -> Callable[[SourceRule], SourceRule]:
+    def register(rule: SourceRule) -> SourceRule:
+        for kind in kinds:
+            assert kind not in SOURCES, f"source {kind} registered twice"
+            SOURCES[kind] = rule
+        return rule
+    return register
+
+
+def expression(*node_types: type[n.Node]) -> Callable[[Any], Any]:
+    def register(rule: Any) -> Any:
+        for t in node_types:
+            assert t not in EXPRESSIONS, f"expression {t.__name__} registered twice"
+            EXPRESSIONS[t] = rule
+        return rule
+    return register
+
+
+def evaluate_plugin(name: str) -> Callable[[EvaluateRule], EvaluateRule]:
+    def register(rule: EvaluateRule) -> EvaluateRule:
+        EVALUATE_PLUGINS[name] = rule
+        return rule
+    return register
+
+
+def invoke_plugin(name: str) -> Callable[[InvokeRule], InvokeRule]:
+    def register(rule: InvokeRule) -> InvokeRule:
+        INVOKE_PLUGINS[name] = rule
+        return rule
+    return register
