@@ -1,5 +1,5 @@
-# One command each: `make demo` sets up and serves a demo dataset; `make test` sets up and runs
-# every check (ruff, mypy, pytest).
+# One command each: `make demo` sets up (runtime dependencies only) and serves a demo dataset;
+# `make test` sets up with the development tools and runs every check (ruff, mypy, pytest).
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -8,19 +8,27 @@ PORT ?= 8080
 
 .PHONY: setup demo serve test lint typecheck bench console-assets
 
-$(BIN)/quarry: pyproject.toml agent/pyproject.toml
+# What serving needs (runtime dependencies only): `make demo` and `make serve` install no more.
+$(BIN)/quarry: pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e .
+	touch $(BIN)/quarry
+	@echo "quarry is installed in $(abspath $(BIN)); to run it from anywhere:"
+	@echo "    export PATH=\"$(abspath $(BIN)):\$$PATH\""
+
+# Development and test tools (pytest, playwright, ruff, mypy...) and the agent, for `make test`.
+$(VENV)/.dev: $(BIN)/quarry pyproject.toml agent/pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	$(BIN)/pip install --quiet -e ./agent
-	touch $(BIN)/quarry
+	touch $(VENV)/.dev
 
-setup: $(BIN)/quarry
+setup: $(VENV)/.dev
 
-demo: setup
+demo: $(BIN)/quarry
 	$(BIN)/quarry demo --data-dir $(DATA) --port $(PORT)
 
-serve: setup
+serve: $(BIN)/quarry
 	$(BIN)/quarry serve --data-dir $(DATA) --port $(PORT)
 
 # The console's script and style sheet are committed built (server/web/static/), so serving and

@@ -179,8 +179,10 @@ def test_the_whole_usb_scenario_in_the_browser(srv: LiveServer, browser: Any) ->
     queue = page.inner_text("#alert-queue")
     assert queue.count(f"File copied to USB on {MAC_NAME}") == 2 and "USB copy on macOS" in queue
     _shot(page, "alerts")
-    page.locator("#alert-queue a", has_text="File copied to USB").first.click()
+    # the alert of the plain cp event (the other one is the hostile-text event, ReportId 504)
+    page.locator("#alert-queue a", has_text="File copied to USB").last.click()
     page.wait_for_selector("#process-tree")
+    assert "cp Desktop/leak.txt /Volumes/TEST-USB/leak.txt" in page.inner_text("#process-tree")
     chain = page.eval_on_selector_all(
         "#process-tree li.proc", "els => els.map(e => e.querySelector(':scope > .node .pname').textContent)")
     assert chain[:3] == ["launchd", "Terminal", "zsh"] and "cp" in chain
@@ -343,3 +345,52 @@ def test_console_csrf_and_scopes(srv: LiveServer) -> None:
     assert r.status_code == 403
     assert httpx.get(f"{srv.url}/console/assets/console.js").status_code == 401
     assert httpx.get(f"{srv.url}/console/assets/console.js", headers=cookie).status_code == 200
+
+
+def test_every_chart_kind_is_drawn_and_cancel_stops_the_query(srv: LiveServer, browser: Any) -> None:
+    page = _sign_in(browser, srv, srv.key("query"), "/hunting")
+    page.wait_for_selector(".cm-content")
+    page.select_option("#timespan", "")
+    data = ('range i from 1 to 4 step 1 | extend cat = strcat("c", tostring(i % 2)), t = datetime(2026-01-01) + i * 1h,'
+            " a = i * 10, b = i")
+    drawn = {
+        # (summarised as) what must be on the chart: element selector -> count
+        "timechart": ("| project t, a, b | render timechart", {"circle.pt": 8, "polyline.line": 2}),
+        "linechart": ("| project i, a | render linechart with (ycolumns=a)", {"circle.pt": 4, "polyline.line": 1}),
+        "areachart": ("| project t, a, b | render areachart with (kind=stacked)", {"polygon.area": 2}),
+        "scatterchart": ("| project i, a | render scatterchart", {"circle.pt": 4, "polyline.line": 0}),
+        "columnchart": ("| summarize a = sum(a), b = sum(b) by cat | render columnchart with (kind=stacked)",
+                        {"rect.bar": 4}),
+        "barchart": ("| summarize a = sum(a) by cat | render barchart with (title='Per category')", {"rect.bar": 2}),
+        "piechart": ("| summarize a = sum(a) by cat | render piechart", {"path.slice": 2}),
+    }
+    for vis, (tail, expect) in drawn.items():
+        _set_query(page, f"{data} {tail}")
+        assert _run(page).startswith(("2 rows", "4 rows")), vis
+        page.wait_for_selector(f"#chart-svg[data-visualization={vis}]")
+        for selector, n in expect.items():
+            assert page.locator(f"#chart-svg {selector}").count() == n, (vis, selector)
+        if vis == "columnchart":
+            # stacked: the second series' bar sits on the first one's, in the same column
+            bars = page.eval_on_selector_all("#chart-svg rect.bar", "rs => rs.map(r => [+r.getAttribute('x'), +r.getAttribute('y'), +r.getAttribute('height')])")
+            first, second = bars[0], bars[2]
+            assert first[0] == second[0] and abs(second[1] + second[2] - first[1]) < 0.01
+        if vis == "barchart":
+            assert page.text_content("#chart-svg .chart-title") == "Per category"
+    _shot(page, "hunting-columnchart")
+    # Cancel: the browser drops the request and the server stops the query.
+    _set_query(page, "range a from 1 to 30000 step 1 | extend k = 1 | join kind=inner (range b from 1 to 30000 step 1"
+                     " | extend k = 1) on k | summarize n = dcount(a * 100000 + b)")
+    page.click(".cm-content")
+    page.keyboard.press("Shift+Enter")
+    page.wait_for_function("() => !document.getElementById('cancel').disabled")
+    time.sleep(0.5)
+    runner = srv.app.state.query_runner
+    assert runner.running == 1
+    page.click("#cancel")
+    page.wait_for_function("() => document.getElementById('status').textContent === 'Cancelled.'")
+    t0 = time.monotonic()
+    while runner.running and time.monotonic() - t0 < 5:
+        time.sleep(0.05)
+    assert runner.running == 0
+    page.context.close()
