@@ -310,9 +310,12 @@ class QueryRunner:
         now: dt.datetime | None = None,
         deadline: float | None = None,
         parameters: Mapping[str, Any] | None = None,
+        on_connection: Callable[[duckdb.DuckDBPyConnection], None] | None = None,
     ) -> QueryResult:
         """Compile and run ``text``; blocking (call from a worker thread). ``parameters`` are
-        the values for ``declare query_parameters`` (see ``CompileOptions.parameters``)."""
+        the values for ``declare query_parameters`` (see ``CompileOptions.parameters``).
+        ``on_connection`` gets the query's connection once it has one, so a caller can stop the
+        query with ``interrupt()`` (the API does when its client goes away)."""
         started = time.perf_counter()
         outcome = "execution_error"
         rows_out = 0
@@ -323,6 +326,8 @@ class QueryRunner:
             prepared = self.compile(text, now, parameters=parameters)
             cap = self.limits.max_rows if max_rows is None else max(0, min(max_rows, self.limits.max_rows))
             with self._slot(deadline), self._connection() as con:
+                if on_connection is not None:
+                    on_connection(con)
                 self._restrict(con, prepared.tables, time_range)
                 prepared = self._probed(con, text, prepared, self._left(ends))
                 partitions = self._partitions(con, prepared.sql, prepared.tables)
