@@ -175,7 +175,7 @@ class StorageMaintenance(StorageRecovery):
                     # be refilled with the same partial file every second.
                     self._space.flush_failed(e)
                     log.error("flush failed (%s); retrying in %.0f s or when space is freed",
-                              e, self._space.retry_after())
+                              e, self._space.backoff_s)
                 else:
                     self._space.flush_succeeded()
             try:
