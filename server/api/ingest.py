@@ -107,6 +107,20 @@ def _unknown_table(name: str, catalog: Catalog) -> ApiError:
     )
 
 
+def _insufficient_storage(e: DiskFull) -> ApiError:
+    retry = max(1, math.ceil(float(e.retry_after_s)))
+    return ApiError(507, str(e), code="insufficient_storage", headers={"Retry-After": str(retry)})
+
+
+def _refuse_when_full(request: Request) -> None:
+    """While the disk is full, refuse before reading and parsing the body: a storm of retries
+    must not cost the CPU of converting bodies that cannot be stored."""
+    try:
+        request.app.state.storage.check_space()
+    except DiskFull as e:
+        raise _insufficient_storage(e) from e
+
+
 def _append(request: Request, batches: dict[str, pa.Table]) -> dict[str, tuple[int, int]]:
     """Append the batches of one request as one unit (``Storage.append_many``): a refusal
     stores none of them, so the client's retry duplicates nothing."""
@@ -127,10 +141,7 @@ def _append(request: Request, batches: dict[str, pa.Table]) -> dict[str, tuple[i
             headers={"Retry-After": str(retry)},
         ) from e
     except DiskFull as e:
-        retry = max(1, math.ceil(float(e.retry_after_s)))
-        raise ApiError(
-            507, str(e), code="insufficient_storage", headers={"Retry-After": str(retry)}
-        ) from e
+        raise _insufficient_storage(e) from e
     scheduler = getattr(request.app.state, "detection_scheduler", None)
     if scheduler is not None and any(r.accepted for r in results.values()):
         scheduler.ingested()  # continuous rules see the new rows now, not at their next poll
@@ -211,6 +222,7 @@ async def ingest_streaming(
     than our schema are kept in the row's ``_extra`` bag and listed in ``unknownColumns``."""
     settings = request.app.state.settings
     catalog = _catalog(request)
+    _refuse_when_full(request)
     raw = await _read_raw(request, settings.max_body_bytes)
     encoding = request.headers.get("content-encoding")
     devices = request_key(request).devices
@@ -263,6 +275,7 @@ async def ingest_table(table: str, request: Request, _key: IngestKey) -> OrjsonR
     spec = catalog.table(table)
     if spec is None:
         raise _unknown_table(table, catalog)
+    _refuse_when_full(request)
     raw = await _read_raw(request, settings.max_body_bytes)
     encoding = request.headers.get("content-encoding")
     ndjson = is_ndjson(request.headers.get("content-type"))

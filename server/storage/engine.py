@@ -61,6 +61,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from kql import geoip
 from schema.catalog import (
     DATE_PARTITION,
     EXTRA_COLUMN,
@@ -373,6 +374,10 @@ class Storage:
             self._wake.set()
         return results
 
+    def check_space(self) -> None:
+        """Raise DiskFull when an append would be refused for want of disk space (cheap)."""
+        self._space.check_append()
+
     async def append_async(self, table: str, batch: pa.Table) -> AppendResult:
         """``append`` on a worker thread, for async endpoints."""
         from starlette.concurrency import run_in_threadpool
@@ -581,6 +586,28 @@ class Storage:
                 raise StorageClosed("storage is closed")
             return self._db.cursor()
 
+    def snapshot(self, table: str, days: tuple[date, date | None] | None = None) -> tuple[list[Path], pa.Table]:
+        """The Parquet files of ``table`` (of the days in ``days``, inclusive, when given) and
+        its tail rows not yet in them, read as one consistent state: what another engine (Spark)
+        needs to answer over exactly the rows a DuckDB connection sees. Every append that
+        returned before this call is included."""
+        if self._db is None:
+            raise StorageClosed("storage is closed" if self._closed else "storage is not started")
+        self._publish_changed_tails()
+        tbl = self.catalog.tables[table]
+        with self._ddl_lock:
+            if self._db is None:
+                raise StorageClosed("storage is closed")
+            lo, hi = days if days is not None else (None, None)
+            files = sorted(p for day, ps in self._files[table].items()
+                           if (lo is None or day >= lo) and (hi is None or day <= hi) for p in ps)
+            tail = self._db.cursor().sql(
+                f"SELECT {self._stored_cols(tbl)}, {self._date_expr(tbl)} AS {_ident(DATE_PARTITION)} "
+                f"FROM {_ident(TAIL_PREFIX + table)} "
+                f"WHERE {_ident(SEG_COLUMN)} > {int(self._flushed_seg[table])}"
+            ).to_arrow_table()
+        return files, tail
+
     def _open_database(self) -> duckdb.DuckDBPyConnection:
         s = self.settings
         db = duckdb.connect(
@@ -592,6 +619,7 @@ class Storage:
             },
         )
         db.execute("SET GLOBAL TimeZone = 'UTC'")
+        geoip.register(db)  # geo_info_from_ip_address(): a lookup in the operator's database
         db.execute("SET GLOBAL parquet_metadata_cache = true")
         db.execute(f"SET GLOBAL temp_directory = {_literal(str(self._tmp_dir))}")
         # Only the table directories (reads, and our own COPY ... TO) and the spill directory.
