@@ -3,7 +3,7 @@ run as a separate process: the property is "never a 5xx" (schemathesis' not_a_se
 and the process is alive afterwards.
 
 The schema comes from the app itself (the served /openapi.json needs a key too). Seeded and short
-here (``QUARRY_FUZZ_EXAMPLES``, default 3 per operation); ``make fuzz`` runs more.
+here (``QUARRY_FUZZ_API_EXAMPLES``, default 1 per operation); ``make fuzz`` runs more.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from tests.test_query_hardening import KEY, ServerProcess
 
 pytestmark = pytest.mark.slow
 
-EXAMPLES = int(os.environ.get("QUARRY_FUZZ_API_EXAMPLES", "3"))
+EXAMPLES = int(os.environ.get("QUARRY_FUZZ_API_EXAMPLES", "1"))
 
 # The app only builds its routes here; nothing is opened until its lifespan runs.
 _document = create_app(Settings(data_dir=Path("/nonexistent-fuzz-schema"), scheduler_enabled=False)).openapi()
