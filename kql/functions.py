@@ -17,6 +17,7 @@ from datetime import timedelta
 
 from sqlglot import exp
 
+from kql import functions_format, geoip
 from kql import sqlbuild as sb
 from kql.bounded import bounded_range, cap_list
 from kql.context import Ctx
@@ -973,11 +974,19 @@ DUCKDB.update({
     "isascii": lambda c, a, n: sb.fn("regexp_full_match", as_string(a[0]), sb.s(r"[\x00-\x7F]*")),
 })
 
-DIALECTS: dict[str, dict[str, Builder]] = {"duckdb": DUCKDB}
+# Formatting and bitwise functions live in their own module (kql/functions_format.py).
+SCALARS.update({k: _sig(*v) for k, v in functions_format.SIGNATURES.items()})
+DUCKDB.update(functions_format.BUILDERS)
+SCALARS["geo_info_from_ip_address"] = _sig(1, 1, "str", "dynamic")
+DUCKDB["geo_info_from_ip_address"] = geoip.build
+
+
+# One builder table serves every target: the builders make sqlglot trees in DuckDB's terms and
+# kql/lower/ renders them per engine (kql/lower/capabilities.py refuses what an engine cannot do).
+DIALECTS: dict[str, dict[str, Builder]] = {"duckdb": DUCKDB, "spark": DUCKDB}
 
 # Functions that exist in Kusto but that Quarry cannot offer (data from outside, plugins...).
 UNSUPPORTED_FUNCTIONS = {
-    "geo_info_from_ip_address": "needs a geo-IP database, which Quarry does not ship",
     "DeviceFromIP": "needs Microsoft's device inventory service",
     "AssignedIPAddresses": "needs Microsoft's device inventory service",
     "SeenBy": "needs Microsoft's device inventory service",
@@ -1070,7 +1079,7 @@ DUCKDB_AGGREGATES: dict[str, AggBuilder] = {
 }
 
 # arg_max/arg_min and percentiles are lowered by the compiler (they yield several columns).
-AGGREGATE_DIALECTS: dict[str, dict[str, AggBuilder]] = {"duckdb": DUCKDB_AGGREGATES}
+AGGREGATE_DIALECTS: dict[str, dict[str, AggBuilder]] = {"duckdb": DUCKDB_AGGREGATES, "spark": DUCKDB_AGGREGATES}
 
 
 def agg_sql(name: str, a: list[V], ctx: Ctx, node: Call) -> tuple[exp.Expr, str]:

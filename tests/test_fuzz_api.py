@@ -3,7 +3,8 @@ run as a separate process: the property is "never a 5xx" (schemathesis' not_a_se
 and the process is alive afterwards.
 
 The schema comes from the app itself (the served /openapi.json needs a key too). Seeded and short
-here (``QUARRY_FUZZ_API_EXAMPLES``, default 1 per operation); ``make fuzz`` runs more.
+here (one example per operation); ``make fuzz`` runs more (``QUARRY_FUZZ_EXAMPLES`` / 100 per
+operation, or ``QUARRY_FUZZ_API_EXAMPLES``).
 """
 
 from __future__ import annotations
@@ -21,9 +22,11 @@ from server.app import create_app
 from server.settings import Settings
 from tests.test_query_hardening import KEY, ServerProcess
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.fuzz]
 
-EXAMPLES = int(os.environ.get("QUARRY_FUZZ_API_EXAMPLES", "1"))
+# per operation (66 of them): `make fuzz`'s QUARRY_FUZZ_EXAMPLES of 5000 gives 50 each
+EXAMPLES = int(os.environ.get("QUARRY_FUZZ_API_EXAMPLES")
+               or max(1, int(os.environ.get("QUARRY_FUZZ_EXAMPLES", "100")) // 100))
 
 # The app only builds its routes here; nothing is opened until its lifespan runs.
 _document = create_app(Settings(data_dir=Path("/nonexistent-fuzz-schema"), scheduler_enabled=False)).openapi()

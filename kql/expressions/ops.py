@@ -13,6 +13,7 @@ from kql import functions as F
 from kql import nodes as n
 from kql import sqlbuild as sb
 from kql.context import Scope
+from kql.lower import capabilities
 from kql.registry import Binder, expression
 from kql.temporal import datetime_in_range, timespan_in_range, timespan_ok
 from kql.terms import fn_coalesce_false, has_all, has_any, has_any_subquery, has_term, negate
@@ -98,6 +99,11 @@ def compare(bd: Binder, node: n.Binary, a: V, b: V) -> V:
         a, ta = V(to_type(a, tb), tb), tb
     elif tb == "dynamic" and ta != "dynamic" and ta != UNKNOWN:
         b, tb = V(to_type(b, ta), ta), ta
+    if op in ("==", "!=") and _mixed_scalar(ta, tb):
+        # Kusto accepts == and != between a number or bool and a string (not <, >, between):
+        # a string literal is read as the other side's type, any other value compared as text.
+        a, b = _convert_equality(a, b)
+        ta, tb = a.type, b.type
     if not comparable(ta, tb, b) or not comparable(tb, ta, a):
         bd.ctx.error("type_mismatch", f"cannot compare {ta} with {tb}", node.span,
                        [f"the left side is {ta}, the right side is {tb}"] +
@@ -130,6 +136,46 @@ def compare(bd: Binder, node: n.Binary, a: V, b: V) -> V:
                             expression=exp.Is(this=b.sql.copy(), expression=exp.Null()))
         return V(exp.Case(ifs=[exp.If(this=both_null, true=exp.Null())], default=test), "bool")
     return V(cls(this=a.sql, expression=b.sql), "bool")
+
+
+_SCALAR_NONSTRING = NUMERIC | {"bool"}
+
+
+def _mixed_scalar(ta: str, tb: str) -> bool:
+    return (ta in _SCALAR_NONSTRING and tb in STRINGY) or (tb in _SCALAR_NONSTRING and ta in STRINGY)
+
+
+def literal_as(text: str, t: str) -> V:
+    """A string literal read as a value of type ``t`` (long, int, real, decimal or bool), the way
+    Kusto converts it when comparing it with a column of that type; null when it does not read
+    as one (then it equals nothing)."""
+    value: Any = None
+    s = text.strip()
+    try:
+        if t == "bool":
+            low = s.lower()
+            value = {"true": True, "false": False, "1": True, "0": False}.get(low)
+        elif t in ("long", "int"):
+            number = float(s)  # "5", "5.0" and "5e0" all read as 5; "5.5" as no integer
+            value = int(number) if number.is_integer() else None
+        else:
+            value = float(s)
+    except ValueError:
+        value = None
+    if value is None:
+        return V(sb.null(t), t, None)
+    return const(value, t)
+
+
+def _convert_equality(a: V, b: V) -> tuple[V, V]:
+    """Both sides of a number/bool vs string equality in one type."""
+    def convert(s: V, other: V) -> V:
+        if s.is_const and isinstance(s.const, str):
+            return literal_as(s.const, other.type)
+        return V(as_string(s), "string")
+    if a.type in STRINGY:
+        return (convert(a, b), b) if a.is_const else (V(as_string(a), "string"), V(as_string(b), "string"))
+    return (a, convert(b, a)) if b.is_const else (V(as_string(a), "string"), V(as_string(b), "string"))
 
 
 def comparable(ta: str, tb: str, other: V) -> bool:
@@ -278,6 +324,7 @@ def x_InOp(bd: Binder, node: n.InOp, scope: Scope) -> V:
         return V(exp.true() if neg else exp.false(), "bool")
     if len(vals) == 1 and vals[0].type == "dynamic" and not vals[0].is_const:
         # a computed array, e.g. toscalar(... | summarize make_set(x))
+        capabilities.check(bd.ctx, "feature", "in-computed-array", node.span)
         needle = case_fold(bd, a) if ci else a.sql
         hay = vals[0].sql
         if ci:
@@ -291,9 +338,15 @@ def x_InOp(bd: Binder, node: n.InOp, scope: Scope) -> V:
     else:
         t = a.type
         lhs = a.sql if t != "dynamic" else as_string(a)
+        if t in _SCALAR_NONSTRING:
+            # Kusto accepts strings in the list of a number or bool: each literal is read as
+            # the value's type (one that does not read as it matches nothing)
+            vals = [literal_as(v.const, t) if v.is_const and isinstance(v.const, str) else v
+                    for v in vals]
+            if any(v.type in STRINGY for v in vals):  # a computed string: compare as text
+                lhs = as_string(a)
+                t = "string"
         rhs = [to_type(v, "string" if t == "dynamic" else t) if v.type != t else v.sql for v in vals]
-        if t in NUMERIC and any(v.type in STRINGY for v in vals):
-            bd.ctx.error("type_mismatch", f"in: the list has strings but the value is {t}", node.span)
     pred = exp.In(this=lhs, expressions=rhs)
     return V(negate(pred, a, *vals) if neg else pred, "bool")
 

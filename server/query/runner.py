@@ -40,6 +40,7 @@ from sqlglot import exp
 from kql.limits import KqlLimits
 from schema.catalog import DATE_PARTITION, Catalog
 from server.query.timerange import TimeRange
+from server.storage.repair import redact
 
 log = logging.getLogger("quarry.query")
 _T = TypeVar("_T")
@@ -192,6 +193,9 @@ class _Prepared:
 
 
 class QueryRunner:
+    # the compiler target this runner executes (server/query/spark_runner.py: "spark")
+    dialect = "duckdb"
+
     def __init__(
         self,
         storage: Connector,
@@ -257,9 +261,9 @@ class QueryRunner:
             # storage stores a missing string as "": no COALESCE on stored string columns
             with _gc_paused():
                 compiled = compile_kql(
-                text, self.catalog,
+                    text, self.catalog,
                     CompileOptions(now=now, strings_never_null=True, probe=probe, parameters=parameters,
-                                   limits=self.limits.kql),
+                                   limits=self.limits.kql, dialect=self.dialect),
                 )
         except QueryError:
             raise  # the probe's own failure (timeout, execution error)
@@ -309,9 +313,12 @@ class QueryRunner:
         now: dt.datetime | None = None,
         deadline: float | None = None,
         parameters: Mapping[str, Any] | None = None,
+        on_connection: Callable[[duckdb.DuckDBPyConnection], None] | None = None,
     ) -> QueryResult:
         """Compile and run ``text``; blocking (call from a worker thread). ``parameters`` are
-        the values for ``declare query_parameters`` (see ``CompileOptions.parameters``)."""
+        the values for ``declare query_parameters`` (see ``CompileOptions.parameters``).
+        ``on_connection`` gets the query's connection once it has one, so a caller can stop the
+        query with ``interrupt()`` (the API does when its client goes away)."""
         started = time.perf_counter()
         outcome = "execution_error"
         rows_out = 0
@@ -322,6 +329,8 @@ class QueryRunner:
             prepared = self.compile(text, now, parameters=parameters)
             cap = self.limits.max_rows if max_rows is None else max(0, min(max_rows, self.limits.max_rows))
             with self._slot(deadline), self._connection() as con:
+                if on_connection is not None:
+                    on_connection(con)
                 self._restrict(con, prepared.tables, time_range)
                 prepared = self._probed(con, text, prepared, self._left(ends))
                 partitions = self._partitions(con, prepared.sql, prepared.tables)
@@ -588,6 +597,12 @@ class QueryRunner:
         # query's fault, not the service's: 400 with DuckDB's first line, which names the value.
         log.info("query execution failed: %s", e)
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        # Never the server's own paths; a stored file that cannot be read is an operator's job.
+        data_dir = getattr(self.storage, "data_dir", None)
+        if isinstance(data_dir, Path):
+            first = redact(first, data_dir)
+        if "Parquet file" in first:
+            first += " (a stored file cannot be read back; an operator can run `quarry repair`)"
         return QueryExecutionError(f"the query failed while running: {first}")
 
 
