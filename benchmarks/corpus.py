@@ -28,7 +28,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,7 @@ if __package__ in (None, ""):  # `python benchmarks/corpus.py`
 import duckdb
 
 from benchmarks._common import BUILD, REPO, interrupt_after, load_in_memory
+from kql import geoip
 from schema import default_catalog
 from schema.catalog import Catalog
 
@@ -59,6 +60,8 @@ class Outcome:
     compile_ms: float | None
     execute_ms: float | None
     query: str
+    columns: list[tuple[str, str]] = field(default_factory=list)  # result (name, KQL type)
+    warnings: list[str] = field(default_factory=list)  # codes of the compiler's warnings
 
 
 # --- eligibility ------------------------------------------------------------------------------
@@ -133,6 +136,7 @@ def build_dataset(catalog: Catalog, days: int, devices: int, seed: int) -> duckd
     tables = generate(catalog, start=NOW - dt.timedelta(days=days), end=NOW, devices=devices, seed=seed)
     con = duckdb.connect(":memory:")
     con.execute("SET TimeZone = 'UTC'")
+    geoip.register(con)  # as Storage does: geo_info_from_ip_address() when a database is set
     counts = load_in_memory(con, catalog, tables, NOW)
     total = sum(counts.values())
     print(f"dataset: {total:,} rows in {sum(1 for c in counts.values() if c)} tables "
@@ -206,7 +210,9 @@ def run_one(
     finally:
         cur.close()
     return Outcome(status="ok", reason="", compile_ms=compile_ms,
-                   execute_ms=(time.perf_counter() - t1) * 1000, **base)
+                   execute_ms=(time.perf_counter() - t1) * 1000, columns=list(compiled.columns),
+                   warnings=[d.code for d in compiled.diagnostics if d.severity == "warning"],
+                   **base)
 
 
 def summarize(corpus: str, outcomes: list[Outcome], target: float) -> dict[str, Any]:

@@ -7,10 +7,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from kql import limits as lim
 from kql.compiler import Compiler, Ctx
-from kql.diagnostics import ERROR, Diagnostic
+from kql.diagnostics import ERROR, Diagnostic, make
 from kql.functions import DIALECTS
 from kql.lower import render
+from kql.nodes import Span
 from kql.parser import KqlSyntaxError, parse
 from kql.sqlbuild import add_parens
 from schema.catalog import Catalog
@@ -35,6 +37,8 @@ class CompileOptions:
     # string) or JSON values (native API). They only ever become typed SQL literals. Names the
     # query does not declare are ignored (as Kusto does); see kql.params.
     parameters: Mapping[str, Any] | None = None
+    # Size limits (kql.limits): checked before compiling; a query past one gets `too_complex`.
+    limits: lim.KqlLimits = field(default_factory=lim.KqlLimits)
 
 
 @dataclass
@@ -63,12 +67,34 @@ def compile_kql(text: str, catalog: Catalog, options: CompileOptions | None = No
     now = options.now or datetime.now(UTC).replace(tzinfo=None)
     if now.tzinfo is not None:
         now = now.astimezone(UTC).replace(tzinfo=None)
+    with lim.using(options.limits):
+        return _compile(text, catalog, options, now)
+
+
+def _compile(text: str, catalog: Catalog, options: CompileOptions, now: datetime) -> Compiled:
     try:
+        lim.check_text(text, options.limits)
         tree = parse(text)
+        lim.check_tree(text, tree, options.limits)
     except KqlSyntaxError as e:
         return Compiled(None, [], [e.diagnostic], set())
+    except lim.TooComplex as e:
+        return Compiled(None, [], [e.diagnostic], set())
+    bad = lim.bad_value_path(dict(options.parameters or {}))
+    if bad is not None:
+        return Compiled(None, [], [make(text, "invalid_parameter", f"query parameter {bad} holds a lone "
+                                        "UTF-16 surrogate, which is not a character", Span(0, 0))], set())
     ctx = Ctx(text, catalog, now, options.dialect, strings_never_null=options.strings_never_null,
               probe=options.probe, parameters=dict(options.parameters or {}))
+    try:
+        return _lower(text, tree, ctx, options)
+    except RecursionError:
+        # within query_max_depth, a long pipeline of heavy operators can still nest too deep
+        return Compiled(None, [], [make(text, "too_complex", "the query is nested too deeply to compile; "
+                                        "split it or use fewer stages (query_max_depth)", Span(0, 0))], set())
+
+
+def _lower(text: str, tree: Any, ctx: Ctx, options: CompileOptions) -> Compiled:
     rel = Compiler(ctx).query(tree)
     diags = sorted(ctx.diagnostics, key=lambda d: (d.start, d.end))
     if rel is None or any(d.severity == ERROR for d in diags):

@@ -15,6 +15,7 @@ from lark.exceptions import (
     UnexpectedToken,
     VisitError,
 )
+from lark.visitors import Transformer_NonRecursive
 
 from kql import nodes as n
 from kql.diagnostics import Diagnostic, make
@@ -71,7 +72,14 @@ def decode_string(raw: str) -> str:
         if c == "\\" and i + 1 < len(body):
             nxt = body[i + 1]
             if nxt == "u" and re.fullmatch(r"[0-9A-Fa-f]{4}", body[i + 2 : i + 6]):
-                out.append(chr(int(body[i + 2 : i + 6], 16)))
+                code = int(body[i + 2 : i + 6], 16)
+                low = body[i + 6 : i + 12]
+                if 0xD800 <= code < 0xDC00 and re.fullmatch(r"\\u[dD][c-fC-F][0-9A-Fa-f]{2}", low):
+                    # a UTF-16 surrogate pair (`\ud83d\ude00`) is one character; a lone
+                    # surrogate stays one and kql.limits refuses the literal
+                    code = 0x10000 + ((code - 0xD800) << 10) + (int(low[2:], 16) - 0xDC00)
+                    i += 6
+                out.append(chr(code))
                 i += 6
                 continue
             if nxt == "x" and re.fullmatch(r"[0-9A-Fa-f]{2}", body[i + 2 : i + 4]):
@@ -640,6 +648,10 @@ def _terminal_names() -> frozenset[str]:
     return frozenset(t.name for t in _lark().terminals)
 
 
+class _FlatBuilder(Transformer_NonRecursive, Builder):
+    """Builder's rules, applied without recursion."""
+
+
 def parse(text: str) -> n.Query:
     """Parse a whole query; raises KqlSyntaxError with a positioned diagnostic."""
     try:
@@ -647,7 +659,10 @@ def parse(text: str) -> n.Query:
     except UnexpectedInput as e:
         raise KqlSyntaxError(_syntax_diagnostic(text, e)) from None
     try:
-        result = Builder().transform(tree)
+        # not Builder().transform: that recurses once per tree level, and `1+1+...` is as
+        # deep as it is long (500 terms ended in RecursionError); kql.limits bounds the depth
+        # the compiler then sees
+        result = _FlatBuilder().transform(tree)
     except VisitError as e:
         if isinstance(e.orig_exc, _MisplacedToken):
             bad = e.orig_exc

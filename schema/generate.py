@@ -14,6 +14,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SOURCE = ROOT.parent / "shared" / "reference" / "defender_device_tables.json"
+if not DEFAULT_SOURCE.exists():  # a git worktree sits deeper: the shared directory is /work/shared
+    DEFAULT_SOURCE = Path("/work/shared/reference/defender_device_tables.json")
 OUTPUT = Path(__file__).resolve().parent / "tables.py"
 
 HEADER = '''"""GENERATED FILE: do not edit by hand.

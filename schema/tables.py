@@ -56,6 +56,18 @@ TABLES: dict[str, dict[str, Any]] = {
             ('AzureResourceId', 'string', 'Azure resource ID associated with the device'),
             ('AwsResourceName', 'string', 'Amazon resource name for AWS devices'),
             ('GcpFullResourceName', 'string', 'GCP full resource name (zone and ID)'),
+            ('HardwareUuid', 'string', "Universally Unique Identifier (UUID) of the device's hardware"),
+            ('CloudPlatforms', 'string', 'The cloud platforms that the device belongs to. Can be Azure, Amazon Web Services, Google Cloud Platform and Azure Arc.'),
+            ('AzureVmId', 'string', 'Unique identifier assigned to the device in Azure'),
+            ('AzureVmSubscriptionId', 'string', 'Unique identifier of the Azure subscription associated with the device'),
+            ('IsTransient', 'bool', 'Indicates whether this device is classified as short-lived or transient based on the frequency of appearance of the device on the network'),
+            ('OsBuildRevision', 'string', 'Build revision number of the operating system running on the machine'),
+            ('MitigationStatus', 'string', 'Indicates the mitigation action applied to a device'),
+            ('Site', 'string', 'Represents the physical location where the device is located'),
+            ('DiscoverySources', 'string', 'Products or services that have seen or reported the device, including when they last reported it'),
+            ('DeviceRoles', 'string', 'Device roles and characteristics associated with the device, in JSON format. Includes roles identified by the system or defined by users, confidence levels, and the last time each role was seen.'),
+            ('DlpInfo', 'string', 'Properties related to Endpoint Data Loss Prevention (DLP)'),
+            ('DeviceObjectId', 'string', 'Unique identifier for the device in Azure AD'),
         ],
     },
     'DeviceNetworkInfo': {
@@ -79,6 +91,8 @@ TABLES: dict[str, dict[str, Any]] = {
             ('IPAddresses', 'string', 'JSON array of IPs assigned to the adapter with subnet prefix and address space (public/private/link-local)'),
             ('ReportId', 'long', 'Event identifier based on a repeating counter; unique only with DeviceName and Timestamp'),
             ('NetworkAdapterVendor', 'string', 'Manufacturer or vendor of the network adapter'),
+            ('OnboardingStatus', 'string', 'Indicates whether the device is currently onboarded to Microsoft Defender for Endpoint or if the device is not supported'),
+            ('NetworkAdapterDnsSuffix', 'string', "Domain suffix assigned to the device's network adapter, indicating the network environment the network adapter is connected to"),
         ],
     },
     'DeviceProcessEvents': {
@@ -152,6 +166,8 @@ TABLES: dict[str, dict[str, Any]] = {
             ('IsProcessRemoteSession', 'bool', 'Whether the created process ran under an RDP session (true) or locally (false)'),
             ('ProcessRemoteSessionDeviceName', 'string', "Device name of the remote device that started the created process's RDP session"),
             ('ProcessRemoteSessionIP', 'string', "IP address of the remote device that started the created process's RDP session"),
+            ('ProcessUniqueId', 'string', 'Unique identifier of the process; this is equal to the Process Start Key in Windows devices'),
+            ('InitiatingProcessUniqueId', 'string', 'Unique identifier of the initiating process; this is equal to the Process Start Key in Windows devices'),
         ],
     },
     'DeviceNetworkEvents': {
@@ -203,6 +219,7 @@ TABLES: dict[str, dict[str, Any]] = {
             ('IsInitiatingProcessRemoteSession', 'bool', 'Whether the initiating process ran under an RDP session (true) or locally (false)'),
             ('InitiatingProcessRemoteSessionDeviceName', 'string', "Device name of the remote device that started the initiating process's RDP session"),
             ('InitiatingProcessRemoteSessionIP', 'string', "IP address of the remote device that started the initiating process's RDP session"),
+            ('InitiatingProcessUniqueId', 'string', 'Unique identifier of the initiating process; this is equal to the Process Start Key in Windows devices'),
         ],
     },
     'DeviceFileEvents': {
@@ -267,6 +284,7 @@ TABLES: dict[str, dict[str, Any]] = {
             ('IsInitiatingProcessRemoteSession', 'bool', 'Whether the initiating process ran under an RDP session (true) or locally (false)'),
             ('InitiatingProcessRemoteSessionDeviceName', 'string', "Device name of the remote device that started the initiating process's RDP session"),
             ('InitiatingProcessRemoteSessionIP', 'string', "IP address of the remote device that started the initiating process's RDP session"),
+            ('InitiatingProcessUniqueId', 'string', 'Unique identifier of the initiating process; this is equal to the Process Start Key in Windows devices'),
         ],
     },
     'DeviceRegistryEvents': {
@@ -316,6 +334,7 @@ TABLES: dict[str, dict[str, Any]] = {
             ('IsInitiatingProcessRemoteSession', 'bool', 'Whether the initiating process ran under an RDP session (true) or locally (false)'),
             ('InitiatingProcessRemoteSessionDeviceName', 'string', "Device name of the remote device that started the initiating process's RDP session"),
             ('InitiatingProcessRemoteSessionIP', 'string', "IP address of the remote device that started the initiating process's RDP session"),
+            ('InitiatingProcessUniqueId', 'string', 'Unique identifier of the initiating process; this is equal to the Process Start Key in Windows devices'),
         ],
     },
     'DeviceLogonEvents': {
@@ -371,6 +390,7 @@ TABLES: dict[str, dict[str, Any]] = {
             ('IsInitiatingProcessRemoteSession', 'bool', 'Whether the initiating process ran under an RDP session (true) or locally (false)'),
             ('InitiatingProcessRemoteSessionDeviceName', 'string', "Device name of the remote device that started the initiating process's RDP session"),
             ('InitiatingProcessRemoteSessionIP', 'string', "IP address of the remote device that started the initiating process's RDP session"),
+            ('InitiatingProcessUniqueId', 'string', 'Unique identifier of the initiating process; this is equal to the Process Start Key in Windows devices'),
         ],
     },
     'DeviceImageLoadEvents': {
@@ -419,6 +439,7 @@ TABLES: dict[str, dict[str, Any]] = {
             ('IsInitiatingProcessRemoteSession', 'bool', 'Whether the initiating process ran under an RDP session (true) or locally (false)'),
             ('InitiatingProcessRemoteSessionDeviceName', 'string', "Device name of the remote device that started the initiating process's RDP session"),
             ('InitiatingProcessRemoteSessionIP', 'string', "IP address of the remote device that started the initiating process's RDP session"),
+            ('InitiatingProcessUniqueId', 'string', 'Unique identifier of the initiating process; this is equal to the Process Start Key in Windows devices'),
         ],
     },
     'DeviceEvents': {
@@ -490,6 +511,7 @@ TABLES: dict[str, dict[str, Any]] = {
             ('IsProcessRemoteSession', 'bool', 'Whether the created process ran under an RDP session (true) or locally (false)'),
             ('ProcessRemoteSessionDeviceName', 'string', "Device name of the remote device that started the created process's RDP session"),
             ('ProcessRemoteSessionIP', 'string', "IP address of the remote device that started the created process's RDP session"),
+            ('InitiatingProcessUniqueId', 'string', 'Unique identifier of the initiating process; this is equal to the Process Start Key in Windows devices'),
         ],
     },
     'DeviceFileCertificateInfo': {
@@ -625,6 +647,8 @@ TABLES: dict[str, dict[str, Any]] = {
             ('ConfigurationBenchmarks', 'dynamic', 'Industry benchmarks recommending the same or similar configuration'),
             ('Tags', 'dynamic', 'Labels used to identify or categorize a security configuration'),
             ('RemediationOptions', 'string', 'Recommended actions to reduce or address associated risks'),
+            ('RelatedMitreTactics', 'dynamic', 'Related tactics from MITRE knowledge base'),
+            ('RelatedMitreTechniques', 'dynamic', 'Related techniques from MITRE knowledge base'),
         ],
     },
     'DeviceTvmSoftwareEvidenceBeta': {
@@ -770,6 +794,7 @@ TABLES: dict[str, dict[str, Any]] = {
             ('CCEReference', 'string', 'Common Configuration Enumeration (CCE) identifier'),
             ('RemediationOptions', 'string', 'Recommended remediation actions'),
             ('ConfigurationBenchmark', 'string', 'Industry benchmark recommending the configuration'),
+            ('ConfigurationBenchmarkVersion', 'string', 'Version of the industry benchmark recommending the configuration'),
             ('Source', 'dynamic', 'Registry path or other location used to read the current setting'),
             ('RecommendedValue', 'dynamic', 'Expected values for compliance'),
         ],

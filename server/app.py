@@ -22,6 +22,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         app.state.settings = settings
+        # On a full disk, give back the reserve first: SQLite cannot even open the metadata
+        # database in WAL mode without room for its shared-memory file.
+        from server.storage.space import SpaceGuard
+
+        SpaceGuard(settings.data_dir, settings.min_free_bytes, settings.disk_reserve_bytes).prepare_start()
         app.state.metadata = MetadataDB(settings.data_dir / "metadata.sqlite")
         # Notifications: alerts handed over by detections are delivered by a background thread;
         # DeviceInfo (for device-group scoping) is read from storage once the lifespan opens it.
@@ -34,9 +39,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # Storage start-up replays the WAL (file I/O, maybe seconds): off the event loop.
         from anyio import to_thread
 
+        from kql import geoip
         from schema.catalog import default_catalog
         from server.storage import Storage
 
+        # geo_info_from_ip_address() reads the operator's MaxMind database; a bad file stops
+        # the start with the reason rather than failing every query that uses it.
+        geoip.configure(settings.geoip_db)
         app.state.storage = Storage(settings, default_catalog())
         await to_thread.run_sync(app.state.storage.start)
         # Detections: the engine runs rules (run-now, backtests, the scheduler); the scheduler
@@ -85,13 +94,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_handlers(app)
     from server.api import devices as devices_api
     from server.api import groups as groups_api
+    from server.api import keys as keys_api
     from server.api import notifications as notifications_api
     from server.web import alerts as web_alerts
+    from server.web import console as web_console
+    from server.web import sessions as web_sessions
 
     app.include_router(notifications_api.router)
     app.include_router(groups_api.router)
     app.include_router(devices_api.router)
+    app.include_router(keys_api.router)
     app.include_router(web_alerts.router)
+    app.include_router(web_console.router)
+    # The console calls the JSON API with its session cookie and CSRF token (server.auth.require).
+    app.state.session_scope = web_sessions.api_session
     from server.api import alerts as alerts_api
     from server.api import detections as detections_api
     from server.api import incidents as incidents_api
@@ -107,11 +123,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     from server.api.ingest import router as ingest_router
 
     app.include_router(ingest_router)
+    from server.api.hunting_aids import router as hunting_aids_router
     from server.api.kusto import router as kusto_router
     from server.api.query import router as query_router
     from server.api.schema import router as schema_router
     from server.metrics import metrics_router
 
+    app.include_router(hunting_aids_router)  # before /api/query's own routes: more specific paths
     app.include_router(query_router)
     app.include_router(schema_router)
     app.include_router(kusto_router)
@@ -131,6 +149,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> dict[str, object]:
-        return {"ok": True}
+        # Liveness: 200 while the process serves (a restart would not cure a full disk); the
+        # body says when and why it is degraded.
+        storage = getattr(app.state, "storage", None)
+        reasons = storage.health() if storage is not None else []
+        if reasons:
+            return {"ok": True, "status": "degraded", "reasons": reasons}
+        return {"ok": True, "status": "ok"}
 
     return app

@@ -1,4 +1,4 @@
-"""The ``quarry`` command line: serve, demo, keys, and the offline check/sql/query tools."""
+"""The ``quarry`` command line: serve, demo, keys, repair, and the offline check/sql/query tools."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from server.metadata import MetadataDB
     from server.settings import Settings
 
 
@@ -79,18 +80,87 @@ def _demo(args: argparse.Namespace) -> int:
     return _serve(args)
 
 
-def _keys_create(args: argparse.Namespace) -> int:
-    from server.auth import create_key
+def _metadata(args: argparse.Namespace) -> MetadataDB:
     from server.metadata import MetadataDB
     from server.settings import Settings
 
     data_dir = Path(args.data_dir) if args.data_dir else Settings().data_dir
-    db = MetadataDB(data_dir / "metadata.sqlite")
+    return MetadataDB(data_dir / "metadata.sqlite")
+
+
+def _keys_create(args: argparse.Namespace) -> int:
+    from server.auth import KeyError_, create_key
+
+    db = _metadata(args)
     try:
-        print(create_key(db, args.scope, args.name or ""))
+        print(create_key(db, args.scope, args.name or "", args.device))
+    except KeyError_ as e:
+        print(f"quarry keys create: {e}", file=sys.stderr)
+        return 2
     finally:
         db.close()
     return 0
+
+
+def _keys_list(args: argparse.Namespace) -> int:
+    import json
+
+    from server.auth import list_keys
+
+    db = _metadata(args)
+    try:
+        keys = list_keys(db, include_revoked=args.all)
+    finally:
+        db.close()
+    if args.json:
+        print(json.dumps(keys, indent=2))
+        return 0
+    cols = ("prefix", "scope", "name", "devices", "createdAt", "lastUsedAt", "revokedAt")
+    rows = [[(",".join(k["devices"]) if k["devices"] else "any") if c == "devices"
+             else str(k[c] or "-") for c in cols] for k in keys]
+    widths = [max([len(c), *(len(r[i]) for r in rows)]) for i, c in enumerate(cols)]
+    for line in [list(cols), *rows]:
+        print("  ".join(v.ljust(w) for v, w in zip(line, widths, strict=True)).rstrip())
+    return 0
+
+
+def _keys_revoke(args: argparse.Namespace) -> int:
+    from server.auth import KeyError_, revoke_by_prefix
+
+    db = _metadata(args)
+    try:
+        k = revoke_by_prefix(db, args.prefix)
+    except KeyError_ as e:
+        print(f"quarry keys revoke: {e}", file=sys.stderr)
+        return 1
+    finally:
+        db.close()
+    print(f"revoked {k['prefix']} ({k['scope']}{', ' + k['name'] if k['name'] else ''})")
+    return 0
+
+
+def _repair(args: argparse.Namespace) -> int:
+    """Check every Parquet file and repair those that cannot be read back (server stopped)."""
+    import logging
+
+    from schema import default_catalog
+    from server.settings import Settings
+    from server.storage.repair import repair_data_dir
+
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    data_dir = Path(args.data_dir) if args.data_dir else Settings().data_dir
+    try:
+        checked, repairs = repair_data_dir(data_dir.resolve(), list(default_catalog().tables))
+    except (RuntimeError, FileNotFoundError) as e:
+        print(f"quarry repair: {e}", file=sys.stderr)
+        return 2
+    for r in repairs:
+        lost = f"; lost: {'; '.join(r.lost_row_groups)}" if r.lost_row_groups else ""
+        print(f"repaired {r.source}: {r.rows} rows kept in {r.replacement}, "
+              f"{r.fixed_values} values with invalid UTF-8 replaced by U+FFFD, original in "
+              f"{r.quarantined}{lost}")
+    print(f"checked {checked} Parquet files, repaired {len(repairs)}")
+    return 1 if any(r.lost_row_groups for r in repairs) else 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -118,8 +188,23 @@ def build_parser() -> argparse.ArgumentParser:
     kc = ksub.add_parser("create", help="create a key and print it (only its hash is stored)")
     kc.add_argument("--scope", required=True, choices=["ingest", "query", "admin"])
     kc.add_argument("--name")
+    kc.add_argument("--device", action="append",
+                    help="bind an ingest key to this device id (repeat for several)")
     kc.add_argument("--data-dir")
     kc.set_defaults(func=_keys_create)
+    kl = ksub.add_parser("list", help="list keys: prefix, scope, name, devices, times")
+    kl.add_argument("--all", action="store_true", help="include revoked keys")
+    kl.add_argument("--json", action="store_true", help="JSON, as GET /api/keys answers")
+    kl.add_argument("--data-dir")
+    kl.set_defaults(func=_keys_list)
+    kr = ksub.add_parser("revoke", help="revoke a key by its prefix (it stops working at once)")
+    kr.add_argument("prefix", help="the key's prefix, as `quarry keys list` shows it")
+    kr.add_argument("--data-dir")
+    kr.set_defaults(func=_keys_revoke)
+
+    r = sub.add_parser("repair", help="repair Parquet files that cannot be read back (server stopped)")
+    r.add_argument("--data-dir")
+    r.set_defaults(func=_repair)
 
     from server.query.cli import add_query_parser
 

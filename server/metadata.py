@@ -252,6 +252,43 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE notification_rules ADD COLUMN webhook_secret TEXT;
     """,
+    # 6 (keys): when a key was last used (written at most once a minute per key, see
+    # server/auth.py), and the devices an ingest key is bound to (none: any device).
+    """
+    ALTER TABLE api_keys ADD COLUMN last_used_at TEXT;
+    CREATE TABLE api_key_devices (
+        key_id INTEGER NOT NULL REFERENCES api_keys(id) ON DELETE CASCADE,
+        device_id TEXT NOT NULL,
+        PRIMARY KEY (key_id, device_id)
+    );
+    """,
+    # 7 (console): each user's query history and saved queries (server/query/saved.py). The owner
+    # is ``key:<api_keys.id>`` or ``admin`` (QUARRY_ADMIN_KEY); a saved query may be shared
+    # with every user of the console.
+    """
+    CREATE TABLE query_history (
+        id INTEGER PRIMARY KEY,
+        owner TEXT NOT NULL,
+        query TEXT NOT NULL,
+        timespan TEXT,
+        ran_at TEXT NOT NULL,
+        rows INTEGER,
+        elapsed_ms REAL,
+        error TEXT
+    );
+    CREATE INDEX query_history_owner ON query_history(owner, id);
+    CREATE TABLE saved_queries (
+        id INTEGER PRIMARY KEY,
+        owner TEXT NOT NULL,
+        name TEXT NOT NULL,
+        query TEXT NOT NULL,
+        description TEXT NOT NULL DEFAULT '',
+        shared INTEGER NOT NULL DEFAULT 0,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        UNIQUE (owner, name)
+    );
+    """,
 ]
 
 

@@ -105,7 +105,9 @@ def test_defender_power_bi_get_form(srv: LiveServer) -> None:
     assert [row["ReportId"] for row in r.json()["Results"]] == SEED_EXPECTED_IDS
 
 
-@pytest.mark.parametrize("path", ["/security/runHuntingQuery", "/v1.0/security/runHuntingQuery"])
+@pytest.mark.parametrize(
+    "path", ["/security/runHuntingQuery", "/v1.0/security/runHuntingQuery", "/beta/security/runHuntingQuery"]
+)
 @pytest.mark.parametrize("casing", ["Pascal", "camel"])
 def test_graph_seed_query(srv: LiveServer, path: str, casing: str) -> None:
     key = "Query" if casing == "Pascal" else "query"
@@ -317,6 +319,7 @@ MY_PATHS = {
     "/api/advancedhunting/run": "post",
     "/security/runHuntingQuery": "post",
     "/v1.0/security/runHuntingQuery": "post",
+    "/beta/security/runHuntingQuery": "post",
     "/api/schema": "get",
     "/api/schema/{table}": "get",
     "/v1/rest/query": "post",
@@ -358,4 +361,57 @@ def test_defender_example_script(srv: LiveServer) -> None:
     # a bad token: the script reports the HTTP error and fails
     env["API_TOKEN"] = "qk_wrong"
     p = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=60)
-    assert p.returncode == 1 and "HTTP 401" in p.stderr
+    assert p.returncode == 1 and "HTTP 401 Unauthorized:" in p.stderr
+    # a query Quarry rejects: the script reads Microsoft's error body (error.code, message)
+    env["API_TOKEN"] = srv.keys["query"]
+    p = subprocess.run([sys.executable, str(script), "DeviceProcessEvents | where Nope == 1"],
+                       env=env, capture_output=True, text=True, timeout=60)
+    assert p.returncode == 1 and "HTTP 400 BadRequest:" in p.stderr and "Nope" in p.stderr
+
+
+# -- Microsoft's error shapes ------------------------------------------------------------------
+# Clients written from Microsoft's documentation: Defender's "common errors" page
+# ({"error": {"code", "message", "target"}}, target = the request id) and Graph's errors page
+# ({"error": {"code", "message", "innerError": {"date", "request-id", "client-request-id"}}}).
+
+
+@pytest.mark.parametrize("path", ["/api/advancedqueries/run", "/api/advancedhunting/run"])
+def test_defender_errors_have_microsofts_shape(srv: LiveServer, path: str) -> None:
+    with srv.client() as c:
+        r = c.post(path, json={"Query": "DeviceProcessEvents\n| where Nope == 1"})
+        assert r.status_code == 400
+        err = r.json()["error"]
+        assert err["code"] == "BadRequest" and "Nope" in err["message"]
+        assert err["target"] == r.headers["request-id"]
+        # Quarry's positioned diagnostic is kept inside
+        diag = err["details"][0]
+        assert (diag["code"], diag["line"], diag["column"]) == ("unknown_column", 2, 9)
+        r = c.post(path, json={"Querry": "DeviceInfo"})
+        assert (r.status_code, r.json()["error"]["code"]) == (400, "InvalidRequestBody")
+    with srv.client(scope=None) as anonymous:
+        r = anonymous.post(path, json={"Query": "DeviceInfo"})
+    assert (r.status_code, r.json()["error"]["code"]) == (401, "Unauthorized")
+    with srv.client(scope="ingest") as wrong:
+        r = wrong.post(path, json={"Query": "DeviceInfo"})
+    assert (r.status_code, r.json()["error"]["code"]) == (403, "Forbidden")
+
+
+@pytest.mark.parametrize(
+    "path", ["/security/runHuntingQuery", "/v1.0/security/runHuntingQuery", "/beta/security/runHuntingQuery"]
+)
+def test_graph_errors_have_microsofts_shape(srv: LiveServer, path: str) -> None:
+    with srv.client() as c:
+        r = c.post(path, json={"query": "DeviceProcesEvents | take 1"},
+                   headers={"client-request-id": "c0ffee00-0000-4000-8000-000000000001"})
+    assert r.status_code == 400
+    err = r.json()["error"]
+    assert err["code"] == "badRequest" and "DeviceProcesEvents" in err["message"]
+    inner = err["innerError"]
+    assert inner["request-id"] == r.headers["request-id"]
+    assert inner["client-request-id"] == "c0ffee00-0000-4000-8000-000000000001"
+    assert dt.datetime.fromisoformat(inner["date"])
+    assert err["details"][0]["code"] == "unknown_table"
+    assert "DeviceProcessEvents" in err["details"][0]["hints"][0]
+    with srv.client(scope=None) as anonymous:
+        r = anonymous.post(path, json={"query": "DeviceInfo"})
+    assert (r.status_code, r.json()["error"]["code"]) == (401, "unauthenticated")

@@ -157,10 +157,18 @@ def ingest(srv: LiveServer, table: str, rows: list[dict[str, Any]]) -> httpx.Res
 
 
 def assert_error_shape(r: httpx.Response, status: int, code: str | None = None) -> dict[str, Any]:
+    """Quarry's error shape; on the Microsoft-shaped routes Microsoft's ({"error": {"code",
+    "message", ...}}) with Quarry's entries in error.details, returned as ``errors``."""
     assert r.status_code == status, (r.status_code, r.text)
     body = r.json()
-    assert body["ok"] is False
-    assert isinstance(body["error"], str) and body["error"]
+    if isinstance(body.get("error"), dict):
+        err = body["error"]
+        assert isinstance(err["code"], str) and isinstance(err["message"], str) and err["message"]
+        assert "ok" not in body
+        body = {**body, "errors": err["details"]}
+    else:
+        assert body["ok"] is False
+        assert isinstance(body["error"], str) and body["error"]
     assert isinstance(body["errors"], list) and body["errors"]
     for e in body["errors"]:
         assert isinstance(e["code"], str) and isinstance(e["message"], str)

@@ -18,6 +18,7 @@ from starlette.routing import Mount, Route
 
 from server.app import create_app
 from server.auth import create_key
+from server.errors import MICROSOFT_ROUTES
 from tests.test_ingest_api import LiveServer, make_settings
 
 # (methods, path prefix, scope); the longest matching prefix wins. "*" = any method.
@@ -26,13 +27,16 @@ SCOPE_RULES: list[tuple[str, str, str]] = [
     # Agents poll for device actions and report results with their ingest key.
     ("GET", "/api/devices/{device_id}/actions/pending", "ingest"),
     ("POST", "/api/devices/{device_id}/actions/{action_id}/result", "ingest"),
+    ("PUT", "/api/devices/{device_id}/actions/{action_id}/package", "ingest"),
     ("*", "/api/devices/", "admin"),
     ("*", "/api/deviceactions", "admin"),
     ("*", "/api/devicegroups", "admin"),
+    ("*", "/api/keys", "admin"),  # listing, creating and revoking keys
     ("*", "/api/notifications/", "admin"),
     # Detection rules: reading and back-testing is hunting; changing them is administration.
     ("GET", "/api/detections/", "query"),
     ("POST", "/api/detections/rules/{rule_id}/backtest", "query"),
+    ("POST", "/api/detections/preview", "query"),  # check + backtest of an unsaved rule
     ("*", "/api/detections/", "admin"),
     ("*", "/api/alerts", "query"),
     ("*", "/api/incidents", "query"),
@@ -42,12 +46,21 @@ SCOPE_RULES: list[tuple[str, str, str]] = [
     ("*", "/api/advancedhunting/", "query"),
     ("*", "/security/", "query"),
     ("*", "/v1.0/security/", "query"),
+    ("*", "/beta/security/", "query"),
     ("*", "/v1/rest/", "query"),
     ("*", "/v2/rest/", "query"),
     ("*", "/metrics", "query"),
     ("GET", "/api/openapi.json", "query"),
     ("GET", "/alerts/", "query"),  # web UI alert page
     ("GET", "/incidents/", "query"),  # web UI incident page
+    # The console's pages and assets (a query key or a browser session of one); "$" = exact path.
+    ("GET", "/$", "query"),
+    ("GET", "/hunting", "query"),
+    ("GET", "/alerts", "query"),
+    ("GET", "/incidents", "query"),
+    ("GET", "/rules", "query"),
+    ("GET", "/devices", "query"),
+    ("GET", "/console/assets/", "query"),
     # Swagger UI, its assets and its OpenAPI document: a query key or a browser session.
     ("GET", "/docs", "query"),
     # The web UI's sign-in takes the key itself: any valid key, so 401 without one, never 403.
@@ -56,7 +69,8 @@ SCOPE_RULES: list[tuple[str, str, str]] = [
 # Open routes, each with its reason. Signing out only ends the caller's own session (and is
 # refused cross-site); the sign-in form shows nothing but the form.
 OPEN: set[tuple[str, str]] = {("GET", "/healthz"), ("POST", "/logout"), ("GET", "/login")}
-# Kusto REST clients need Kusto's error body ({"error": {"code", "message"}}), not ours.
+# Kusto REST clients need Kusto's error body ({"error": {"code", "message"}}), not ours; so do
+# the Defender and Graph hunting routes (server.errors.MICROSOFT_ROUTES).
 KUSTO_PREFIXES = ("/v1/rest/", "/v2/rest/")
 SCOPES = ("ingest", "query", "admin")
 # Deviations owned by other parts, listed so that they stay visible and the test notices when
@@ -93,7 +107,9 @@ def app_routes(app: FastAPI) -> list[tuple[str, str]]:
 def required_scope(method: str, path: str) -> str | None:
     best: tuple[int, str] | None = None
     for methods, prefix, scope in SCOPE_RULES:
-        matches = (methods == "*" or method in methods.split(",")) and path.startswith(prefix)
+        exact = prefix.endswith("$")
+        hit = path == prefix[:-1] if exact else path.startswith(prefix)
+        matches = (methods == "*" or method in methods.split(",")) and hit
         if matches and (best is None or len(prefix) > best[0]):
             best = (len(prefix), scope)
     return best[1] if best else None
@@ -139,7 +155,7 @@ def test_routes_refuse_requests_without_a_valid_key(
                     pass  # a web UI page: a browser gets an HTML sign-in page, not JSON
                 elif ok:
                     body = r.json()
-                    if path.startswith(KUSTO_PREFIXES):
+                    if path.startswith(KUSTO_PREFIXES) or path in MICROSOFT_ROUTES:
                         ok = {"code", "message"} <= set(body.get("error", {}))
                     else:
                         ok = body.get("ok") is False and bool(body.get("errors"))

@@ -33,6 +33,7 @@ SCOPES: dict[tuple[str, str], str] = {
     ("GET", "/api/detections/rules/{rule_id}/runs"): "query",
     ("POST", "/api/detections/rules/{rule_id}/run"): "admin",
     ("POST", "/api/detections/rules/{rule_id}/backtest"): "query",
+    ("POST", "/api/detections/preview"): "query",
     ("GET", "/api/alerts"): "query",
     ("GET", "/api/alerts/{alert_id}"): "query",
     ("PATCH", "/api/alerts/{alert_id}"): "query",

@@ -4,8 +4,6 @@ launchd > Terminal > zsh > cp, built by the same functions as the JSON API; sign
 
 from __future__ import annotations
 
-import os
-import shutil
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -19,7 +17,6 @@ from tests.notify_helpers import LiveServer, iso, live_server, settings_for
 
 pytestmark = pytest.mark.slow
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 MAC_ID = "mac-0001"
 MAC_NAME = "alice-macbook.contoso.com"
 
@@ -77,76 +74,65 @@ def alert_server(tmp_path: Path) -> Iterator[tuple[LiveServer, str]]:
         yield s, _create_alert(s)
 
 
-def _browser() -> Any:
-    if not os.path.exists(CHROMIUM):
-        if os.environ.get("CI"):
-            pytest.fail(f"chromium is not installed at {CHROMIUM} (.ci/run installs it)")
-        pytest.skip("chromium is not installed")
-    from playwright.sync_api import sync_playwright
-
-    return sync_playwright()
-
-
-def test_alert_page_shows_the_process_tree_after_sign_in(alert_server: tuple[LiveServer, str]) -> None:
+def test_alert_page_shows_the_process_tree_after_sign_in(alert_server: tuple[LiveServer, str], browser: Any) -> None:
     s, alert_id = alert_server
     query_key, ingest_key = s.key("query", "analyst"), s.key("ingest")
-    with _browser() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
-        try:
-            page = browser.new_page()
-            resp = page.goto(f"{s.url}/alerts/{alert_id}")
-            assert resp is not None and resp.status == 401
-            assert page.locator("#key").count() == 1
-            # a key without query scope is refused with a reason
-            page.fill("#key", ingest_key)
-            page.click("#signin")
-            assert "scope 'ingest'" in page.content()
-            page.fill("#key", query_key)
-            page.click("#signin")
-            page.wait_for_selector("#process-tree")
-            assert page.url == f"{s.url}/alerts/{alert_id}"
-            assert page.inner_text("#alert-title") == f"File copied to USB on {MAC_NAME}"
-            assert page.inner_text("#alert-device") == MAC_NAME
-            # The tree nests launchd > Terminal > zsh > cp, and the alert's process is marked.
-            chain = page.eval_on_selector_all(
-                "#process-tree li.proc", "els => els.map(e => e.querySelector(':scope > .node .pname').textContent)"
-            )
-            assert chain == ["launchd", "Terminal", "zsh", "cp"]
-            nested = page.locator("#process-tree > li > ul > li > ul > li > ul > li.focus .pname")
-            assert nested.inner_text() == "cp"
-            text = page.inner_text("body")
-            assert "cp Desktop/leak.txt /Volumes/TEST-USB/leak.txt" in text
-            assert "-zsh" in text and "pid 4242" in text
-            assert "Evidence row 1" in text and "USB copy" in text
-            # The browser holds an HttpOnly session token, never the key; it opens the pages,
-            # not the JSON API.
-            jar = page.context.cookies()
-            assert all(query_key not in c["value"] for c in jar)
-            [session] = [c for c in jar if c["name"] == "quarry_session"]
-            assert session["httpOnly"] and session["sameSite"] == "Lax"
-            cookies = {c["name"]: c["value"] for c in jar}
-            r = httpx.get(f"{s.url}/api/alerts/{alert_id}", cookies=cookies)
-            assert r.status_code == 401
-            missing = page.goto(f"{s.url}/alerts/no-such-alert")
-            assert missing is not None and missing.status == 404
-            # Signing out (a same-origin form post from the page) ends the session on the
-            # server: the copied cookie no longer opens the page either.
-            page.goto(f"{s.url}/alerts/{alert_id}")
-            page.click("#signout")
-            page.wait_for_selector("#key")
-            assert page.url == f"{s.url}/login"
-            r = httpx.get(f"{s.url}/alerts/{alert_id}", cookies=cookies)
-            assert r.status_code == 401
-            again = page.goto(f"{s.url}/alerts/{alert_id}")
-            assert again is not None and again.status == 401
-        finally:
-            browser.close()
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        resp = page.goto(f"{s.url}/alerts/{alert_id}")
+        assert resp is not None and resp.status == 401
+        assert page.locator("#key").count() == 1
+        # a key without query scope is refused with a reason
+        page.fill("#key", ingest_key)
+        page.click("#signin")
+        assert "scope 'ingest'" in page.content()
+        page.fill("#key", query_key)
+        page.click("#signin")
+        page.wait_for_selector("#process-tree")
+        assert page.url == f"{s.url}/alerts/{alert_id}"
+        assert page.inner_text("#alert-title") == f"File copied to USB on {MAC_NAME}"
+        assert page.inner_text("#alert-device") == MAC_NAME
+        # The tree nests launchd > Terminal > zsh > cp, and the alert's process is marked.
+        chain = page.eval_on_selector_all(
+            "#process-tree li.proc", "els => els.map(e => e.querySelector(':scope > .node .pname').textContent)"
+        )
+        assert chain == ["launchd", "Terminal", "zsh", "cp"]
+        nested = page.locator("#process-tree > li > ul > li > ul > li > ul > li.focus .pname")
+        assert nested.inner_text() == "cp"
+        text = page.inner_text("body")
+        assert "cp Desktop/leak.txt /Volumes/TEST-USB/leak.txt" in text
+        assert "-zsh" in text and "pid 4242" in text
+        assert "Evidence row 1" in text and "USB copy" in text
+        # The browser holds an HttpOnly session token, never the key; it opens the pages,
+        # and the JSON API only with the session's CSRF token (which a copied cookie lacks).
+        jar = page.context.cookies()
+        assert all(query_key not in c["value"] for c in jar)
+        [session] = [c for c in jar if c["name"] == "quarry_session"]
+        assert session["httpOnly"] and session["sameSite"] == "Lax"
+        cookies = {c["name"]: c["value"] for c in jar}
+        r = httpx.get(f"{s.url}/api/alerts/{alert_id}", cookies=cookies)
+        assert r.status_code == 403 and r.json()["errors"][0]["code"] == "csrf"
+        missing = page.goto(f"{s.url}/alerts/no-such-alert")
+        assert missing is not None and missing.status == 404
+        # Signing out (a same-origin form post from the page) ends the session on the
+        # server: the copied cookie no longer opens the page either.
+        page.goto(f"{s.url}/alerts/{alert_id}")
+        page.click("#signout")
+        page.wait_for_selector("#key")
+        assert page.url == f"{s.url}/login"
+        r = httpx.get(f"{s.url}/alerts/{alert_id}", cookies=cookies)
+        assert r.status_code == 401
+        again = page.goto(f"{s.url}/alerts/{alert_id}")
+        assert again is not None and again.status == 401
+    finally:
+        context.close()
 
 
 def test_login_redirect_stays_on_this_server(alert_server: tuple[LiveServer, str]) -> None:
     s, _ = alert_server
     key = s.key("query")
-    for target, expected in (("//evil.example/x", "/docs"), ("https://evil.example/", "/docs"),
+    for target, expected in (("//evil.example/x", "/"), ("https://evil.example/", "/"),
                              ("/alerts/1", "/alerts/1")):
         r = httpx.post(f"{s.url}/login", data={"key": key, "next": target}, headers={"Origin": s.url},
                        follow_redirects=False)

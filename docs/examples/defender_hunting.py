@@ -48,7 +48,11 @@ def main() -> int:
     try:
         result = run_query(api_url, token, query)
     except urllib.error.HTTPError as e:
-        print(f"HTTP {e.code}: {e.read().decode('utf-8', 'replace')}", file=sys.stderr)
+        # Errors are {"error": {"code", "message", "target"}} (the API's "common errors" page);
+        # clients key on code, the message is for people.
+        error = json.loads(e.read().decode("utf-8", "replace"))["error"]
+        print(f"HTTP {e.code} {error['code']}: {error['message']} (request {error['target']})",
+              file=sys.stderr)
         return 1
     schema = result["Schema"]
     results = result["Results"]

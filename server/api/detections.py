@@ -48,6 +48,7 @@ def _validate(engine: DetectionEngine, fields: dict[str, Any]) -> None:
         engine.clock(),
         fields.get("alert_title") or "",
         fields.get("alert_description") or "",
+        limits=engine._kql_limits(),
     )
     if not check.ok:
         first = check.errors[0]
@@ -205,3 +206,33 @@ async def backtest(
         return await run_in_threadpool(engine.backtest, rule, days)
     except RunFailed as e:
         raise ApiError(400, f"the backtest failed: {e}", [{"code": e.code, "message": str(e)}]) from None
+
+
+@router.post("/preview")
+async def preview_rule(
+    request: Request,
+    _: QueryKey,
+    body: RuleIn,
+    days: float = Query(7.0, gt=0, description="How many days of retained data the backtest replays"),
+) -> dict[str, Any]:
+    """What creating this rule would do, without saving anything: the compile check of its query
+    (as `POST /rules` does it) and, if that passes, a backtest over the last ``days``. The
+    console shows both before the rule is saved."""
+    engine = _engine(request)
+    limit = float(request.app.state.settings.retention_days)
+    if days > limit:
+        msg = f"days={days:g} is beyond the retention of {limit:g} days; no older data is kept"
+        raise ApiError(400, msg, [{"code": "out_of_range", "message": msg, "field": "days"}])
+    fields = _fields(body.model_dump())
+    fields["alert_title"] = body.alertTitle or body.name
+    try:
+        _validate(engine, fields)
+    except ApiError as e:
+        return {"check": {"ok": False, "message": e.error, "errors": e.errors}, "backtest": None}
+    rule = {"id": None, "enabled": 1, "created_by": None, **fields}
+    try:
+        result = await run_in_threadpool(engine.backtest, rule, days)
+    except RunFailed as e:
+        return {"check": {"ok": True, "errors": []},
+                "backtest": {"error": f"the backtest failed: {e}", "code": e.code}}
+    return {"check": {"ok": True, "errors": []}, "backtest": result}

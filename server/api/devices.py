@@ -3,17 +3,23 @@
 Admins (admin scope) request actions and read the audit log. Agents poll and report with an
 **ingest**-scope key: the agent already holds one to send telemetry, and giving agents a
 query or admin key would let a compromised endpoint read everyone's data or queue actions.
-(Any ingest key may poll any device id; per-device agent identity is not modelled yet.)
+An ingest key bound to device ids (``quarry keys create --scope ingest --device ID``) polls and
+reports only for those devices (403 otherwise); an unbound ingest key may act for any device.
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
+import uuid
+from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Query, Request
 from starlette.concurrency import run_in_threadpool
+from starlette.responses import FileResponse
 
-from server.auth import AdminKey, IngestKey, hash_key
+from server.auth import AdminKey, IngestKey, hash_key, request_key
 from server.devices import actions as act
 from server.devices.groups import device_facts
 from server.errors import ApiError, field_error, invalid_field, reject_unknown_fields
@@ -90,10 +96,23 @@ def list_device_actions(
     return {"value": act.list_actions(request.app.state.metadata, device_id, status, top)}
 
 
+def _own_device(request: Request, device_id: str) -> None:
+    """A key bound to devices acts only for them."""
+    devices = request_key(request).devices
+    if devices is not None and device_id not in devices:
+        raise ApiError(
+            403,
+            f"this key is bound to other devices; it cannot act for device {device_id[:80]!r}",
+            [{"code": "device_not_allowed", "message": "the key is not bound to this device",
+              "field": "deviceId"}],
+        )
+
+
 @router.get("/api/devices/{device_id}/actions/pending")
 def pending_actions(request: Request, _: IngestKey, device_id: str) -> dict[str, Any]:
     """For agents: the open actions for this device, oldest first. Fetching marks Pending
     actions InProgress; an InProgress action is returned again until its result is reported."""
+    _own_device(request, device_id)
     try:
         return {"value": act.fetch_pending(request.app.state.metadata, device_id, actor(request))}
     except act.ActionError as e:
@@ -105,6 +124,7 @@ def report_result(
     request: Request, _: IngestKey, device_id: str, action_id: str, body: JsonBody
 ) -> dict[str, Any]:
     """For agents: ``status`` Succeeded or Failed, optional ``comment`` and ``details`` (JSON)."""
+    _own_device(request, device_id)
     reject_unknown_fields(body, {"status", "comment", "details"})
     status = body.get("status")
     if not isinstance(status, str):
@@ -121,6 +141,70 @@ def report_result(
         )
     except act.ActionError as e:
         raise field_error(e) from None
+
+
+MAX_PACKAGE_BYTES = 64 * 1024 * 1024
+GZIP_MAGIC = b"\x1f\x8b"
+
+
+def _package_path(request: Request, action_id: str) -> Path:
+    # action ids are server-made UUIDs, checked against the queue before any path is built.
+    return Path(request.app.state.settings.data_dir) / "packages" / f"{action_id}.tar.gz"
+
+
+def _package_action(request: Request, device_id: str, action_id: str) -> dict[str, Any]:
+    action = act.get_action(request.app.state.metadata, device_id, action_id)
+    if action is None:
+        raise ApiError(404, f"no action {action_id!r} on device {device_id!r}", code="not_found")
+    if action["type"] != "collectInvestigationPackage":
+        raise ApiError(400, f"action {action_id} is {action['type']}, not collectInvestigationPackage",
+                       code="invalid_action")
+    return action
+
+
+@router.put("/api/devices/{device_id}/actions/{action_id}/package")
+async def upload_package(request: Request, _: IngestKey, device_id: str, action_id: str) -> dict[str, Any]:
+    """For agents: the investigation package (a gzip'd tarball) of an open
+    collectInvestigationPackage action, at most 64 MiB; a later upload replaces it."""
+    _own_device(request, device_id)
+    action = await run_in_threadpool(_package_action, request, device_id, action_id)
+    if action["status"] not in act.OPEN_STATUSES:
+        raise ApiError(409, f"action {action_id} is already {action['status']}", code="conflict")
+    path = _package_path(request, action_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{uuid.uuid4().hex}.tmp")
+    digest, size = hashlib.sha256(), 0
+    try:
+        with open(tmp, "wb") as f:
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > MAX_PACKAGE_BYTES:
+                    raise ApiError(413, f"the package is larger than {MAX_PACKAGE_BYTES} bytes",
+                                   code="payload_too_large")
+                if size == len(chunk) and not chunk.startswith(GZIP_MAGIC):
+                    raise ApiError(400, "the package must be a gzip'd tarball (no gzip header)",
+                                   code="invalid_package")
+                digest.update(chunk)
+                f.write(chunk)
+        if size == 0:
+            raise ApiError(400, "the package is empty", code="invalid_package")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    sha = digest.hexdigest()
+    await run_in_threadpool(act.record_package, request.app.state.metadata, device_id, action_id,
+                            actor(request), size, sha)
+    return {"actionId": action_id, "bytes": size, "sha256": sha}
+
+
+@router.get("/api/devices/{device_id}/actions/{action_id}/package")
+def download_package(request: Request, _: AdminKey, device_id: str, action_id: str) -> FileResponse:
+    """The uploaded investigation package of a collectInvestigationPackage action."""
+    _package_action(request, device_id, action_id)
+    path = _package_path(request, action_id)
+    if not path.is_file():
+        raise ApiError(404, f"action {action_id} has no uploaded package yet", code="not_found")
+    return FileResponse(path, media_type="application/gzip", filename=f"investigation-{action_id}.tar.gz")
 
 
 @router.post("/api/devices/{device_id}/actions/{action_id}/cancel")

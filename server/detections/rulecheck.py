@@ -40,12 +40,16 @@ def diagnostic_dict(d: Any) -> dict[str, Any]:
     return out
 
 
-def compile_rule(query: str, catalog: Catalog, now: datetime, probe: Any = None) -> Any:
-    """Compile ``query`` with ``now()``/``ago()`` fixed at ``now`` (``probe``: see CompileOptions)."""
+def compile_rule(query: str, catalog: Catalog, now: datetime, probe: Any = None, limits: Any = None) -> Any:
+    """Compile ``query`` with ``now()``/``ago()`` fixed at ``now`` (``probe``: see CompileOptions;
+    ``limits``: the server's kql.limits.KqlLimits, the defaults when None)."""
     from kql import CompileOptions, compile_kql  # the compiler package, built separately
 
     # rules run over storage, which stores a missing string as "" (no COALESCE needed)
-    return compile_kql(query, catalog, CompileOptions(now=now, strings_never_null=True, probe=probe))
+    options = CompileOptions(now=now, strings_never_null=True, probe=probe)
+    if limits is not None:
+        options = CompileOptions(now=now, strings_never_null=True, probe=probe, limits=limits)
+    return compile_kql(query, catalog, options)
 
 
 def check_rule(
@@ -56,9 +60,10 @@ def check_rule(
     title: str = "",
     description: str = "",
     probe: Any = None,
+    limits: Any = None,
 ) -> RuleCheck:
     try:
-        compiled = compile_rule(query, catalog, now, probe)
+        compiled = compile_rule(query, catalog, now, probe, limits)
     except Exception as e:  # a compiler bug must be a clear refusal, never a 500
         return RuleCheck(
             False,

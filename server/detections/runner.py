@@ -86,6 +86,11 @@ class DetectionEngine:
         self.has_continuous_rules = True
 
     # -- settings ----------------------------------------------------------------------------
+    def _kql_limits(self) -> Any:
+        """The server's query size limits (settings built in tests may lack them)."""
+        make = getattr(self.settings, "kql_limits", None)
+        return make() if callable(make) else None
+
     def lookback(self, frequency: str) -> timedelta:
         hours = {
             "1h": self.settings.lookback_1h_h,
@@ -151,6 +156,7 @@ class DetectionEngine:
             now,
             rule.get("alert_title") or "",
             rule.get("alert_description") or "",
+            limits=self._kql_limits(),
         )
         if not check.ok or (check.sql is None and not check.needs_probe):
             msg = "; ".join(e["message"] for e in check.errors)
@@ -219,7 +225,8 @@ class DetectionEngine:
                 timer.cancel()
 
         check = check_rule(rule["query"], rule["frequency"], self.catalog, now,
-                           rule.get("alert_title") or "", rule.get("alert_description") or "", probe=probe)
+                           rule.get("alert_title") or "", rule.get("alert_description") or "", probe=probe,
+                           limits=self._kql_limits())
         if not check.ok or check.sql is None:
             msg = "; ".join(e["message"] for e in check.errors) or "its columns could not be learned"
             raise RunFailed(f"the rule no longer compiles: {msg}", "queryExecutionFailed")

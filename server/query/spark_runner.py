@@ -15,6 +15,8 @@ import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import duckdb
+
 from schema.catalog import DATE_PARTITION, Catalog
 from server.query.runner import (
     Connector,
@@ -44,7 +46,10 @@ class SparkQueryRunner(QueryRunner):
 
     def run(self, text: str, *, time_range: TimeRange | None = None, max_rows: int | None = None,
             timeout_s: float | None = None, now: dt.datetime | None = None,
-            deadline: float | None = None, parameters: Mapping[str, Any] | None = None) -> QueryResult:
+            deadline: float | None = None, parameters: Mapping[str, Any] | None = None,
+            on_connection: Callable[[duckdb.DuckDBPyConnection], None] | None = None) -> QueryResult:
+        # on_connection hands out a DuckDB connection to stop; a Spark query has none (its stop is
+        # the job group's cancel, driven by the timeout), so callers' hook is not called here.
         started = time.perf_counter()
         outcome = "execution_error"
         rows_out = 0

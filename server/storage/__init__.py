@@ -12,11 +12,13 @@ from server.storage.engine import (
     StorageLocked,
     utc_now,
 )
+from server.storage.space import DiskFull
 
 __all__ = [
     "AppendResult",
     "Backpressure",
     "BatchError",
+    "DiskFull",
     "Storage",
     "StorageClosed",
     "StorageLocked",

@@ -3,7 +3,8 @@
 Data layout under ``settings.data_dir``::
 
     _wal/000000000042.wal            write-ahead log segments (deleted once in Parquet)
-    _wal/LAST_SEGMENT                the last segment number ever issued
+    _wal/LAST_SEGMENT                covers every segment number whose file was deleted
+    _reserve                         disk-space ballast, given back when the disk fills (space.py)
     _tmp/                            DuckDB spill space
     _quarantine/                     unreadable Parquet files found at start-up, set aside
     <Table>/date=YYYY-MM-DD/w<seq>.parquet   flushed from WAL segment <seq>
@@ -60,6 +61,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from kql import geoip
 from schema.catalog import (
     DATE_PARTITION,
     EXTRA_COLUMN,
@@ -68,6 +70,9 @@ from schema.catalog import (
     Table,
 )
 from server.settings import Settings
+from server.storage.faults import pause_point
+from server.storage.repair import file_problem, fix_table, redact, repair_file
+from server.storage.space import DiskFull, SpaceGuard, is_out_of_space
 from server.storage.wal import (
     Segment,
     WriteAheadLog,
@@ -160,11 +165,16 @@ class Storage:
         self._wal_dir = self.data_dir / "_wal"
         self._tmp_dir = self.data_dir / "_tmp"
         self._wal = WriteAheadLog(self._wal_dir)
+        self._space = SpaceGuard(self.data_dir, settings.min_free_bytes, settings.disk_reserve_bytes)
         # Appends bump `inflight` under the WAL write lock; the flusher waits here for it to drain.
         self._inflight_cond = threading.Condition(self._wal.write_lock)
         self._maint_lock = threading.RLock()  # flush / compact / retention, one at a time
         self._ddl_lock = threading.Lock()  # the root connection: DDL and cursor creation
         self._files: dict[str, dict[date, set[Path]]] = {t: {} for t in catalog.tables}
+        # Files written under an older schema (columns added, removed or retyped since): their
+        # Arrow schema, so reads adapt them to the current one. Files of the current schema are
+        # not listed here.
+        self._old_layout: dict[Path, pa.Schema] = {}
         self._sealed: list[Segment] = []
         # Hot tail: table -> segment -> Arrow chunks (with _seg), guarded by _tail_lock.
         self._tail: dict[str, dict[int, list[pa.Table]]] = {t: {} for t in catalog.tables}
@@ -216,6 +226,7 @@ class Storage:
         """Recover the data directory, replay the WAL, open a segment, start background work."""
         if self._started:
             return
+        self._space.prepare_start()
         for d in (self.data_dir, self._wal_dir, self._tmp_dir):
             d.mkdir(parents=True, exist_ok=True)
         self._lock_fd = os.open(self._wal_dir / "LOCK", os.O_RDWR | os.O_CREAT, 0o644)
@@ -230,8 +241,9 @@ class Storage:
                 + (f" (pid {holder})" if holder else "")
                 + "; stop it first, or query through its API"
             ) from None
-        os.ftruncate(self._lock_fd, 0)
-        os.pwrite(self._lock_fd, str(os.getpid()).encode(), 0)
+        with contextlib.suppress(OSError):  # only informative; a full disk must not stop a start
+            os.ftruncate(self._lock_fd, 0)
+            os.pwrite(self._lock_fd, str(os.getpid()).encode(), 0)
         try:
             self._start_locked()
         except BaseException:
@@ -322,6 +334,7 @@ class Storage:
         n = sum(rows.num_rows for _, rows in staged)
         if n == 0:
             return results
+        self._space.check_append()
         with self._wal.write_lock:
             if self._closed:
                 raise StorageClosed("storage is closed")
@@ -331,7 +344,18 @@ class Storage:
                 raise Backpressure(self._retry_after(), self._unflushed)
             seg = self._wal.current
             assert seg is not None
-            record_no = self._wal.write(frames)
+            try:
+                record_no = self._wal.write(frames)
+            except OSError as e:
+                if not is_out_of_space(e) or self._wal.broken:
+                    raise
+                # The partial frame was cut off: nothing of this request is stored.
+                self._space.mark_full("write-ahead log", e)
+                self._wake.set()
+                raise DiskFull(
+                    "the disk is full: the write-ahead log cannot grow; nothing was stored",
+                    self._space.retry_after(),
+                ) from e
             seg.rows += n
             seg.inflight += 1
             seg.tables.update(table for table, _ in staged)
@@ -349,6 +373,10 @@ class Storage:
         if seg.rows >= self.settings.flush_max_rows:
             self._wake.set()
         return results
+
+    def check_space(self) -> None:
+        """Raise DiskFull when an append would be refused for want of disk space (cheap)."""
+        self._space.check_append()
 
     async def append_async(self, table: str, batch: pa.Table) -> AppendResult:
         """``append`` on a worker thread, for async endpoints."""
@@ -382,6 +410,12 @@ class Storage:
                 arrays[i] = pc.fill_null(arrays[i], "")
         arrays.insert(len(tbl.columns), pa.repeat(pa.scalar(now, _TS), n))
         rows = pa.Table.from_arrays(arrays, schema=self._row_schema[tbl.name])
+        try:
+            # Full validation includes the UTF-8 of every string: a file holding invalid UTF-8
+            # fails every later read of its column, with the rows already acknowledged.
+            rows.validate(full=True)
+        except pa.ArrowInvalid as e:
+            raise BatchError(f"{tbl.name}: the batch cannot be stored: {e}") from None
         self._check_json(tbl, rows)
         expired = 0
         if tbl.has_timestamp and n:
@@ -585,6 +619,7 @@ class Storage:
             },
         )
         db.execute("SET GLOBAL TimeZone = 'UTC'")
+        geoip.register(db)  # geo_info_from_ip_address(): a lookup in the operator's database
         db.execute("SET GLOBAL parquet_metadata_cache = true")
         db.execute(f"SET GLOBAL temp_directory = {_literal(str(self._tmp_dir))}")
         # Only the table directories (reads, and our own COPY ... TO) and the spill directory.
@@ -613,17 +648,70 @@ class Storage:
         parts = []
         files = sorted(p for ps in self._files[tbl.name].values() for p in ps)
         if files:
-            lits = ", ".join(_literal(str(p)) for p in files)
-            parts.append(
-                f"SELECT {cols}, {_ident(DATE_PARTITION)} FROM read_parquet([{lits}], "
-                f"hive_partitioning = true, hive_types = {{'{DATE_PARTITION}': 'DATE'}})"
-            )
+            parts.append(self._files_sql(tbl, files, True))
         parts.append(
             f"SELECT {cols}, {self._date_expr(tbl)} AS {_ident(DATE_PARTITION)} "
             f"FROM {_ident(TAIL_PREFIX + tbl.name)} "
             f"WHERE {_ident(SEG_COLUMN)} > {int(self._flushed_seg[tbl.name])}"
         )
         return f"CREATE OR REPLACE VIEW main.{_ident(tbl.name)} AS " + " UNION ALL ".join(parts)
+
+    def _note_layout(self, table: str, path: Path, layout: pa.Schema) -> None:
+        """Remember the schema of a file found on disk if it is not the current one."""
+        if layout.equals(self._stored_schema[table]):
+            self._old_layout.pop(path, None)
+        else:
+            self._old_layout[path] = layout
+
+    def _files_sql(self, tbl: Table, files: list[Path], with_date: bool) -> str:
+        """A SELECT of the stored columns over ``files``: one ``read_parquet`` per schema the
+        files were written with, each adapted to the current schema and joined by UNION ALL.
+        Reading files of different schemas in one ``read_parquet`` fails (DuckDB binds the
+        first file's columns), and ``union_by_name`` would read every file's footer per query
+        and widen types instead of converting them to the current ones."""
+        groups: dict[str, tuple[pa.Schema | None, list[Path]]] = {}
+        for p in files:
+            layout = self._old_layout.get(p)
+            key = "" if layout is None else layout.to_string(show_schema_metadata=False)
+            groups.setdefault(key, (layout, []))[1].append(p)
+        date_col = f", {_ident(DATE_PARTITION)}" if with_date else ""
+        hive = f", hive_partitioning = true, hive_types = {{'{DATE_PARTITION}': 'DATE'}}"
+        parts = []
+        for layout, paths in groups.values():
+            lits = ", ".join(_literal(str(p)) for p in paths)
+            cols = self._stored_cols(tbl) if layout is None else self._adapted_cols(tbl, layout)
+            parts.append(
+                f"SELECT {cols}{date_col} FROM read_parquet([{lits}]"
+                f"{hive if with_date else ''})"
+            )
+        return " UNION ALL ".join(parts)
+
+    def _adapted_cols(self, tbl: Table, layout: pa.Schema) -> str:
+        """The stored columns read from a file of an older schema: a column the file lacks is
+        "" (strings) or null; a column whose type changed is converted (TRY_CAST: a value that
+        does not convert is null rather than failing every query of the table)."""
+        out = []
+        current = self._stored_schema[tbl.name]
+        for f in current:
+            sql_type = self._duckdb_type(tbl, f.name)
+            stringy = sql_type == "VARCHAR"
+            if f.name not in layout.names:
+                expr = "''" if stringy else f"CAST(NULL AS {sql_type})"
+            elif layout.field(f.name).type.equals(f.type):
+                expr = _ident(f.name)
+            else:
+                expr = f"TRY_CAST({_ident(f.name)} AS {sql_type})"
+                if stringy:
+                    expr = f"COALESCE({expr}, '')"
+            out.append(f"{expr} AS {_ident(f.name)}")
+        return ", ".join(out)
+
+    @staticmethod
+    def _duckdb_type(tbl: Table, name: str) -> str:
+        col = tbl.column(name)
+        if col is not None:
+            return col.type.duckdb
+        return "TIMESTAMP" if name == INGESTION_TIME_COLUMN else "JSON"
 
     def _rebuild_views(self, tables: Iterable[str]) -> None:
         """Point the views of ``tables`` at the current file lists and flushed segments."""
@@ -668,7 +756,7 @@ class Storage:
                     if p.name.startswith("."):
                         continue
                     try:
-                        pq.read_metadata(p)
+                        layout = pq.read_metadata(p).schema.to_arrow_schema()
                     except (OSError, pa.ArrowException) as e:
                         # One unreadable file would fail every query of the table: set it
                         # aside, loudly, for an operator to look at.
@@ -677,6 +765,7 @@ class Storage:
                         os.replace(p, dest)
                         log.error("unreadable Parquet file %s moved to %s: %s", p, dest, e)
                         continue
+                    self._note_layout(name, p, layout)
                     files.add(p)
                 if files:
                     self._files[name][day] = files
@@ -685,6 +774,7 @@ class Storage:
         """Flush every WAL segment left by the previous run into Parquet, exactly once.
         Returns the highest segment number seen."""
         last_seq = 0
+        flushing = True
         cutoff = self.clock() - timedelta(days=self.settings.retention_days)
         for seq, path in list_segments(self._wal_dir):
             seg = Segment(seq, path, fd=-1)
@@ -696,10 +786,18 @@ class Storage:
                     if tbl is None:
                         raise BatchError(f"table {table} is no longer in the catalog")
                     if not batch.schema.equals(self._row_schema[table]):
-                        batch = pa.Table.from_arrays(
-                            self._conform(tbl, batch, self._row_schema[table]),
-                            schema=self._row_schema[table],
-                        )
+                        # Written under an older schema: a column added since is "" (strings)
+                        # or null, as for the Parquet files of that time.
+                        arrays = self._conform(tbl, batch, self._row_schema[table])
+                        for i in self._string_columns[table]:
+                            arrays[i] = pc.fill_null(arrays[i], "")
+                        batch = pa.Table.from_arrays(arrays, schema=self._row_schema[table])
+                    batch, fixed = fix_table(batch)
+                    if fixed:
+                        # Acknowledged by an older version that did not validate UTF-8: kept,
+                        # readable, with U+FFFD for the invalid bytes.
+                        log.error("WAL %s: %d %s values with invalid UTF-8 replaced by U+FFFD",
+                                  path.name, fixed, table)
                 except BatchError as e:
                     # Written by an older schema that no longer fits: never drop acknowledged
                     # rows silently; keep the whole segment for an operator.
@@ -724,8 +822,19 @@ class Storage:
             log.info("replaying WAL segment %s: %d rows", path.name, replayed)
             self._unflushed += seg.rows
             self._sealed.append(seg)
-            self._flush_segment(seg)
             last_seq = max(last_seq, seq)
+            if flushing:
+                try:
+                    self._flush_segment(seg)
+                except Exception as e:
+                    if not is_out_of_space(e):
+                        raise
+                    # No room for Parquet: serve this segment and the later ones from the tail
+                    # (segments flush in order) and flush them once there is room.
+                    self._space.flush_failed(e)
+                    flushing = False
+                    log.error("WAL replay: no room to write Parquet; segments from %s on stay "
+                              "in the write-ahead log and in memory until there is", path.name)
         return last_seq
 
     # ------------------------------------------------------------------ flushing
@@ -746,7 +855,7 @@ class Storage:
         self._flush_segment(sealed)
 
     def _flush_due(self) -> bool:
-        if self._sealed:
+        if self._sealed or (self._space.full and self._unflushed):
             return True
         cur = self._wal.current
         if cur is None or cur.rows == 0:
@@ -763,6 +872,13 @@ class Storage:
         with self._inflight_cond:
             self._inflight_cond.wait_for(lambda: seg.inflight == 0)
         cutoff_day = (self.clock() - timedelta(days=self.settings.retention_days)).date()
+        # The segment's number must outlive the segment file (it names the w<seq> files).
+        self._wal.record_issued(seg.seq)
+        # Files are listed and the flushed-segment marks moved only once every file of the
+        # segment is written: a flush that fails half-way (a full disk) must leave the views as
+        # they were, or a later view rebuild would show rows of the segment twice (file + tail)
+        # or not at all.
+        written: list[tuple[str, date, Path]] = []
         for name in sorted(seg.tables):
             tbl = self.catalog.tables[name]
             with self._tail_lock:
@@ -796,19 +912,28 @@ class Storage:
                 if not final.exists():  # exists: written before a crash, the handoff is done
                     ddir.mkdir(exist_ok=True)
                     tmp = ddir / f".{final.name}.tmp"
-                    with open(tmp, "wb") as f:
-                        with pq.ParquetWriter(f, data.schema, compression="zstd") as writer:
-                            for off in range(0, count, ROW_GROUP_ROWS):
-                                writer.write_table(
-                                    data.take(rows.slice(off, ROW_GROUP_ROWS)),
-                                    row_group_size=ROW_GROUP_ROWS,
-                                )
-                        f.flush()
-                        os.fsync(f.fileno())
+                    try:
+                        with open(tmp, "wb") as f:
+                            with pq.ParquetWriter(f, data.schema, compression="zstd") as writer:
+                                for off in range(0, count, ROW_GROUP_ROWS):
+                                    writer.write_table(
+                                        data.take(rows.slice(off, ROW_GROUP_ROWS)),
+                                        row_group_size=ROW_GROUP_ROWS,
+                                    )
+                            f.flush()
+                            os.fsync(f.fileno())
+                    except BaseException:
+                        # A partial file only takes space (a full disk stays full): drop it.
+                        tmp.unlink(missing_ok=True)
+                        raise
                     os.replace(tmp, final)
                     fsync_dir(ddir)
                     fsync_dir(ddir.parent)
-                self._files[name].setdefault(day, set()).add(final)
+                    pause_point("flush")
+                written.append((name, day, final))
+        for name, day, final in written:
+            self._files[name].setdefault(day, set()).add(final)
+        for name in seg.tables:
             self._flushed_seg[name] = seg.seq
         # Views first (files in, this segment's tail rows filtered out), then the tail forgets
         # the segment: a query binding at any moment in between sees each row once.
@@ -850,10 +975,16 @@ class Storage:
                     small = sorted(
                         p for p in self._files[name][day] if p.stat().st_size < COMPACT_TARGET_BYTES
                     )
-                    if len(small) >= 2:
+                    if len(small) >= 2 and self._room_to_compact(small):
                         self._compact_files(self.catalog.tables[name], day, small)
                         merged += len(small) - 1
         return merged
+
+    def _room_to_compact(self, sources: list[Path]) -> bool:
+        """A merge writes a file about the size of its sources before deleting them: skip it
+        (until a later cycle) unless that fits above ``min_free_bytes``."""
+        need = sum(p.stat().st_size for p in sources) + self._space.min_free
+        return not self._space.full and self._space.free() >= need
 
     def _compact_files(self, tbl: Table, day: date, sources: list[Path]) -> None:
         ddir = sources[0].parent
@@ -865,25 +996,58 @@ class Storage:
         # target is in place is the commit point. At start-up a ``.done`` deletes its sources and
         # a bare intent deletes its target (see _recover_files).
         spec = {"target": target.name, "sources": [p.name for p in sources]}
-        atomic_write(intent, orjson.dumps(spec))
-        lits = ", ".join(_literal(str(p)) for p in sources)
-        self._maint_cursor().execute(
-            f"COPY (SELECT {self._stored_cols(tbl)} FROM read_parquet([{lits}]) "
-            f"ORDER BY {self._order_col(tbl)}) TO {_literal(str(tmp))} "
-            f"(FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE {ROW_GROUP_ROWS})"
-        )
-        fsync_file(tmp)
-        os.replace(tmp, target)
-        fsync_dir(ddir)
+        try:
+            atomic_write(intent, orjson.dumps(spec))
+            self._maint_cursor().execute(
+                f"COPY (SELECT {self._stored_cols(tbl)} FROM ({self._files_sql(tbl, sources, False)}) "
+                f"ORDER BY {self._order_col(tbl)}) TO {_literal(str(tmp))} "
+                f"(FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE {ROW_GROUP_ROWS})"
+            )
+            fsync_file(tmp)
+            os.replace(tmp, target)
+            fsync_dir(ddir)
+        except BaseException as e:
+            # Undo now what start-up recovery would undo (the sources are untouched): a failed
+            # merge must not leave its partial output or its intent behind until a restart.
+            for p in (tmp, target, intent, intent.with_name(intent.name + ".tmp")):
+                p.unlink(missing_ok=True)
+            # A source that cannot be read back (written by an earlier version) is repaired and
+            # set aside, so that the next cycle merges the rest instead of failing again.
+            if isinstance(e, duckdb.Error) and self._repair_files(tbl, day, sources):
+                return
+            raise
+        pause_point("compact")
         done = intent.with_suffix(".done")
         os.replace(intent, done)
         fsync_dir(ddir)
         files = self._files[tbl.name][day]
         files.difference_update(sources)
         files.add(target)
+        for p in sources:  # the merged file has the current schema
+            self._old_layout.pop(p, None)
         self._rebuild_views([tbl.name])
         self._defer_delete([*sources, done])
         log.info("compacted %d files of %s %s into %s", len(sources), tbl.name, day, target.name)
+
+    def _repair_files(self, tbl: Table, day: date, paths: list[Path]) -> bool:
+        """Repair the unreadable files among ``paths`` (server/storage/repair.py): each moves to
+        the quarantine and its readable rows to a new file. Returns whether any was."""
+        files = self._files[tbl.name].setdefault(day, set())
+        repaired = False
+        for p in paths:
+            problem = file_problem(p)
+            if problem is None:
+                continue
+            log.error("%s cannot be read back (%s); repairing it", p.relative_to(self.data_dir),
+                      redact(problem, self.data_dir))
+            result = repair_file(p, self.data_dir)
+            files.discard(p)
+            if result.replacement is not None:
+                files.add(self.data_dir / result.replacement)
+            repaired = True
+        if repaired:
+            self._rebuild_views([tbl.name])
+        return repaired
 
     # ------------------------------------------------------------------ retention
 
@@ -924,6 +1088,10 @@ class Storage:
             if force or deadline <= now:
                 for p in paths:
                     if p.is_dir():
+                        first = next(p.glob("*.parquet"), None)
+                        if first is not None:
+                            first.unlink()
+                            pause_point("retention")
                         shutil.rmtree(p, ignore_errors=True)
                     else:
                         p.unlink(missing_ok=True)
@@ -946,9 +1114,19 @@ class Storage:
             self._wake.clear()
             if self._stop.is_set():
                 break
-            try:
-                if self._flush_due():
+            if self._flush_due() and self._space.flush_allowed():
+                try:
                     self.flush()
+                except Exception as e:
+                    # Backed off (and, for want of space, ingest refused): a full disk must not
+                    # be refilled with the same partial file every second.
+                    self._space.flush_failed(e)
+                    log.error("flush failed (%s); retrying in %.0f s or when space is freed",
+                              e, self._space.retry_after())
+                else:
+                    self._space.flush_succeeded()
+            try:
+                self._space.tick(backlog_waiting=self._unflushed > 0)
                 now = time.monotonic()
                 if now >= next_compact:
                     next_compact = now + s.compaction_interval_s
@@ -967,6 +1145,15 @@ class Storage:
     @property
     def unflushed_rows(self) -> int:
         return self._unflushed
+
+    def health(self) -> list[dict[str, Any]]:
+        """Why the storage is degraded, one entry per reason (empty when healthy); /healthz."""
+        reasons = self._space.health(self._unflushed)
+        if self._wal.broken:
+            reasons.append({"code": "wal_unusable",
+                            "message": "the write-ahead log failed to sync; ingest fails until a "
+                            "restart replays what reached the disk"})
+        return reasons
 
     def stats(self) -> dict[str, Any]:
         """Sizes for metrics and health: unflushed rows, Parquet files and bytes per table."""

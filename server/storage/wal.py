@@ -57,10 +57,14 @@ def fsync_file(path: Path) -> None:
 def atomic_write(path: Path, data: bytes) -> None:
     """Write ``data`` so that ``path`` holds either its old or its new content after a crash."""
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # e.g. a full disk: leave nothing half-written behind
+        raise
     os.replace(tmp, path)
     fsync_dir(path.parent)
 
@@ -144,6 +148,7 @@ class WriteAheadLog:
         self._written = 0  # number of the last record written (monotonic over segments)
         self._synced = 0  # number of the last record known durable
         self.current: Segment | None = None
+        self._recorded: int | None = None  # LAST_SEGMENT's value, once read
         # Set when a write could not be undone or an fsync failed: after a failed fsync the
         # kernel may have dropped the dirty pages, so nothing more may be acknowledged from this
         # log until a restart replays what really reached the disk.
@@ -153,18 +158,28 @@ class WriteAheadLog:
     def write_lock(self) -> threading.Lock:
         return self._write_lock
 
-    def _next_seq(self, at_least: int) -> int:
-        seq_file = self.dir / _SEQ_FILE
-        last = int(seq_file.read_text()) if seq_file.exists() else 0
-        seq = max(last, at_least) + 1
-        # The counter outlives the segments (they are deleted once in Parquet) and names the
-        # Parquet files flushed from them, so a number is never reused.
-        atomic_write(seq_file, str(seq).encode())
-        return seq
+    def _stored_seq(self) -> int:
+        if self._recorded is None:
+            seq_file = self.dir / _SEQ_FILE
+            self._recorded = int(seq_file.read_text()) if seq_file.exists() else 0
+        return self._recorded
+
+    def record_issued(self, seq: int) -> None:
+        """Make ``LAST_SEGMENT`` at least ``seq``; called before segment ``seq`` is flushed.
+
+        The numbers name the Parquet files flushed from the segments, so one must never be
+        reused. A segment file on disk keeps its own number; the counter must cover it only
+        once the file is deleted, after its flush. So opening a segment writes no data (it
+        works on a full disk) and the counter is written by the flush, which needs room anyway.
+        """
+        if self._stored_seq() < seq:
+            atomic_write(self.dir / _SEQ_FILE, str(seq).encode())
+            self._recorded = seq
 
     def open_new(self, at_least: int = 0) -> Segment:
         """Open a fresh segment. Caller holds no lock (start-up) or both locks (rotation)."""
-        seq = self._next_seq(at_least)
+        existing = max((s for s, _ in list_segments(self.dir)), default=0)
+        seq = max(self._stored_seq(), at_least, existing) + 1
         path = segment_path(self.dir, seq)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
         fsync_dir(self.dir)
@@ -230,9 +245,11 @@ class WriteAheadLog:
             except OSError as e:
                 self.broken = f"fsync failed: {e}"
                 raise
-            os.close(old.fd)
             self._synced = self._written
+            # The next segment first: if it cannot be opened, the current one stays open and
+            # usable (closing it first would leave appends writing to a closed descriptor).
             self.open_new(old.seq)
+            os.close(old.fd)
             return old
 
     def close(self) -> None:

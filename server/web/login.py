@@ -16,26 +16,23 @@ from fastapi.responses import RedirectResponse, Response
 
 from server.auth import allows, lookup_scope
 from server.web import sessions
-from server.web.html import HEADERS, e, login_form, page
+from server.web.html import HEADERS, login_form, render
 
 router = APIRouter(include_in_schema=False)
 
 MAX_LOGIN_BODY = 8192
-PAGE_SCOPE = "query"  # what the browser pages (alerts, /docs) need; admin implies it
+PAGE_SCOPE = "query"  # what the browser pages (console, alerts, /docs) need; admin implies it
 
 
 def refused(reason: str) -> Response:
-    body = (
-        "<h1>Request refused</h1>"
-        f'<p id="message">This form must be sent from Quarry\'s own pages: {e(reason)}.</p>'
-        '<p><a href="/login">Sign in again</a></p>'
-    )
-    return page("Quarry: request refused", body, 403)
+    return render("message.html", 403, None, title="Quarry: request refused", heading="Request refused",
+                  message=f"This form must be sent from Quarry's own pages: {reason}.",
+                  link="/login", link_text="Sign in again")
 
 
 @router.get("/login")
 async def login_page(next_path: str | None = Query(None, alias="next")) -> Response:
-    return login_form(sessions.safe_next(next_path), "Sign in with an API key.", 200)
+    return login_form(sessions.safe_next(next_path, "/"), "Sign in with an API key.", 200)
 
 
 @router.post("/login")
@@ -44,10 +41,10 @@ async def login(request: Request) -> Response:
     async for chunk in request.stream():  # read no more than the cap, whatever is sent
         raw += chunk
         if len(raw) > MAX_LOGIN_BODY:
-            return login_form("/docs", "The sign-in form was too large.", 413)
+            return login_form("/", "The sign-in form was too large.", 413)
     form = parse_qs(raw.decode("utf-8", "replace"), keep_blank_values=True)
     key = (form.get("key") or [""])[0].strip()
-    next_path = sessions.safe_next((form.get("next") or [""])[0])
+    next_path = sessions.safe_next((form.get("next") or [""])[0], "/")
     state = request.app.state
     # The key is checked before the origin so that any request without a valid key earns the
     # same 401, whatever its headers; a cross-site post with a valid key is then refused.

@@ -7,8 +7,12 @@ session carries its key's scope, expires ``settings.session_ttl_h`` after sign-i
 sliding), ends at ``POST /logout`` and ends when its key is revoked: every lookup joins the key's
 row, so a key revoked by any means stops its sessions at once.
 
-Cookies open only the browser pages, never ``/api/*``: the JSON API keeps requiring the header,
-so a session cannot be used to change anything through the API.
+The console (server/web/console.py) calls the JSON API from the browser with the cookie: there
+a session counts only together with its CSRF token in the ``X-CSRF-Token`` header
+(``api_session``), for every method. The token is an HMAC of the session token, so it is as
+secret as the HttpOnly cookie, needs no storage, and is written into each page's
+``<meta name="csrf-token">`` for the page's own scripts; another site can neither read it nor
+make a browser send a custom header cross-origin.
 """
 
 from __future__ import annotations
@@ -25,7 +29,8 @@ from urllib.parse import urlsplit
 from fastapi import Request
 from fastapi.responses import Response
 
-from server.auth import bearer_token, hash_key, lookup_scope
+from server.auth import bearer_token, hash_key, key_owner, lookup_scope
+from server.errors import ApiError
 from server.metadata import MetadataDB
 
 TOKEN_PREFIX = "qs_"
@@ -53,6 +58,8 @@ class Principal:
     scope: str
     via: Literal["bearer", "session"]
     session_id: int | None = None
+    owner: str | None = None  # key:<id> or admin (server.auth.key_owner), for per-user data
+    csrf: str = ""  # the session's CSRF token (sessions only)
 
 
 class SessionStore:
@@ -96,6 +103,11 @@ class SessionStore:
 
     def lookup(self, token: str, admin_key: str | None) -> tuple[int, str] | None:
         """(session id, scope) of a live session, or None (unknown, expired, revoked, key gone)."""
+        found = self.lookup_owner(token, admin_key)
+        return None if found is None else (found[0], found[1])
+
+    def lookup_owner(self, token: str, admin_key: str | None) -> tuple[int, str, str] | None:
+        """(session id, scope, owner) of a live session (owner as ``server.auth.key_owner``)."""
         if not token.startswith(TOKEN_PREFIX) or len(token) > 200:
             return None
         token_hash = hash_key(token)
@@ -113,7 +125,8 @@ class SessionStore:
             fp = row["admin_fp"] or ""
             if not admin_key or not hmac.compare_digest(fp, _admin_fp(admin_key, token_hash)):
                 return None
-        return int(row["id"]), str(row["scope"])
+            return int(row["id"]), str(row["scope"]), "admin"
+        return int(row["id"]), str(row["scope"]), f"key:{row['key_id']}"
 
     def revoke(self, token: str) -> bool:
         with self.db.tx() as conn:
@@ -172,16 +185,51 @@ def principal(request: Request) -> Principal | None:
     token = bearer_token(request)
     if token is not None:
         scope = lookup_scope(state.metadata, token, state.settings.admin_key)
-        return Principal(scope, "bearer") if scope is not None else None
+        owner = key_owner(state.metadata, token, state.settings.admin_key)
+        return Principal(scope, "bearer", owner=owner) if scope is not None else None
     if request.headers.get("authorization"):
         return None  # some other scheme (Basic...): refused, as the API refuses it
     cookie = session_token(request)
     if cookie is None:
         return None
-    found = store(state).lookup(cookie, state.settings.admin_key)
+    found = store(state).lookup_owner(cookie, state.settings.admin_key)
     if found is None:
         return None
-    return Principal(found[1], "session", found[0])
+    return Principal(found[1], "session", found[0], found[2], csrf_token(cookie))
+
+
+CSRF_HEADER = "x-csrf-token"
+
+
+def csrf_token(session: str) -> str:
+    """The CSRF token of a session token (see the module's docstring)."""
+    return hmac.new(session.encode(), b"quarry-csrf", hashlib.sha256).hexdigest()
+
+
+def csrf_ok(request: Request, sent: str | None) -> bool:
+    cookie = session_token(request)
+    return bool(cookie and sent and hmac.compare_digest(sent.encode(), csrf_token(cookie).encode()))
+
+
+def api_session(request: Request) -> tuple[str, str] | None:
+    """(scope, owner) for an API request that carries a live session cookie and its CSRF token
+    header; None without a (live) session; 403 for a session without the right token. Set as
+    ``app.state.session_scope`` by the app factory, read by ``server.auth.require``."""
+    cookie = session_token(request)
+    if cookie is None:
+        return None
+    state = request.app.state
+    found = store(state).lookup_owner(cookie, state.settings.admin_key)
+    if found is None:
+        return None
+    if not csrf_ok(request, request.headers.get(CSRF_HEADER)):
+        raise ApiError(
+            403,
+            "a browser session may call the API only from Quarry's own pages: "
+            "the X-CSRF-Token header is missing or wrong",
+            code="csrf",
+        )
+    return found[1], found[2]
 
 
 def _origin_of(url: str) -> str | None:

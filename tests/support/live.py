@@ -31,15 +31,17 @@ class LiveServer:
         *,
         timeout_graceful_shutdown: int | None = None,
         join_timeout_s: float = 30.0,
+        host: str = "127.0.0.1",
+        port: int = 0,
     ) -> None:
         self.app = app
         # Bind before starting so the port is known (and held) before uvicorn runs.
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", 0))
+        sock.bind((host, port))
         self.sock = sock
         self.port: int = sock.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"http://{host}:{self.port}"
         config = uvicorn.Config(
             app, log_level="warning", lifespan="on", timeout_graceful_shutdown=timeout_graceful_shutdown
         )

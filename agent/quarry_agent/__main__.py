@@ -1,0 +1,3 @@
+from quarry_agent.cli import main
+
+raise SystemExit(main())
