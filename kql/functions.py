@@ -1076,4 +1076,9 @@ AGGREGATE_DIALECTS: dict[str, dict[str, AggBuilder]] = {"duckdb": DUCKDB_AGGREGA
 
 def agg_sql(name: str, a: list[V], ctx: Ctx, node: Call) -> tuple[exp.Expr, str]:
     """SQL and KQL result type of an aggregate call, from the target dialect's table."""
+    if name == "count" and a and a[0].type not in ("bool", UNKNOWN):
+        # Kusto's count() takes no argument or a predicate; Quarry counts the non-null values
+        ctx.warn("kusto_rejects", f"Kusto rejects count() of a {a[0].type}: it takes no argument "
+                 "or a bool predicate (Quarry counts the values that are not null)", node.span,
+                 ["write count() or countif(isnotnull(x))"])
     return AGGREGATE_DIALECTS[ctx.dialect][name](a)

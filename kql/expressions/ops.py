@@ -307,6 +307,9 @@ def x_InOp(bd: Binder, node: n.InOp, scope: Scope) -> V:
         pred = has_any(as_string(a), terms) if base == "has_any" else has_all(as_string(a), terms)
         return V(negate(pred, a, *vals) if neg else pred, "bool")
     ci = base == "in~"
+    if ci and a.type not in STRINGY | {"dynamic", UNKNOWN}:
+        bd.ctx.warn("kusto_rejects", f"Kusto rejects in~ on a {a.type}: it compares strings "
+                    "(Quarry compares the text of the value)", node.span, ["write in (...)"])
     if sub is not None:
         lhs = case_fold(bd, a) if ci else a.sql
         if sub.meta.get("kql_flat") and not ci:
