@@ -1,0 +1,31 @@
+"""Column names of unnamed expressions, as Kusto.Language infers them (each case was asked of
+kusto-check): conversion and rounding functions keep their argument's name, a few functions
+prefix or suffix it, anything else is Column1, Column2..."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.kql.fixtures import run_kql
+
+P = "DeviceProcessEvents | where ReportId == 2"
+
+
+@pytest.mark.parametrize(("query", "names"), [
+    (f"{P} | project tostring(ProcessId), tolower(FileName), strlen(FileName), gettype(FileName)",
+     ["ProcessId", "Column1", "strlen_FileName", "type_FileName"]),
+    (f"{P} | summarize count() by tolower(FileName), startofday(Timestamp), bin(ProcessId, 10)",
+     ["Column1", "Timestamp", "ProcessId", "count_"]),
+    (f"{P} | summarize tostring(make_set(FileName)), todynamic(make_list(FolderPath)), dcount(DeviceId) * 2",
+     ["set_FileName", "list_FolderPath", "Column1"]),
+    (f"{P} | project FileName | mv-expand split(FileName, '.')", ["FileName"]),
+    (f"{P} | project FileName | mv-expand split(tolower(FileName), '.'), pack_array(1, 2)",
+     ["FileName", "Column1", "Column2"]),
+])
+def test_unnamed_columns(query: str, names: list[str]) -> None:
+    assert run_kql(query).names == names
+
+
+def test_mv_expand_of_an_unnamed_expression_runs() -> None:
+    r = run_kql(f"{P} | project FileName | mv-expand split(tolower(FileName), '.')")
+    assert sorted(str(row[1]) for row in r.rows) == ['cmd', 'exe']
