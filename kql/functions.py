@@ -22,6 +22,7 @@ from kql import sqlbuild as sb
 from kql.context import Ctx
 from kql.literals import parse_datetime, parse_timespan
 from kql.nodes import Call
+from kql.regex import re2, regex_arg
 from kql.terms import has_term
 from kql.typed import (
     NUMERIC,
@@ -384,7 +385,7 @@ def _has_any_index(ctx: Ctx, a: list[V], node: Call) -> exp.Expr:
 
 
 def _extract(ctx: Ctx, a: list[V], node: Call) -> exp.Expr:
-    pattern = as_string(a[0])
+    pattern = regex_arg(a[0])
     out = sb.fn("regexp_extract", as_string(a[2]), pattern, a[1].sql)
     if len(a) == 4 and a[3].is_const and isinstance(a[3].const, str):
         return sb.try_cast(exp.Nullif(this=out, expression=sb.s("")), a[3].const)
@@ -393,7 +394,7 @@ def _extract(ctx: Ctx, a: list[V], node: Call) -> exp.Expr:
 
 def _extract_all(ctx: Ctx, a: list[V], node: Call) -> exp.Expr:
     src = as_string(a[-1])
-    pat = _const_str(ctx, a[0], node, "the regular expression") or ""
+    pat = re2(_const_str(ctx, a[0], node, "the regular expression") or "")
     try:
         groups = re.compile(pat).groups
     except re.error:
@@ -702,7 +703,7 @@ def _strcat_array(ctx: Ctx, a: list[V], node: Call) -> exp.Expr:
 def _countof(ctx: Ctx, a: list[V], node: Call) -> exp.Expr:
     src, sub = as_string(a[0]), as_string(a[1])
     if len(a) == 3 and a[2].is_const and a[2].const == "regex":
-        return sb.fn("len", sb.fn("regexp_extract_all", src, sub))
+        return sb.fn("len", sb.fn("regexp_extract_all", src, regex_arg(a[1])))
     removed = sb.fn("length", sb.fn("replace", src.copy(), sub, sb.s("")))
     return exp.IntDiv(this=exp.Sub(this=sb.fn("length", src), expression=removed), expression=sb.fn("length", sub.copy()))
 
@@ -817,7 +818,7 @@ DUCKDB: dict[str, Builder] = {
     "extract": _extract,
     "extract_all": _extract_all,
     "replace_string": _simple("replace"),
-    "replace_regex": lambda c, a, n: sb.fn("regexp_replace", as_string(a[0]), as_string(a[1]), _rewrite(a[2]), sb.s("g")),
+    "replace_regex": lambda c, a, n: sb.fn("regexp_replace", as_string(a[0]), regex_arg(a[1]), _rewrite(a[2]), sb.s("g")),
     "replace": lambda c, a, n: sb.fn("regexp_replace", as_string(a[2]), as_string(a[0]), _rewrite(a[1]), sb.s("g")),
     "trim": _trim("both"),
     "trim_start": _trim("start"),
@@ -937,7 +938,7 @@ def _ipv4_is_match(ctx: Ctx, a: list[V], node: Call) -> exp.Expr:
 
 
 def _indexof_regex(ctx: Ctx, a: list[V], node: Call) -> exp.Expr:
-    src, pat = as_string(a[0]), as_string(a[1])
+    src, pat = as_string(a[0]), regex_arg(a[1])
     pos = exp.Sub(this=sb.fn("strpos", src, sb.fn("regexp_extract", src.copy(), pat)), expression=sb.num(1))
     return exp.Case(ifs=[exp.If(this=sb.fn("regexp_matches", src.copy(), pat.copy()), true=pos)], default=sb.num(-1))
 

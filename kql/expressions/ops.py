@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -13,6 +12,7 @@ from kql import functions as F
 from kql import nodes as n
 from kql import sqlbuild as sb
 from kql.context import Scope
+from kql.regex import check, regex_arg
 from kql.registry import Binder, expression
 from kql.terms import fn_coalesce_false, has_all, has_any, has_any_subquery, has_term, negate
 from kql.typed import (
@@ -366,11 +366,10 @@ def x_Between(bd: Binder, node: n.Between, scope: Scope) -> V:
 def x_Matches(bd: Binder, node: n.Matches, scope: Scope) -> V:
     a, p = bd.scalar(node.left, scope), bd.scalar(node.pattern, scope)
     if p.is_const and isinstance(p.const, str):
-        try:
-            re.compile(p.const)
-        except re.error as e:
-            bd.ctx.warn("regex", f"the regular expression may be invalid: {e}", node.pattern.span)
-    return V(sb.fn("regexp_matches", as_string(a), as_string(p)), "bool")
+        problem = check(p.const)
+        if problem:
+            bd.ctx.warn("regex", f"the regular expression may be invalid: {problem}", node.pattern.span)
+    return V(sb.fn("regexp_matches", as_string(a), regex_arg(p)), "bool")
 
 
 def _py_type(x: Any) -> str:
