@@ -364,13 +364,33 @@ def _ipv4_in_range(ctx: Ctx, a: list[V], node: Call) -> exp.Expr:
         elif v.is_const and isinstance(v.const, list):
             ranges.extend(str(x) for x in v.const)
         else:
-            ctx.error("unsupported", f"{node.name}(): the range must be a constant", node.span)
-            return exp.false()
+            return _ipv4_in_runtime_ranges(a)
     try:
         return _in_ranges(as_string(a[0]), ranges)
     except ValueError as e:
         ctx.error("invalid_argument", f"{node.name}(): {e}", node.span)
         return exp.false()
+
+
+def _ipv4_in_runtime_ranges(a: list[V]) -> exp.Expr:
+    """ipv4_is_in_(any_)range with ranges known only at run time (a column, a `toscalar(...
+    make_set(...))` array): each range string, or each element of a dynamic array, tested in SQL."""
+    ip = ipv4_to_long(as_string(a[0]))
+    tests: list[exp.Expr] = []
+    for v in a[1:]:
+        if v.type == "dynamic":
+            r = sb.lambda_param("r", ip, v.sql)
+            each = exp.Lambda(this=functions_format.ipv4_in_cidr(ip.copy(), exp.column(r)),
+                              expressions=[exp.to_identifier(r)])
+            elems = exp.Cast(this=sb.fn("json_extract_string", v.sql, sb.s("$[*]")),
+                             to=exp.DataType.build("VARCHAR[]"))
+            tests.append(sb.fn("list_bool_or", sb.fn("list_transform", elems, each)))
+        else:
+            tests.append(functions_format.ipv4_in_cidr(ip.copy(), as_string(v)))
+    out = tests[0]
+    for t in tests[1:]:
+        out = exp.Or(this=sb.paren(out), expression=sb.paren(t))
+    return sb.fn("coalesce", sb.paren(out), exp.false())
 
 
 def _has_any_index(ctx: Ctx, a: list[V], node: Call) -> exp.Expr:
