@@ -107,14 +107,19 @@ def summarize_latest(bd: Binder, rel: Rel, op: n.Operator, env: Env) -> Rel:
     target = bd.scalar(call.args[0], scope)
     if target.type == "dynamic":
         raise bd.ctx.fail("type_mismatch", f"{call.name}(): cannot order by a dynamic value", call.args[0].span)
-    tname = item.names[0] if item.names else (column_name(call.args[0]) or
+    # Names as Kusto.Language gives them: the target or a named column that collides with a
+    # `by` key gets a number (`arg_max(Timestamp, *) by bin(Timestamp, 1h)` gives Timestamp and
+    # Timestamp1; `arg_max(T, DeviceId) by DeviceId` DeviceId1); `*` adds the columns that are
+    # neither keys nor the maximized column (even when the target is renamed).
+    target_col = column_name(call.args[0])
+    tname = item.names[0] if item.names else (target_col or
                                               ("max_" if call.name == "arg_max" else "min_") + "expr")
-    if tname not in cols:
-        cols[tname], exprs[tname] = target.type, target.sql
+    tname = unique(cols, tname)
+    cols[tname], exprs[tname] = target.type, target.sql
     for a in call.args[1:]:
         if isinstance(a, n.Star):
             for c, t in list(rel.cols.items()):
-                if c not in cols:
+                if c != target_col and c not in cols:  # `*` skips the keys and the target
                     cols[c], exprs[c] = t, rel.exprs[c]
             continue
         if isinstance(a, n.NamedArg):
@@ -123,9 +128,8 @@ def summarize_latest(bd: Binder, rel: Rel, op: n.Operator, env: Env) -> Rel:
             exprs.setdefault(a.name, v.sql)
             continue
         v = bd.scalar(a, scope)
-        name = column_name(a) or unique(cols, "Column1")
-        if name not in cols:
-            cols[name], exprs[name] = v.type, v.sql
+        name = unique(cols, column_name(a) or "Column1")
+        cols[name], exprs[name] = v.type, v.sql
     desc = call.name == "arg_max"
     order = exp.Order(expressions=[exp.Ordered(this=target.sql.copy(), desc=desc, nulls_first=False)])
     window = exp.Window(this=sb.fn("row_number"), partition_by=[k.copy() for k in keys], order=order)

@@ -29,3 +29,22 @@ def test_unnamed_columns(query: str, names: list[str]) -> None:
 def test_mv_expand_of_an_unnamed_expression_runs() -> None:
     r = run_kql(f"{P} | project FileName | mv-expand split(tolower(FileName), '.')")
     assert sorted(str(row[1]) for row in r.rows) == ['cmd', 'exe']
+
+
+@pytest.mark.parametrize(("query", "names"), [
+    # Kusto.Language: a column colliding with a key gets a number; `*` skips keys and target
+    ("DeviceInfo | summarize arg_max(Timestamp, DeviceId, DeviceName) by DeviceId",
+     ["DeviceId", "Timestamp", "DeviceId1", "DeviceName"]),
+    ("DeviceInfo | summarize ReportId = arg_max(Timestamp, ReportId) by DeviceId",
+     ["DeviceId", "ReportId", "ReportId1"]),
+])
+def test_arg_max_collisions(query: str, names: list[str]) -> None:
+    assert run_kql(query).names == names
+
+
+def test_arg_max_star_skips_keys_and_the_target() -> None:
+    names = run_kql("DeviceInfo | summarize arg_max(Timestamp, *) by DeviceId, bin(Timestamp, 1h)").names
+    assert names[:4] == ["DeviceId", "Timestamp", "Timestamp1", "DeviceName"]
+    assert names.count("DeviceId") == 1
+    renamed = run_kql("DeviceInfo | summarize LastSeen = arg_max(Timestamp, *) by DeviceName").names
+    assert renamed[:3] == ["DeviceName", "LastSeen", "DeviceId"] and "Timestamp" not in renamed
