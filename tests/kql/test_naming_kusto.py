@@ -48,3 +48,12 @@ def test_arg_max_star_skips_keys_and_the_target() -> None:
     assert names.count("DeviceId") == 1
     renamed = run_kql("DeviceInfo | summarize LastSeen = arg_max(Timestamp, *) by DeviceName").names
     assert renamed[:3] == ["DeviceName", "LastSeen", "DeviceId"] and "Timestamp" not in renamed
+
+
+def test_lookup_drops_the_right_keys_join_keeps_them() -> None:
+    right = "(DeviceNetworkInfo | project D2 = DeviceId, MacAddress)"
+    left = "DeviceInfo | project DeviceId, DeviceName"
+    assert run_kql(f"{left} | lookup {right} on $left.DeviceId == $right.D2").names == [
+        "DeviceId", "DeviceName", "MacAddress"]
+    assert run_kql(f"{left} | join {right} on $left.DeviceId == $right.D2").names == [
+        "DeviceId", "DeviceName", "D2", "MacAddress"]
