@@ -16,6 +16,8 @@ def column_name(node: n.Node) -> str | None:
         return node.name
     if isinstance(node, n.Paren):
         return column_name(node.inner)
+    if isinstance(node, n.NamedArg):  # `by bin(Hour = Timestamp, 1h)` is named Hour
+        return node.name
     if isinstance(node, n.ArrayLit) and len(node.items) == 1 and isinstance(node.items[0], n.Literal):
         return str(node.items[0].value)
     if isinstance(node, n.Member):

@@ -57,3 +57,18 @@ def test_lookup_drops_the_right_keys_join_keeps_them() -> None:
         "DeviceId", "DeviceName", "MacAddress"]
     assert run_kql(f"{left} | join {right} on $left.DeviceId == $right.D2").names == [
         "DeviceId", "DeviceName", "D2", "MacAddress"]
+
+
+def test_names_may_start_with_digits() -> None:
+    # Kusto.Language accepts them (`let 2022Cves = ...`, `bin(5MinuteBin = Timestamp, 5m)`)
+    r = run_kql("let 2022Ids = dynamic([1, 2]);\nDeviceProcessEvents | where ReportId in (2022Ids)\n"
+                "| summarize c = count() by bin(5MinuteBin = Timestamp, 5m) | project 5MinuteBin, c")
+    assert r.names == ["5MinuteBin", "c"] and sum(row[1] for row in r.rows) == 2
+    # numbers and timespans still read as such
+    r = run_kql("print a = 1e5, b = 0x1F, c = 5m, d = 10")
+    assert r.types == ["real", "long", "timespan", "long"]
+
+
+def test_render_inside_a_function_body() -> None:
+    r = run_kql('let F = (x:string) {\n  DeviceProcessEvents | project FileName\n  | render piechart\n};\nF("a")')
+    assert r.names == ["FileName"]
