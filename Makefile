@@ -6,7 +6,12 @@ BIN := $(VENV)/bin
 DATA ?= ./data/demo
 PORT ?= 8080
 
-.PHONY: setup demo serve test lint typecheck bench console-assets
+.PHONY: setup demo serve test test-spark lint typecheck bench fuzz console-assets
+
+# The KQL execution tests run again on Spark (pytest --engine spark, one local[2] session):
+# in `make test` a representative part, to keep Spark's share of the run near 90 s; all of them
+# with `make test-spark`.
+SPARK_TESTS := tests/test_spark_engine.py tests/kql/test_dialects.py tests/kql/test_semantics_strings.py
 
 # What serving needs (runtime dependencies only): `make demo` and `make serve` install no more.
 $(BIN)/quarry: pyproject.toml
@@ -44,6 +49,16 @@ typecheck: setup
 
 test: setup lint typecheck
 	$(BIN)/pytest -q
+	$(BIN)/pytest -q --engine spark $(SPARK_TESTS)
+
+test-spark: setup
+	$(BIN)/pytest -q -rs --engine spark tests/kql tests/test_spark_engine.py
+
+# The property-based fuzz tests (pytest -m fuzz) with a long budget: FUZZ_EXAMPLES examples per
+# property instead of `make test`'s short, derandomized one.
+FUZZ_EXAMPLES ?= 5000
+fuzz: setup
+	QUARRY_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/pytest -q -m fuzz --hypothesis-show-statistics
 
 # Each benchmark prints ratios against a baseline measured in the same run (the machine is shared).
 bench: setup

@@ -24,12 +24,12 @@ from starlette.concurrency import run_in_threadpool
 from schema.catalog import default_catalog
 from server.auth import QueryKey, request_owner
 from server.errors import ApiError
+from server.query.engines import make_runner
 from server.query.export import FORMATS, encoder_for
 from server.query.render import IGNORED_RENDER, render_hint
 from server.query.runner import (
     ExportStream,
     QueryError,
-    QueryLimits,
     QueryRejected,
     QueryResult,
     QueryRunner,
@@ -64,12 +64,8 @@ def get_runner(request: Request) -> QueryRunner:
             storage = getattr(state, "storage", None)
             if storage is None:
                 raise ApiError(503, "storage is not available", code="unavailable")
-            runner = QueryRunner(
-                storage,
-                default_catalog(),
-                QueryLimits.from_settings(state.settings),
-                metrics=getattr(state, "metrics", None),
-            )
+            runner = make_runner(storage, default_catalog(), state.settings,
+                                 metrics=getattr(state, "metrics", None))
             state.query_runner = runner
     return runner
 
