@@ -310,7 +310,7 @@ class QueryRunner:
         now: dt.datetime | None = None,
         deadline: float | None = None,
         parameters: Mapping[str, Any] | None = None,
-        on_connection: Callable[[duckdb.DuckDBPyConnection], None] | None = None,
+        on_connection: Callable[[Any], None] | None = None,
     ) -> QueryResult:
         """Compile and run ``text``; blocking (call from a worker thread). ``parameters`` are
         the values for ``declare query_parameters`` (see ``CompileOptions.parameters``).

@@ -44,7 +44,10 @@ class SparkQueryRunner(QueryRunner):
 
     def run(self, text: str, *, time_range: TimeRange | None = None, max_rows: int | None = None,
             timeout_s: float | None = None, now: dt.datetime | None = None,
-            deadline: float | None = None, parameters: Mapping[str, Any] | None = None) -> QueryResult:
+            deadline: float | None = None, parameters: Mapping[str, Any] | None = None,
+            on_connection: Callable[[Any], None] | None = None) -> QueryResult:
+        # on_connection (stop a query whose client left) is DuckDB's: Spark jobs end at their
+        # timeout (cancelJobGroup), so it is accepted and not called here.
         started = time.perf_counter()
         outcome = "execution_error"
         rows_out = 0
