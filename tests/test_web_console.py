@@ -108,6 +108,7 @@ def test_the_whole_usb_scenario_in_the_browser(srv: LiveServer, browser: Any) ->
     assert page.locator("nav.main a").all_inner_texts() == ["Hunting", "Alerts", "Incidents", "Rules", "Devices"]
     ingested = page.inner_text("#ingested")
     assert re.search(r"DeviceProcessEvents\s+4", ingested) and re.search(r"DeviceInfo\s+1", ingested)
+    assert re.search(r"Storage: .* of Parquet, and 5 rows not yet flushed", page.inner_text("#storage-size"))
     _shot(page, "home")
 
     page.click("#nav-hunting")
@@ -171,6 +172,9 @@ def test_the_whole_usb_scenario_in_the_browser(srv: LiveServer, browser: Any) ->
     page.wait_for_function("() => document.querySelector('#runs').textContent.includes('manual')")
     runs = page.inner_text("#runs")
     assert "manual" in runs and "completed" in runs
+    page.click("#rule-backtest-run")
+    page.wait_for_selector("#backtest-chart rect.bar")
+    assert "2 matching rows; 2 alert(s) would be raised" in page.inner_text("#backtest-summary")
     _shot(page, "rule")
 
     # The alert is in the queue; open it, see the process tree, classify it.
@@ -179,6 +183,11 @@ def test_the_whole_usb_scenario_in_the_browser(srv: LiveServer, browser: Any) ->
     queue = page.inner_text("#alert-queue")
     assert queue.count(f"File copied to USB on {MAC_NAME}") == 2 and "USB copy on macOS" in queue
     _shot(page, "alerts")
+    # bulk: assign every alert in the queue at once
+    page.check("#select-all")
+    page.fill("#bulk [name=assignedTo]", "alice@contoso.com")
+    page.click("#bulk-apply")
+    page.wait_for_function("() => document.querySelector('#alert-queue').textContent.split('alice@contoso.com').length - 1 === 2")
     # the alert of the plain cp event (the other one is the hostile-text event, ReportId 504)
     page.locator("#alert-queue a", has_text="File copied to USB").last.click()
     page.wait_for_selector("#process-tree")

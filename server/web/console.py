@@ -62,12 +62,14 @@ async def home(request: Request) -> Response:
     state = request.app.state
 
     def gather() -> dict[str, Any]:
+        size, unflushed = overview.storage_size(state)
         return {
+            "unflushed": unflushed,
             "events": overview.events_last_day(state),
             "alerts": overview.alerts(state, AlertFilter(top=10)),
             "incidents": [i for i in overview.incidents(state, None, 50) if i.get("status") != "resolved"][:10],
             "rules": overview.rules(state),
-            "storage": overview.human_bytes(overview.storage_bytes(state)),
+            "storage": overview.human_bytes(size),
         }
 
     data = await run_in_threadpool(gather)

@@ -43,11 +43,13 @@ def events_last_day(state: Any) -> list[tuple[str, int]]:
     return sorted(((str(t), int(n)) for t, n in rows), key=lambda r: (-r[1], r[0]))
 
 
-def storage_bytes(state: Any) -> int:
+def storage_size(state: Any) -> tuple[int, int]:
+    """(bytes of Parquet, rows acknowledged but not yet flushed to Parquet)."""
     storage = getattr(state, "storage", None)
     if storage is None:
-        return 0
-    return sum(int(t["bytes"]) for t in storage.stats()["tables"].values())
+        return 0, 0
+    stats = storage.stats()
+    return sum(int(t["bytes"]) for t in stats["tables"].values()), int(stats.get("unflushed_rows") or 0)
 
 
 def human_bytes(n: int) -> str:
