@@ -208,6 +208,27 @@ def test_the_whole_usb_scenario_in_the_browser(srv: LiveServer, browser: Any) ->
         page.wait_for_load_state()
         _shot(page, name)
     assert "14.5" in page.inner_text("#devices") and MAC_NAME in page.inner_text("#devices")
+    # The device page: its alerts, a timeline across the Device* tables, a process's tree.
+    page.click(f"#devices a:text-is('{MAC_NAME}')")
+    page.wait_for_selector("#timeline")
+    assert page.inner_text("#device-alerts").count("File copied to USB") == 2
+    timeline = page.inner_text("#timeline")
+    assert "cp Desktop/leak.txt /Volumes/TEST-USB/leak.txt" in timeline and "process tree" in timeline
+    page.select_option("form.filters [name=table]", "DeviceProcessEvents")
+    page.fill("form.filters [name=actionType]", "FileCreated")
+    page.click("form.filters button")
+    page.wait_for_load_state()
+    assert "No events in this period" in page.inner_text("#timeline")
+    page.fill("form.filters [name=actionType]", "ProcessCreated")
+    page.click("form.filters button")
+    page.wait_for_load_state()
+    assert page.locator("#timeline tr").count() == 5
+    page.locator("#timeline tr", has_text="cp Desktop/leak.txt").locator("a.tree-link").click()
+    page.wait_for_selector("#process-tree")
+    chain = page.eval_on_selector_all(
+        "#process-tree li.proc", "els => els.map(e => e.querySelector(':scope > .node .pname').textContent)")
+    assert chain[:3] == ["launchd", "Terminal", "zsh"] and page.locator("#process-tree li.focus .pname").inner_text() == "cp"
+    _shot(page, "device")
     page.click("#nav-rules")
     page.wait_for_selector("#rules svg.spark rect")
     assert "USB copy on macOS" in page.inner_text("#rules")
@@ -288,7 +309,8 @@ def test_hostile_event_text_is_shown_as_text_everywhere(srv: LiveServer, browser
     assert _run(page).startswith("1 rows")
     assert XSS_CMD in page.inner_text("#results")
     shown = {"/": "#newest-alerts", "/alerts": "#alert-queue", f"/alerts/{alert['id']}": "main",
-             f"/incidents/{alert['incidentId']}": "#incident-alerts", "/rules": "#rules", f"/rules/{rule['id']}": "main"}
+             f"/incidents/{alert['incidentId']}": "#incident-alerts", "/rules": "#rules", f"/rules/{rule['id']}": "main",
+             f"/devices/{MAC_ID}": "#timeline"}
     for path, where in shown.items():
         page.goto(srv.url + path)
         text = page.inner_text(where)
