@@ -203,6 +203,18 @@ def test_the_whole_usb_scenario_in_the_browser(srv: LiveServer, browser: Any) ->
     page.wait_for_function("() => document.getElementById('alert-status').textContent === 'resolved'")
     assert "truePositive" in page.inner_text("main")
 
+    page.click("#nav-incidents")
+    page.wait_for_selector("#incident-queue")
+    page.check("#select-all")
+    page.fill("#bulk [name=assignedTo]", "bob@contoso.com")
+    page.click("#bulk-apply")
+    page.wait_for_function("() => document.querySelector('#incident-queue').textContent.includes('bob@contoso.com')")
+    page.locator("#incident-queue a").first.click()
+    page.wait_for_selector("#incident-alerts")
+    page.fill("#triage [name=comment]", "one incident, two copies")
+    page.select_option("#triage [name=status]", "inProgress")
+    page.click("#triage-save")
+    page.wait_for_function("() => document.querySelector('main p').textContent.includes('inProgress')")
     for name in ("incidents", "rules", "devices"):
         page.click(f"#nav-{name}")
         page.wait_for_load_state()
