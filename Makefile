@@ -69,3 +69,4 @@ bench: setup
 	$(BIN)/python benchmarks/alert_latency.py
 	$(BIN)/python benchmarks/detection_run.py
 	$(BIN)/python benchmarks/notify_latency.py
+	$(BIN)/python benchmarks/agent.py

@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import functools
 import logging
+import os
 import platform
 import threading
 import time
@@ -57,6 +58,8 @@ class Agent:
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
         cfg.state_dir.mkdir(parents=True, exist_ok=True)
+        # The queue holds every command line the machine ran: readable by the agent's user only.
+        os.chmod(cfg.state_dir, 0o700)
         self.stop = threading.Event()
         self.machine_id = identity.machine_id()
         self.device_id = cfg.device_id or identity.device_id(self.machine_id)
@@ -137,7 +140,7 @@ class Agent:
             self.stop.wait(5.0)
 
     def _flusher(self) -> None:
-        while not self.stop.wait(min(0.1, self.cfg.flush_interval_s)):
+        while not self.stop.wait(min(0.25, self.cfg.flush_interval_s)):
             self.queue.flush_due()
 
     def start(self) -> None:

@@ -20,7 +20,8 @@ FREQUENCY_SECONDS: dict[str, int] = {"1h": 3600, "3h": 3 * 3600, "12h": 12 * 360
 SEVERITIES: tuple[str, ...] = ("informational", "low", "medium", "high")
 SEVERITY_RANK: dict[str, int] = {s: i for i, s in enumerate(SEVERITIES)}
 # A rule's actions are the device action queue's types: one list, owned by the queue.
-ACTIONS: tuple[str, ...] = ACTION_TYPES
+# A detection never releases a device from isolation: that stays an analyst's decision.
+ACTIONS: tuple[str, ...] = tuple(a for a in ACTION_TYPES if a != "unisolate")
 # Defender's alert categories (custom detection "Category" list).
 CATEGORIES: tuple[str, ...] = (
     "Collection",

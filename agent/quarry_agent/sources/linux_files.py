@@ -58,8 +58,13 @@ def _oserror(what: str) -> OSError:
 class FanotifySource:
     name = "files"
 
-    def __init__(self, table: ProcessTable, domain: str, max_hash_bytes: int = 64 << 20) -> None:
+    def __init__(
+        self, table: ProcessTable, domain: str, max_hash_bytes: int = 64 << 20, exec_wait_s: float = 0.5
+    ) -> None:
         self.table = table
+        # How long to wait for the exec source to record a writer that already exited (0 when
+        # no exec source runs: nobody would record it).
+        self.exec_wait_s = exec_wait_s
         self.domain = domain
         self.max_hash_bytes = max_hash_bytes
         self.lock = threading.Lock()
@@ -163,10 +168,10 @@ class FanotifySource:
             return None
         else:
             return None
-        info = self.table.get(pid, wait_s=0.5)
-        parent = self.table.get(info.ppid).as_proc() if info.ppid else None
+        info = self.table.get(pid, wait_s=self.exec_wait_s)
+        parent = self.table.get(info.ppid) if info.ppid else None
         row = file_event(
-            action, path, info.as_proc(), parent, self.domain,
+            action, path, info, parent, self.domain,
             hashes=None if action == FILE_RENAMED and os.path.isdir(path) else self._hashes(path),
             previous_path=old,
         )
