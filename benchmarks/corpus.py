@@ -38,6 +38,7 @@ if __package__ in (None, ""):  # `python benchmarks/corpus.py`
 import duckdb
 
 from benchmarks._common import BUILD, REPO, interrupt_after, load_in_memory
+from kql import geoip
 from schema import default_catalog
 from schema.catalog import Catalog
 
@@ -135,6 +136,7 @@ def build_dataset(catalog: Catalog, days: int, devices: int, seed: int) -> duckd
     tables = generate(catalog, start=NOW - dt.timedelta(days=days), end=NOW, devices=devices, seed=seed)
     con = duckdb.connect(":memory:")
     con.execute("SET TimeZone = 'UTC'")
+    geoip.register(con)  # as Storage does: geo_info_from_ip_address() when a database is set
     counts = load_in_memory(con, catalog, tables, NOW)
     total = sum(counts.values())
     print(f"dataset: {total:,} rows in {sum(1 for c in counts.values() if c)} tables "

@@ -79,3 +79,30 @@ def run_kql(con: duckdb.DuckDBPyConnection, kql: str, catalog: Catalog, now: dt.
         raise AssertionError(f"did not compile: {kql}\n{msgs}")
     rows = con.cursor().execute(compiled.sql).fetchall()
     return Result(compiled, rows)
+
+
+# The two documented examples of geo_info_from_ip_address() (Kusto docs): network, record.
+GEOIP_EXAMPLES: dict[str, dict[str, Any]] = {
+    "20.53.203.0/24": {"country": "Australia", "state": "New South Wales", "city": "Sydney",
+                       "latitude": -33.8715, "longitude": 151.2006},
+    "2a03:2880:f12c::/48": {"country": "United States", "state": "Florida", "city": "Boca Raton",
+                            "latitude": 26.3594, "longitude": -80.0771},
+}
+
+
+def write_geoip_db(path: Any, networks: Mapping[str, Mapping[str, Any]] = GEOIP_EXAMPLES) -> None:
+    """Write a tiny MaxMind City database (the GeoLite2-City record layout) with ``networks``
+    (CIDR -> country, state, city, latitude, longitude), for tests and benchmarks: the real
+    GeoLite2 data may not be redistributed. Needs the dev extra's ``mmdb-writer``."""
+    from mmdb_writer import MmdbF64, MMDBWriter
+    from netaddr import IPSet
+
+    writer = MMDBWriter(ip_version=6, database_type="GeoLite2-City", ipv4_compatible=True)
+    for cidr, info in networks.items():
+        writer.insert_network(IPSet([cidr]), {
+            "country": {"names": {"en": info["country"]}},
+            "subdivisions": [{"names": {"en": info["state"]}}],
+            "city": {"names": {"en": info["city"]}},
+            "location": {"latitude": MmdbF64(info["latitude"]), "longitude": MmdbF64(info["longitude"])},
+        })
+    writer.to_db_file(str(path))

@@ -39,9 +39,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # Storage start-up replays the WAL (file I/O, maybe seconds): off the event loop.
         from anyio import to_thread
 
+        from kql import geoip
         from schema.catalog import default_catalog
         from server.storage import Storage
 
+        # geo_info_from_ip_address() reads the operator's MaxMind database; a bad file stops
+        # the start with the reason rather than failing every query that uses it.
+        geoip.configure(settings.geoip_db)
         app.state.storage = Storage(settings, default_catalog())
         await to_thread.run_sync(app.state.storage.start)
         # Detections: the engine runs rules (run-now, backtests, the scheduler); the scheduler

@@ -13,7 +13,9 @@ from kql import functions as F
 from kql import nodes as n
 from kql import sqlbuild as sb
 from kql.context import Scope
+from kql.lower import capabilities
 from kql.registry import Binder, expression
+from kql.temporal import datetime_in_range, timespan_in_range, timespan_ok
 from kql.terms import fn_coalesce_false, has_all, has_any, has_any_subquery, has_term, negate
 from kql.typed import (
     NUMERIC,
@@ -65,21 +67,22 @@ def arith(bd: Binder, node: n.Binary, a: V, b: V) -> V:
         return V(_arith_sql(op, a.sql, b.sql), t)
     if ta == "datetime" and tb == "datetime" and op == "-":
         return V(exp.Sub(this=a.sql, expression=b.sql), "timespan")
+    # past Kusto's datetime/timespan range the result is null, as in Kusto (kql.temporal)
     if ta == "datetime" and tb == "timespan" and op in "+-":
-        return V(_arith_sql(op, a.sql, b.sql), "datetime")
+        return V(datetime_in_range(_arith_sql(op, a.sql, b.sql)), "datetime")
     if ta == "timespan" and tb == "datetime" and op == "+":
-        return V(exp.Add(this=b.sql, expression=a.sql), "datetime")
+        return V(datetime_in_range(exp.Add(this=b.sql, expression=a.sql)), "datetime")
     if ta == "timespan" and tb == "timespan":
         if op in "+-":
-            return V(_arith_sql(op, a.sql, b.sql), "timespan")
+            return V(timespan_in_range(_arith_sql(op, a.sql, b.sql)), "timespan")
         if op == "/":
             return V(exp.Div(this=sb.fn("epoch_us", a.sql), expression=sb.fn("epoch_us", b.sql)), "real")
     if ta == "timespan" and tb in NUMERIC and op in "*/":
         us = _arith_sql(op, sb.fn("epoch_us", a.sql), b.sql)
-        return V(sb.fn("to_microseconds", sb.cast(us, "long")), "timespan")
+        return V(timespan_in_range(sb.fn("to_microseconds", _try_long(us))), "timespan")
     if ta in NUMERIC and tb == "timespan" and op == "*":
         us = exp.Mul(this=sb.paren(a.sql), expression=sb.fn("epoch_us", b.sql))
-        return V(sb.fn("to_microseconds", sb.cast(us, "long")), "timespan")
+        return V(timespan_in_range(sb.fn("to_microseconds", _try_long(us))), "timespan")
     bd.ctx.error("type_mismatch", f"cannot apply {op} to {ta} and {tb}", node.op_span)
     return V(exp.Null(), UNKNOWN)
 
@@ -96,6 +99,11 @@ def compare(bd: Binder, node: n.Binary, a: V, b: V) -> V:
         a, ta = V(to_type(a, tb), tb), tb
     elif tb == "dynamic" and ta != "dynamic" and ta != UNKNOWN:
         b, tb = V(to_type(b, ta), ta), ta
+    if op in ("==", "!=") and _mixed_scalar(ta, tb):
+        # Kusto accepts == and != between a number or bool and a string (not <, >, between):
+        # a string literal is read as the other side's type, any other value compared as text.
+        a, b = _convert_equality(a, b)
+        ta, tb = a.type, b.type
     if not comparable(ta, tb, b) or not comparable(tb, ta, a):
         bd.ctx.error("type_mismatch", f"cannot compare {ta} with {tb}", node.span,
                        [f"the left side is {ta}, the right side is {tb}"] +
@@ -128,6 +136,46 @@ def compare(bd: Binder, node: n.Binary, a: V, b: V) -> V:
                             expression=exp.Is(this=b.sql.copy(), expression=exp.Null()))
         return V(exp.Case(ifs=[exp.If(this=both_null, true=exp.Null())], default=test), "bool")
     return V(cls(this=a.sql, expression=b.sql), "bool")
+
+
+_SCALAR_NONSTRING = NUMERIC | {"bool"}
+
+
+def _mixed_scalar(ta: str, tb: str) -> bool:
+    return (ta in _SCALAR_NONSTRING and tb in STRINGY) or (tb in _SCALAR_NONSTRING and ta in STRINGY)
+
+
+def literal_as(text: str, t: str) -> V:
+    """A string literal read as a value of type ``t`` (long, int, real, decimal or bool), the way
+    Kusto converts it when comparing it with a column of that type; null when it does not read
+    as one (then it equals nothing)."""
+    value: Any = None
+    s = text.strip()
+    try:
+        if t == "bool":
+            low = s.lower()
+            value = {"true": True, "false": False, "1": True, "0": False}.get(low)
+        elif t in ("long", "int"):
+            number = float(s)  # "5", "5.0" and "5e0" all read as 5; "5.5" as no integer
+            value = int(number) if number.is_integer() else None
+        else:
+            value = float(s)
+    except ValueError:
+        value = None
+    if value is None:
+        return V(sb.null(t), t, None)
+    return const(value, t)
+
+
+def _convert_equality(a: V, b: V) -> tuple[V, V]:
+    """Both sides of a number/bool vs string equality in one type."""
+    def convert(s: V, other: V) -> V:
+        if s.is_const and isinstance(s.const, str):
+            return literal_as(s.const, other.type)
+        return V(as_string(s), "string")
+    if a.type in STRINGY:
+        return (convert(a, b), b) if a.is_const else (V(as_string(a), "string"), V(as_string(b), "string"))
+    return (a, convert(b, a)) if b.is_const else (V(as_string(a), "string"), V(as_string(b), "string"))
 
 
 def comparable(ta: str, tb: str, other: V) -> bool:
@@ -276,6 +324,7 @@ def x_InOp(bd: Binder, node: n.InOp, scope: Scope) -> V:
         return V(exp.true() if neg else exp.false(), "bool")
     if len(vals) == 1 and vals[0].type == "dynamic" and not vals[0].is_const:
         # a computed array, e.g. toscalar(... | summarize make_set(x))
+        capabilities.check(bd.ctx, "feature", "in-computed-array", node.span)
         needle = case_fold(bd, a) if ci else a.sql
         hay = vals[0].sql
         if ci:
@@ -289,9 +338,15 @@ def x_InOp(bd: Binder, node: n.InOp, scope: Scope) -> V:
     else:
         t = a.type
         lhs = a.sql if t != "dynamic" else as_string(a)
+        if t in _SCALAR_NONSTRING:
+            # Kusto accepts strings in the list of a number or bool: each literal is read as
+            # the value's type (one that does not read as it matches nothing)
+            vals = [literal_as(v.const, t) if v.is_const and isinstance(v.const, str) else v
+                    for v in vals]
+            if any(v.type in STRINGY for v in vals):  # a computed string: compare as text
+                lhs = as_string(a)
+                t = "string"
         rhs = [to_type(v, "string" if t == "dynamic" else t) if v.type != t else v.sql for v in vals]
-        if t in NUMERIC and any(v.type in STRINGY for v in vals):
-            bd.ctx.error("type_mismatch", f"in: the list has strings but the value is {t}", node.span)
     pred = exp.In(this=lhs, expressions=rhs)
     return V(negate(pred, a, *vals) if neg else pred, "bool")
 
@@ -339,6 +394,15 @@ def _arith_sql(op: str, a: exp.Expr, b: exp.Expr) -> exp.Expr:
     return out
 
 
+def _try_long(e: exp.Expr) -> exp.Expr:
+    """A BIGINT, or NULL when the value does not fit (a timespan past every range)."""
+    return exp.TryCast(this=e, to=exp.DataType.build("BIGINT"))
+
+
+def _span_const(value: timedelta) -> V:
+    return const(value if timespan_ok(value) else None, "timespan")
+
+
 def _fold(op: str, a: V, b: V) -> V | None:
     x, y = a.const, b.const
     try:
@@ -346,13 +410,14 @@ def _fold(op: str, a: V, b: V) -> V | None:
             r = x + y if op == "+" else x - y
             return const(r, "datetime")
         if isinstance(x, timedelta) and isinstance(y, timedelta) and op in "+-":
-            return const(x + y if op == "+" else x - y, "timespan")
+            return _span_const(x + y if op == "+" else x - y)
         if isinstance(x, timedelta) and isinstance(y, int | float) and not isinstance(y, bool) and op == "*":
-            return const(x * y, "timespan")
+            return _span_const(x * y)
         if isinstance(x, int | float) and isinstance(y, timedelta) and not isinstance(x, bool) and op == "*":
-            return const(y * x, "timespan")
+            return _span_const(y * x)
         if isinstance(x, datetime) and isinstance(y, datetime) and op == "-":
             return const(x - y, "timespan")
     except OverflowError:
-        return None
+        # beyond Python's range (years 1-9999), so beyond Kusto's: null, as Kusto gives
+        return const(None, "datetime" if isinstance(x, datetime) or isinstance(y, datetime) else "timespan")
     return None

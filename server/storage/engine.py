@@ -61,6 +61,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from kql import geoip
 from schema.catalog import (
     DATE_PARTITION,
     EXTRA_COLUMN,
@@ -70,6 +71,7 @@ from schema.catalog import (
 )
 from server.settings import Settings
 from server.storage.faults import pause_point
+from server.storage.repair import file_problem, fix_table, redact, repair_file
 from server.storage.space import DiskFull, SpaceGuard, is_out_of_space
 from server.storage.wal import (
     Segment,
@@ -372,6 +374,10 @@ class Storage:
             self._wake.set()
         return results
 
+    def check_space(self) -> None:
+        """Raise DiskFull when an append would be refused for want of disk space (cheap)."""
+        self._space.check_append()
+
     async def append_async(self, table: str, batch: pa.Table) -> AppendResult:
         """``append`` on a worker thread, for async endpoints."""
         from starlette.concurrency import run_in_threadpool
@@ -404,6 +410,12 @@ class Storage:
                 arrays[i] = pc.fill_null(arrays[i], "")
         arrays.insert(len(tbl.columns), pa.repeat(pa.scalar(now, _TS), n))
         rows = pa.Table.from_arrays(arrays, schema=self._row_schema[tbl.name])
+        try:
+            # Full validation includes the UTF-8 of every string: a file holding invalid UTF-8
+            # fails every later read of its column, with the rows already acknowledged.
+            rows.validate(full=True)
+        except pa.ArrowInvalid as e:
+            raise BatchError(f"{tbl.name}: the batch cannot be stored: {e}") from None
         self._check_json(tbl, rows)
         expired = 0
         if tbl.has_timestamp and n:
@@ -574,6 +586,28 @@ class Storage:
                 raise StorageClosed("storage is closed")
             return self._db.cursor()
 
+    def snapshot(self, table: str, days: tuple[date, date | None] | None = None) -> tuple[list[Path], pa.Table]:
+        """The Parquet files of ``table`` (of the days in ``days``, inclusive, when given) and
+        its tail rows not yet in them, read as one consistent state: what another engine (Spark)
+        needs to answer over exactly the rows a DuckDB connection sees. Every append that
+        returned before this call is included."""
+        if self._db is None:
+            raise StorageClosed("storage is closed" if self._closed else "storage is not started")
+        self._publish_changed_tails()
+        tbl = self.catalog.tables[table]
+        with self._ddl_lock:
+            if self._db is None:
+                raise StorageClosed("storage is closed")
+            lo, hi = days if days is not None else (None, None)
+            files = sorted(p for day, ps in self._files[table].items()
+                           if (lo is None or day >= lo) and (hi is None or day <= hi) for p in ps)
+            tail = self._db.cursor().sql(
+                f"SELECT {self._stored_cols(tbl)}, {self._date_expr(tbl)} AS {_ident(DATE_PARTITION)} "
+                f"FROM {_ident(TAIL_PREFIX + table)} "
+                f"WHERE {_ident(SEG_COLUMN)} > {int(self._flushed_seg[table])}"
+            ).to_arrow_table()
+        return files, tail
+
     def _open_database(self) -> duckdb.DuckDBPyConnection:
         s = self.settings
         db = duckdb.connect(
@@ -585,6 +619,7 @@ class Storage:
             },
         )
         db.execute("SET GLOBAL TimeZone = 'UTC'")
+        geoip.register(db)  # geo_info_from_ip_address(): a lookup in the operator's database
         db.execute("SET GLOBAL parquet_metadata_cache = true")
         db.execute(f"SET GLOBAL temp_directory = {_literal(str(self._tmp_dir))}")
         # Only the table directories (reads, and our own COPY ... TO) and the spill directory.
@@ -757,6 +792,12 @@ class Storage:
                         for i in self._string_columns[table]:
                             arrays[i] = pc.fill_null(arrays[i], "")
                         batch = pa.Table.from_arrays(arrays, schema=self._row_schema[table])
+                    batch, fixed = fix_table(batch)
+                    if fixed:
+                        # Acknowledged by an older version that did not validate UTF-8: kept,
+                        # readable, with U+FFFD for the invalid bytes.
+                        log.error("WAL %s: %d %s values with invalid UTF-8 replaced by U+FFFD",
+                                  path.name, fixed, table)
                 except BatchError as e:
                     # Written by an older schema that no longer fits: never drop acknowledged
                     # rows silently; keep the whole segment for an operator.
@@ -965,11 +1006,15 @@ class Storage:
             fsync_file(tmp)
             os.replace(tmp, target)
             fsync_dir(ddir)
-        except BaseException:
+        except BaseException as e:
             # Undo now what start-up recovery would undo (the sources are untouched): a failed
             # merge must not leave its partial output or its intent behind until a restart.
             for p in (tmp, target, intent, intent.with_name(intent.name + ".tmp")):
                 p.unlink(missing_ok=True)
+            # A source that cannot be read back (written by an earlier version) is repaired and
+            # set aside, so that the next cycle merges the rest instead of failing again.
+            if isinstance(e, duckdb.Error) and self._repair_files(tbl, day, sources):
+                return
             raise
         pause_point("compact")
         done = intent.with_suffix(".done")
@@ -983,6 +1028,26 @@ class Storage:
         self._rebuild_views([tbl.name])
         self._defer_delete([*sources, done])
         log.info("compacted %d files of %s %s into %s", len(sources), tbl.name, day, target.name)
+
+    def _repair_files(self, tbl: Table, day: date, paths: list[Path]) -> bool:
+        """Repair the unreadable files among ``paths`` (server/storage/repair.py): each moves to
+        the quarantine and its readable rows to a new file. Returns whether any was."""
+        files = self._files[tbl.name].setdefault(day, set())
+        repaired = False
+        for p in paths:
+            problem = file_problem(p)
+            if problem is None:
+                continue
+            log.error("%s cannot be read back (%s); repairing it", p.relative_to(self.data_dir),
+                      redact(problem, self.data_dir))
+            result = repair_file(p, self.data_dir)
+            files.discard(p)
+            if result.replacement is not None:
+                files.add(self.data_dir / result.replacement)
+            repaired = True
+        if repaired:
+            self._rebuild_views([tbl.name])
+        return repaired
 
     # ------------------------------------------------------------------ retention
 
