@@ -1058,6 +1058,36 @@ def _make_bag(a: list[V]) -> tuple[exp.Expr, str]:
     return sb.fn("coalesce", merged, sb.cast(sb.s("{}"), "dynamic")), "dynamic"
 
 
+def _zero_default(build: AggBuilder) -> AggBuilder:
+    """Kusto's default value of count/countif/dcount/sum/sumif/stdev/variance (and their _if forms)
+    is 0 when nothing is aggregated: no input rows, or only nulls, which these ignore
+    (learn.microsoft.com/kusto/query/summarize-operator, "Default values of aggregations")."""
+    def wrapped(a: list[V]) -> tuple[exp.Expr, str]:
+        e, t = build(a)
+        zero = sb.interval(timedelta(0)) if t == "timespan" else sb.cast(sb.num(0), t)
+        return sb.fn("coalesce", e, zero), t
+    return wrapped
+
+
+def _avg(a: list[V], cond: exp.Expr | None = None) -> tuple[exp.Expr, str]:
+    """avg() divides the sum of the non-null values by their count: with none, 0/0 is NaN
+    (summarize-operator, the example of aggregates over an empty table)."""
+    e = sb.fn("avg", sb.cast(a[0].sql, "real"))
+    if cond is not None:
+        e = _flt(e, cond)
+    return sb.fn("coalesce", e, sb.cast(sb.s("NaN"), "real")), "real"
+
+
+def _spread(fn: str) -> AggBuilder:
+    """stdev/variance: 0 when no value is aggregated (the documented default), else the sample
+    statistic (null for a single value, as in SQL)."""
+    def build(a: list[V]) -> tuple[exp.Expr, str]:
+        none = exp.EQ(this=sb.fn("count", a[0].sql), expression=sb.num(0))
+        return exp.Case(ifs=[exp.If(this=none, true=sb.cast(sb.num(0), "real"))],
+                        default=sb.fn(fn, a[0].sql)), "real"
+    return build
+
+
 def _percentile(a: list[V]) -> tuple[exp.Expr, str]:
     # Kusto's percentile is nearest-rank: a value of the input, as quantile_disc gives
     p = exp.Div(this=sb.cast(a[1].sql, "real"), expression=sb.num(100.0))
@@ -1070,14 +1100,14 @@ def _dcount(a: list[V]) -> exp.Expr:
 
 DUCKDB_AGGREGATES: dict[str, AggBuilder] = {
     "count": lambda a: (sb.fn("count", a[0].sql), "long") if a else (exp.Count(this=exp.Star()), "long"),
-    "countif": lambda a: (sb.fn("count_if", a[0].sql), "long"),
+    "countif": _zero_default(lambda a: (sb.fn("count_if", a[0].sql), "long")),
     "dcount": lambda a: (_dcount(a), "long"),
     "count_distinct": lambda a: (_dcount(a), "long"),
     "dcountif": lambda a: (_flt(_dcount(a), a[1].sql), "long"),
-    "sum": lambda a: _sum(a),
-    "sumif": lambda a: _sum(a, a[1].sql),
-    "avg": lambda a: (sb.fn("avg", a[0].sql), "real"),
-    "avgif": lambda a: (_flt(sb.fn("avg", a[0].sql), a[1].sql), "real"),
+    "sum": _zero_default(lambda a: _sum(a)),
+    "sumif": _zero_default(lambda a: _sum(a, a[1].sql)),
+    "avg": lambda a: _avg(a),
+    "avgif": lambda a: _avg(a, a[1].sql),
     "min": lambda a: (sb.fn("min", a[0].sql), a[0].type),
     "max": lambda a: (sb.fn("max", a[0].sql), a[0].type),
     "minif": lambda a: (_flt(sb.fn("min", a[0].sql), a[1].sql), a[0].type),
@@ -1093,8 +1123,8 @@ DUCKDB_AGGREGATES: dict[str, AggBuilder] = {
     "any": lambda a: (sb.fn("any_value", a[0].sql), a[0].type),
     "take_anyif": lambda a: (_flt(sb.fn("any_value", a[0].sql), a[1].sql), a[0].type),
     "percentile": _percentile,
-    "stdev": lambda a: (sb.fn("stddev_samp", a[0].sql), "real"),
-    "variance": lambda a: (sb.fn("var_samp", a[0].sql), "real"),
+    "stdev": _spread("stddev_samp"),
+    "variance": _spread("var_samp"),
     "binary_all_or": lambda a: (sb.fn("bit_or", a[0].sql), "long"),
     "binary_all_and": lambda a: (sb.fn("bit_and", a[0].sql), "long"),
 }
