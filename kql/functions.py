@@ -1008,8 +1008,6 @@ DIALECTS: dict[str, dict[str, Builder]] = {"duckdb": DUCKDB, "spark": DUCKDB}
 
 # Functions that exist in Kusto but that Quarry cannot offer (data from outside, plugins...).
 UNSUPPORTED_FUNCTIONS = {
-    "DeviceFromIP": "needs Microsoft's device inventory service",
-    "AssignedIPAddresses": "needs Microsoft's device inventory service",
     "SeenBy": "needs Microsoft's device inventory service",
     "parse_xml": "is not supported yet",
     "series_decompose_anomalies": "time series functions are not supported",
