@@ -60,11 +60,7 @@ def arith(bd: Binder, node: n.Binary, a: V, b: V) -> V:
     if tb == "dynamic":
         b, tb = V(to_type(b, "real"), "real"), "real"
     if ta in NUMERIC and tb in NUMERIC:
-        t = num_result(ta, tb)
-        if op == "/" and t in ("long", "int"):
-            # Kusto divides integers as integers, truncating toward zero
-            return V(sb.cast(sb.fn("trunc", exp.Div(this=sb.paren(a.sql), expression=sb.paren(b.sql))), t), t)
-        return V(_arith_sql(op, a.sql, b.sql), t)
+        return _numeric(op, a, b, num_result(ta, tb))
     if ta == "datetime" and tb == "datetime" and op == "-":
         return V(exp.Sub(this=a.sql, expression=b.sql), "timespan")
     # past Kusto's datetime/timespan range the result is null, as in Kusto (kql.temporal)
@@ -388,6 +384,26 @@ def _py_type(x: Any) -> str:
     if x is None:
         return UNKNOWN
     return "dynamic"
+
+
+def _numeric(op: str, a: V, b: V, t: str) -> V:
+    """Arithmetic on numbers, with Kusto's rules (learn.microsoft.com/kusto/query/numerical-operators):
+    two integers (int or long) give a long, so int + int does not overflow at 2^31; integer
+    division truncates toward zero; N % D is always in [0, abs(D)) (-14 % 12 is 10).
+    An integer divided by zero is null (the docs say nothing; SQL engines raise an error)."""
+    x, y = a.sql, b.sql
+    if t in ("int", "long"):
+        t = "long"
+        x, y = (sb.cast(e, "long") if v.type == "int" else e for e, v in ((x, a), (y, b)))
+        if op in "/%":
+            y = exp.Nullif(this=y, expression=sb.num(0))
+        if op == "/":
+            return V(exp.IntDiv(this=sb.paren(x), expression=sb.paren(y)), t)
+    if op == "%":
+        d = sb.fn("abs", sb.paren(y))
+        return V(exp.Mod(this=sb.paren(exp.Add(this=exp.Mod(this=sb.paren(x), expression=sb.paren(y)), expression=d)),
+                         expression=d), t)
+    return V(_arith_sql(op, x, y), t)
 
 
 def _arith_sql(op: str, a: exp.Expr, b: exp.Expr) -> exp.Expr:

@@ -34,6 +34,25 @@ CASES: list[tuple[str, str, tuple[Any, ...]]] = [
     ("summarize-operator",
      "range x from 1 to 4 step 1 | extend y = iff(x == 1, real(null), real(5)) | summarize sum(y), avg(y)",
      (15.0, 5.0)),
+    # numerical-operators, "Note on the modulo operator": 0 <= N % D < abs(D)
+    ("numerical-operators",
+     "print plusPlus = 14 % 12, minusPlus = -14 % 12, plusMinus = 14 % -12, minusMinus = -14 % -12",
+     (2, 10, 2, 10)),
+    ("numerical-operators",
+     "range x from 14 to 14 step 1 | extend d = 12 | project a = -x % d, b = x % -d, c = -x % -d, e = -5.5 % 2",
+     (10, 2, 10, 0.5)),
+    # numerical-operators, "Type rules for arithmetic operations": two integers give a long (so
+    # int + int does not overflow at 2^31) and integer division truncates (1 / 2 is 0)
+    ("numerical-operators",
+     "print a = int(2147483647) + int(1), b = int(65536) * int(65536), c = 1 / 2, d = 1.0 / 2, e = real(1) / 2",
+     (2147483648, 4294967296, 0, 0.5, 0.5)),
+    ("numerical-operators",
+     "range x from 7 to 7 step 1 | project a = -x / 2, b = x / -2, c = 9223372036854775807 / 3",
+     (-3, -3, 3074457345618258602)),
+    # integer division or modulo by zero: undocumented; null rather than failing the whole query
+    ("numerical-operators",
+     "range x from 5 to 5 step 1 | project a = x / 0, b = x % 0",
+     (None, None)),
 ]
 
 
@@ -46,6 +65,8 @@ def _same(got: Any, want: Any) -> bool:
 @pytest.mark.parametrize(("page", "kql", "expected"), CASES, ids=[f"{c[0]}-{i}" for i, c in enumerate(CASES)])
 def test_documented_value(page: str, kql: str, expected: tuple[Any, ...]) -> None:
     result = run_kql(kql)
+    if page == "numerical-operators" and "int(" in kql:
+        assert set(result.types) <= {"long", "real"}, result.columns
     assert len(result.rows) == 1, result.rows
     row = result.rows[0]
     assert len(row) == len(expected) and all(_same(g, w) for g, w in zip(row, expected, strict=True)), (
