@@ -94,7 +94,7 @@ SCALARS: dict[str, Sig] = {
     "trim": _sig(2, 2, "str str", "string"),
     "trim_start": _sig(2, 2, "str str", "string"),
     "trim_end": _sig(2, 2, "str str", "string"),
-    "indexof": _sig(2, 5, "str str num num num", "long"),
+    "indexof": _sig(2, 5, "any any num num num", "long"),
     "reverse": _sig(1, 1, "str", "string"),
     "parse_path": _sig(1, 1, "str", "dynamic"),
     "parse_url": _sig(1, 1, "str", "dynamic"),
@@ -502,9 +502,19 @@ def _strcat(ctx: Ctx, a: list[V], node: Call) -> exp.Expr:
     return sb.fn("concat", *[as_string(v) for v in a])
 
 
+def _from_end(src: exp.Expr, start: exp.Expr) -> exp.Expr:
+    """A zero-based start position; a negative one counts from the end of `src` (substring() and
+    indexof() docs), stopping at the first character."""
+    neg = exp.LT(this=sb.paren(start), expression=sb.num(0))
+    back = sb.fn("greatest", exp.Add(this=sb.fn("length", src), expression=sb.paren(start.copy())), sb.num(0))
+    return exp.Case(ifs=[exp.If(this=neg, true=back)], default=start.copy())
+
+
 def _substring(ctx: Ctx, a: list[V], node: Call) -> exp.Expr:
-    start = exp.Add(this=sb.paren(a[1].sql), expression=sb.num(1))
-    args = [as_string(a[0]), start] + ([a[2].sql] if len(a) > 2 else [])
+    # substring("123456", -2, 2) is "56": a negative start counts from the end
+    src = as_string(a[0])
+    start = exp.Add(this=sb.paren(_from_end(src.copy(), a[1].sql)), expression=sb.num(1))
+    args = [src, start] + ([sb.fn("greatest", a[2].sql, sb.num(0))] if len(a) > 2 else [])
     return sb.fn("substr", *args)
 
 
@@ -682,19 +692,43 @@ def _round(ctx: Ctx, a: list[V], node: Call) -> exp.Expr:
     return sb.cast(sb.fn("round", dec, a[1].sql if len(a) > 1 else sb.num(0)), "real")
 
 
+MAX_INDEXOF_OCCURRENCE = 8
+
+
 def _indexof(ctx: Ctx, a: list[V], node: Call) -> exp.Expr:
+    """indexof(string, match[, start[, length[, occurrence]]]) as its docs' examples show: a negative
+    start counts from the end; `length` characters are examined from the start (-1: all), the match
+    lying wholly inside them; the n-th occurrence is searched from just after the previous one with
+    the same length; null when length < -1 or occurrence < 0. Non-strings are cast to strings."""
     src, needle = as_string(a[0]), as_string(a[1])
-    if len(a) == 5 and not (a[4].is_const and a[4].const == 1):
-        ctx.error("unsupported", "indexof(): an occurrence other than 1 is not supported", node.span)
-    if len(a) >= 3:
-        start = a[2].sql
-        sub = sb.fn("substr", src, exp.Add(this=sb.paren(start), expression=sb.num(1)))
-        if len(a) >= 4 and not (a[3].is_const and a[3].const == -1):
-            sub = sb.fn("substr", src.copy(), exp.Add(this=sb.paren(start.copy()), expression=sb.num(1)), a[3].sql)
-        pos = sb.fn("strpos", sub, needle)
+    start = _from_end(src.copy(), a[2].sql) if len(a) >= 3 else sb.num(0)
+    length = a[3].sql if len(a) >= 4 else sb.num(-1)
+    occurrence = 1
+    if len(a) == 5:
+        c = a[4].const if a[4].is_const else None
+        if isinstance(c, int) and c < 0:
+            return sb.null("long")
+        if not (isinstance(c, int) and not isinstance(c, bool) and 0 <= c <= MAX_INDEXOF_OCCURRENCE):
+            raise ctx.fail("unsupported", f"indexof(): the occurrence must be a constant from 0 to "
+                           f"{MAX_INDEXOF_OCCURRENCE}", node.args[4].span if len(node.args) > 4 else node.span)
+        occurrence = max(c, 1)
+
+    def search(frm: exp.Expr) -> exp.Expr:
+        unlimited = exp.EQ(this=sb.paren(length.copy()), expression=sb.num(-1))
+        sub = exp.Case(ifs=[exp.If(this=unlimited, true=sb.fn("substr", src.copy(), exp.Add(this=sb.paren(frm.copy()), expression=sb.num(1))))],
+                       default=sb.fn("substr", src.copy(), exp.Add(this=sb.paren(frm.copy()), expression=sb.num(1)),
+                                     sb.fn("greatest", length.copy(), sb.num(0))))
+        pos = sb.fn("strpos", sub, needle.copy())
         return exp.Case(ifs=[exp.If(this=exp.EQ(this=pos, expression=sb.num(0)), true=sb.num(-1))],
-                        default=exp.Add(this=exp.Sub(this=pos.copy(), expression=sb.num(1)), expression=start.copy()))
-    return exp.Sub(this=sb.fn("strpos", src, needle), expression=sb.num(1))
+                        default=exp.Add(this=exp.Sub(this=pos.copy(), expression=sb.num(1)), expression=sb.paren(frm.copy())))
+
+    result = search(start)
+    for _ in range(occurrence - 1):
+        prev = result
+        result = exp.Case(ifs=[exp.If(this=exp.EQ(this=sb.paren(prev), expression=sb.num(-1)), true=sb.num(-1))],
+                          default=search(exp.Add(this=sb.paren(prev.copy()), expression=sb.num(1))))
+    bad = exp.LT(this=sb.paren(length.copy()), expression=sb.num(-1))
+    return exp.Case(ifs=[exp.If(this=bad, true=sb.null("long"))], default=result)
 
 
 def _bag_pack(ctx: Ctx, a: list[V], node: Call) -> exp.Expr:

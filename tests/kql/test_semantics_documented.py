@@ -53,6 +53,23 @@ CASES: list[tuple[str, str, tuple[Any, ...]]] = [
     ("numerical-operators",
      "range x from 5 to 5 step 1 | project a = x / 0, b = x % 0",
      (None, None)),
+    # substring-function examples: a negative start counts from the end
+    ("substring-function",
+     'print a = substring("123456", 1), b = substring("123456", 2, 2), c = substring("ABCD", 0, 2), '
+     'd = substring("123456", -2, 2), e = substring("123456", -2)',
+     ("23456", "34", "AB", "56", "56")),
+    ("substring-function",
+     'range s from 1 to 1 step 1 | project t = "123456", k = -2 | project a = substring(t, k, 2), b = substring(t, k)',
+     ("56", "56")),
+    # indexof-function, its example's output row: negative start, length, occurrence, casts
+    ("indexof-function",
+     'print idx1 = indexof("abcdefg","cde"), idx2 = indexof("abcdefg","cde",1,4), idx3 = indexof("abcdefg","cde",1,2), '
+     'idx4 = indexof("abcdefg","cde",3,4), idx5 = indexof("abcdefg","cde",-5), idx6 = indexof(1234567,5,1,4), '
+     'idx7 = indexof("abcdefg","cde",2,-1), idx8 = indexof("abcdefgabcdefg", "cde", 1, 10, 2), '
+     'idx9 = indexof("abcdefgabcdefg", "cde", 1, -1, 3)',
+     (2, 2, -1, -1, 2, 4, 2, 9, -1)),
+    # indexof-function, "Returns": null when length < -1 or occurrence < 0
+    ("indexof-function", 'print a = indexof("abc", "b", 0, -2), b = indexof("abc", "b", 0, -1, -1)', (None, None)),
 ]
 
 
