@@ -745,16 +745,17 @@ def _set_has_element(ctx: Ctx, a: list[V], node: Call) -> exp.Expr:
 
 
 def _array_index_of(ctx: Ctx, a: list[V], node: Call) -> exp.Expr:
-    arr = exp.Cast(this=a[0].sql, to=exp.DataType.build("JSON[]"))
+    arr = _json_list(a[0])
     pos = sb.fn("list_position", arr, _to_json_value(a[1]))
     return exp.Sub(this=sb.fn("coalesce", pos, sb.num(0)), expression=sb.num(1))
 
 
 def _strcat_array(ctx: Ctx, a: list[V], node: Call) -> exp.Expr:
-    arr = exp.Cast(this=a[0].sql, to=exp.DataType.build("JSON[]"))
+    arr = _json_list(a[0])
     strs = sb.fn("list_transform", arr, exp.Lambda(
         this=sb.fn("json_extract_string", exp.column("x"), sb.s("$")), expressions=[exp.to_identifier("x")]))
-    return sb.fn("array_to_string", strs, as_string(a[1]))
+    # not an array: "" (a Kusto string is never null)
+    return sb.fn("coalesce", sb.fn("array_to_string", strs, as_string(a[1])), sb.s(""))
 
 
 def _countof(ctx: Ctx, a: list[V], node: Call) -> exp.Expr:
@@ -901,7 +902,7 @@ DUCKDB: dict[str, Builder] = {
     "toguid": lambda c, a, n: sb.cast(exp.TryCast(this=as_string(a[0]), to=exp.DataType.build("UUID")), "string"),
     "parse_json": _parse_json,
     "todynamic": _parse_json,
-    "array_length": lambda c, a, n: sb.fn("json_array_length", sb.cast(a[0].sql, "dynamic")),
+    "array_length": lambda c, a, n: sb.fn("len", _json_list(a[0])),
     "bag_keys": lambda c, a, n: sb.fn("to_json", sb.fn("json_keys", sb.cast(a[0].sql, "dynamic"))),
     "bag_has_key": lambda c, a, n: exp.Not(this=exp.Is(this=sb.fn("json_extract", sb.cast(a[0].sql, "dynamic"), exp.DPipe(this=sb.s('$."'), expression=exp.DPipe(this=as_string(a[1]), expression=sb.s('"')))), expression=exp.Null())),
     "pack": _bag_pack,
@@ -954,7 +955,32 @@ DUCKDB: dict[str, Builder] = {
 }
 
 def _json_list(v: V) -> exp.Expr:
-    return exp.Cast(this=sb.cast(v.sql, "dynamic") if v.type != "dynamic" else v.sql, to=exp.DataType.build("JSON[]"))
+    """The elements of a dynamic array; null when the value is not an array (a bag, a scalar or
+    null): Kusto's array functions give null for those (array-length-function, "Returns")."""
+    d = sb.cast(v.sql, "dynamic") if v.type != "dynamic" else v.sql
+    is_array = exp.EQ(this=sb.fn("json_type", d), expression=sb.s("ARRAY"))
+    return exp.Case(ifs=[exp.If(this=is_array, true=exp.Cast(this=d.copy(), to=exp.DataType.build("JSON[]")))])
+
+
+def _array_slice(ctx: Ctx, a: list[V], node: Call) -> exp.Expr:
+    """array_slice(arr, start, end): both inclusive; a negative index is array_length + index;
+    out-of-bounds indices are ignored (array-slice-function)."""
+    arr = _json_list(a[0])
+
+    def index(e: exp.Expr) -> exp.Expr:
+        neg = exp.LT(this=sb.paren(e), expression=sb.num(0))
+        return exp.Case(ifs=[exp.If(this=neg, true=exp.Add(this=sb.fn("len", arr.copy()), expression=sb.paren(e.copy())))],
+                        default=e.copy())
+
+    lo = sb.fn("greatest", index(a[1].sql), sb.num(0))
+    hi = index(a[2].sql)
+    # DuckDB's list_slice reads a negative bound from the end: an end before the start is empty
+    empty = exp.LT(this=hi, expression=lo)
+    sliced = sb.fn("list_slice", arr.copy(), exp.Add(this=lo.copy(), expression=sb.num(1)),
+                   exp.Add(this=hi.copy(), expression=sb.num(1)))
+    return sb.fn("to_json", exp.Case(ifs=[exp.If(this=exp.Is(this=arr.copy(), expression=exp.Null()), true=exp.Null()),
+                                          exp.If(this=empty, true=exp.Cast(this=exp.Array(expressions=[]), to=exp.DataType.build("JSON[]")))],
+                                     default=sliced))
 
 
 def _set_op(kind: str) -> Builder:
@@ -1018,7 +1044,7 @@ DUCKDB.update({
     "array_concat": lambda c, a, n: sb.fn("to_json", sb.fn("list_concat", *[_json_list(v) for v in a])) if len(a) > 1 else sb.cast(a[0].sql, "dynamic"),
     "array_sort_asc": lambda c, a, n: sb.fn("to_json", sb.fn("list_sort", _json_list(a[0]))),
     "array_sort_desc": lambda c, a, n: sb.fn("to_json", sb.fn("list_reverse_sort", _json_list(a[0]))),
-    "array_slice": lambda c, a, n: sb.fn("to_json", sb.fn("list_slice", _json_list(a[0]), exp.Add(this=sb.paren(a[1].sql), expression=sb.num(1)), exp.Add(this=sb.paren(a[2].sql), expression=sb.num(1)))),
+    "array_slice": _array_slice,
     "ipv4_is_match": _ipv4_is_match,
     "indexof_regex": _indexof_regex,
     # integer arguments as BIGINT: array_length() arithmetic can be HUGEINT, which generate_series refuses

@@ -70,6 +70,28 @@ CASES: list[tuple[str, str, tuple[Any, ...]]] = [
      (2, 2, -1, -1, 2, 4, 2, 9, -1)),
     # indexof-function, "Returns": null when length < -1 or occurrence < 0
     ("indexof-function", 'print a = indexof("abc", "b", 0, -2), b = indexof("abc", "b", 0, -1, -1)', (None, None)),
+    # array-length-function, "Returns": null when the value is not an array
+    ("array-length-function",
+     'print a = array_length(dynamic([1, 2, 3, "four"])), b = array_length(dynamic({"a": 1})), '
+     'c = array_length(dynamic(5)), d = array_length(dynamic(null)), e = array_length(dynamic([]))',
+     (4, None, None, None, 0)),
+    ("array-length-function",
+     'range x from 1 to 1 step 1 | extend d = parse_json(\'{"k": [1, 2]}\') | project a = array_length(d), '
+     'b = array_length(d.k), c = array_length(d.k[0])',
+     (None, 2, None)),
+    # array-slice-function examples: inclusive ends, negative indices from the end
+    ("array-slice-function",
+     "print a = array_slice(dynamic([1,2,3]), 1, 2), b = array_slice(dynamic([1,2,3,4,5]), 2, -1), "
+     "c = array_slice(dynamic([1,2,3,4,5]), -3, -2)",
+     ([2, 3], [3, 4, 5], [3, 4])),
+    # ... "Out of bounds indices are ignored"; not an array: null, as array_length()
+    ("array-slice-function",
+     'print a = array_slice(dynamic([1,2,3]), 2, 10), b = array_slice(dynamic([1,2,3]), -10, 0), '
+     'c = array_slice(dynamic([1,2,3]), 2, 1), d = array_slice(dynamic({"a": 1}), 0, 1)',
+     ([3], [1], [], None)),
+    # strcat_array of a value that is not an array: no elements, and a Kusto string is never null
+    ("strcat-array-function", 'print a = strcat_array(dynamic({"a": 1}), "-"), b = strcat_array(dynamic([1, "b"]), "-")',
+     ("", "1-b")),
 ]
 
 
