@@ -903,7 +903,6 @@ DUCKDB: dict[str, Builder] = {
     "parse_json": _parse_json,
     "todynamic": _parse_json,
     "array_length": lambda c, a, n: sb.fn("len", _json_list(a[0])),
-    "bag_keys": lambda c, a, n: sb.fn("to_json", sb.fn("json_keys", sb.cast(a[0].sql, "dynamic"))),
     "bag_has_key": lambda c, a, n: exp.Not(this=exp.Is(this=sb.fn("json_extract", sb.cast(a[0].sql, "dynamic"), exp.DPipe(this=sb.s('$."'), expression=exp.DPipe(this=as_string(a[1]), expression=sb.s('"')))), expression=exp.Null())),
     "pack": _bag_pack,
     "bag_pack": _bag_pack,
@@ -953,6 +952,13 @@ DUCKDB: dict[str, Builder] = {
     "prev": _prevnext("lag"),
     "next": _prevnext("lead"),
 }
+
+def _bag_keys(ctx: Ctx, a: list[V], node: Call) -> exp.Expr:
+    # bag-keys-function example: null, 'a' and [] give null; {} gives []
+    d = sb.cast(a[0].sql, "dynamic")
+    is_bag = exp.EQ(this=sb.fn("json_type", d), expression=sb.s("OBJECT"))
+    return exp.Case(ifs=[exp.If(this=is_bag, true=sb.fn("to_json", sb.fn("json_keys", d.copy())))])
+
 
 def _json_list(v: V) -> exp.Expr:
     """The elements of a dynamic array; null when the value is not an array (a bag, a scalar or
@@ -1036,6 +1042,7 @@ def _parse_command_line(ctx: Ctx, a: list[V], node: Call) -> exp.Expr:
 
 
 DUCKDB.update({
+    "bag_keys": _bag_keys,
     "parse_command_line": _parse_command_line,
     "parse_version": _parse_version,
     "set_difference": _set_op("difference"),

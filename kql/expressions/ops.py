@@ -358,8 +358,14 @@ def x_Between(bd: Binder, node: n.Between, scope: Scope) -> V:
     for bound in (lo, hi):
         if not comparable(v.type, bound.type, bound):
             bd.ctx.error("type_mismatch", f"between: cannot compare {v.type} with {bound.type}", node.span)
-    pred = exp.Between(this=to_type(v, lo.type) if v.type == "dynamic" else v.sql, low=lo.sql, high=hi.sql)
-    return V(sb.not_true(pred) if node.negated else pred, "bool")
+    value = to_type(v, lo.type) if v.type == "dynamic" else v.sql
+    if node.negated:
+        # not-between-operator: the rows where (expr < leftRange or expr > rightRange) is true, so
+        # a null value is outside nothing (its predicate is null, which where drops)
+        outside = exp.Or(this=exp.LT(this=value, expression=lo.sql),
+                         expression=exp.GT(this=value.copy(), expression=hi.sql))
+        return V(sb.paren(outside), "bool")
+    return V(exp.Between(this=value, low=lo.sql, high=hi.sql), "bool")
 
 
 @expression(n.Matches)

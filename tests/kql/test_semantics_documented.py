@@ -90,6 +90,20 @@ CASES: list[tuple[str, str, tuple[Any, ...]]] = [
      'c = array_slice(dynamic([1,2,3]), 2, 1), d = array_slice(dynamic({"a": 1}), 0, 1)',
      ([3], [1], [], None)),
     # strcat_array of a value that is not an array: no elements, and a Kusto string is never null
+    # bag-keys-function example: null, 'a' and [] give null; {} gives []
+    ("bag-keys-function",
+     "print a = bag_keys(dynamic({'a':'b', 'c':123})), b = bag_keys(dynamic(null)), c = bag_keys(dynamic({})), "
+     "d = bag_keys(dynamic('a')), e = bag_keys(dynamic([]))",
+     (["a", "c"], None, [], None, None)),
+    # not-between-operator, "Returns": rows where (expr < leftRange or expr > rightRange) is true,
+    # so for a null value the predicate is null, not true
+    ("not-between-operator",
+     "print a = int(null) !between (1 .. 5), b = 7 !between (1 .. 5), c = 3 !between (1 .. 5), "
+     "d = datetime(2024-01-05) !between (datetime(2024-01-01) .. 3d)",
+     (None, True, False, True)),
+    ("not-between-operator",
+     "range x from 1 to 4 step 1 | extend y = iff(x == 2, int(null), x) | where y !between (1 .. 3) | count",
+     (1,)),
     ("strcat-array-function", 'print a = strcat_array(dynamic({"a": 1}), "-"), b = strcat_array(dynamic([1, "b"]), "-")',
      ("", "1-b")),
 ]
