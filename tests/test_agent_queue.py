@@ -53,8 +53,8 @@ def test_events_survive_server_down_and_agent_restart_and_arrive_once(tmp_path: 
             run(f"warmup-{marker}")
             return f"warmup-{marker}" in queued_text(state)
         wait_for(warm, 20, "the agent to capture execs")
-        for i in range(20):
-            run(f"{marker}-{i}")
+        procs = [subprocess.Popen(["/bin/sh", "-c", "sleep 0.1; true", f"{marker}-{i}"]) for i in range(20)]
+        assert [p.wait(30) for p in procs] == [0] * 20
         needles = [f"{marker}-{i}" + '"' for i in range(20)]  # the JSON string ends after it
         wait_for(lambda: all(n in queued_text(state) for n in needles), 10, "the 20 events in the disk queue")
     assert "wait in the queue" in agent_log(state)
