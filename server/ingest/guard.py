@@ -69,14 +69,6 @@ def too_deep(value: Any, limit: int = MAX_DEPTH) -> bool:
     return False
 
 
-def too_deep_error(where: str) -> ApiError:
-    return ApiError(
-        400,
-        f"{where}: JSON nested deeper than {MAX_DEPTH} levels of arrays and objects",
-        code="too_deep",
-    )
-
-
 def arrow_may_read(body: bytes, limit: int = MAX_DEPTH + 1) -> bool:
     """Whether pyarrow's JSON reader may see this NDJSON body: every line (trailing blank ones
     aside) starts with ``{``, and no line holds more than ``limit`` of ``[`` and ``{`` (inside
