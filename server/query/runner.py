@@ -315,12 +315,13 @@ class QueryRunner:
         now: dt.datetime | None = None,
         deadline: float | None = None,
         parameters: Mapping[str, Any] | None = None,
-        on_connection: Callable[[duckdb.DuckDBPyConnection], None] | None = None,
+        on_connection: Callable[[Any], None] | None = None,
     ) -> QueryResult:
         """Compile and run ``text``; blocking (call from a worker thread). ``parameters`` are
         the values for ``declare query_parameters`` (see ``CompileOptions.parameters``).
-        ``on_connection`` gets the query's connection once it has one, so a caller can stop the
-        query with ``interrupt()`` (the API does when its client goes away)."""
+        ``on_connection`` gets the query's stop handle (its DuckDB connection, or for Spark the job
+        group's) once it has one, so a caller can stop the query with ``interrupt()`` (the API
+        does when its client goes away)."""
         started = time.perf_counter()
         outcome = "execution_error"
         rows_out = 0

@@ -15,8 +15,6 @@ import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import duckdb
-
 from schema.catalog import DATE_PARTITION, Catalog
 from server.query.runner import (
     Connector,
@@ -47,9 +45,8 @@ class SparkQueryRunner(QueryRunner):
     def run(self, text: str, *, time_range: TimeRange | None = None, max_rows: int | None = None,
             timeout_s: float | None = None, now: dt.datetime | None = None,
             deadline: float | None = None, parameters: Mapping[str, Any] | None = None,
-            on_connection: Callable[[duckdb.DuckDBPyConnection], None] | None = None) -> QueryResult:
-        # on_connection hands out a DuckDB connection to stop; a Spark query has none (its stop is
-        # the job group's cancel, driven by the timeout), so callers' hook is not called here.
+            on_connection: Callable[[Any], None] | None = None) -> QueryResult:
+        # on_connection gets the query's stop handle (``interrupt()``): here the job group's cancel.
         started = time.perf_counter()
         outcome = "execution_error"
         rows_out = 0
@@ -63,7 +60,7 @@ class SparkQueryRunner(QueryRunner):
                     def probe(sql: str) -> list[Any]:
                         return [tuple(r) for r in session.sql(sql).collect()]
                     prepared = self.compile(text, prepared.now, probe, parameters=prepared.parameters)
-                table = self._execute_spark(session, prepared.sql, cap + 1, timeout_s)
+                table = self._execute_spark(session, prepared.sql, cap + 1, timeout_s, on_connection)
             rows = [tuple(_plain(v) for v in r.values()) for r in table.to_pylist()]
             truncated = len(rows) > cap
             if truncated:
@@ -108,8 +105,10 @@ class SparkQueryRunner(QueryRunner):
                 df.where(cond).createOrReplaceTempView(name)
         return total
 
-    def _execute_spark(self, session: Any, sql: str, limit: int, timeout_s: float | None) -> Any:
-        """Run one SELECT with the row cap as a plan node, cancelled at the timeout."""
+    def _execute_spark(self, session: Any, sql: str, limit: int, timeout_s: float | None,
+                       on_stop: Callable[[Any], None] | None = None) -> Any:
+        """Run one SELECT with the row cap as a plan node, cancelled at the timeout or when the
+        caller's stop handle (given to ``on_stop``) is interrupted."""
         timeout = self.limits.timeout_s if timeout_s is None else timeout_s
         sc = session.sparkContext
         group = "quarry-" + uuid.uuid4().hex
@@ -121,6 +120,8 @@ class SparkQueryRunner(QueryRunner):
 
         timer = threading.Timer(timeout, cancel)
         sc.setJobGroup(group, "quarry query", interruptOnCancel=True)
+        if on_stop is not None:
+            on_stop(_JobGroupStop(sc, group))
         timer.start()
         try:
             return session.sql(sql).limit(limit).toArrow()
@@ -132,6 +133,16 @@ class SparkQueryRunner(QueryRunner):
         finally:
             timer.cancel()
             sc.setLocalProperty("spark.jobGroup.id", None)
+
+
+class _JobGroupStop:
+    """A Spark query's stop handle, shaped as DuckDB's connection for the API's disconnect hook."""
+
+    def __init__(self, sc: Any, group: str) -> None:
+        self.sc, self.group = sc, group
+
+    def interrupt(self) -> None:
+        self.sc.cancelJobGroup(self.group)
 
 
 def _plain(v: Any) -> Any:
