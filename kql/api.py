@@ -108,6 +108,7 @@ def _lower(text: str, tree: Any, ctx: Ctx, options: CompileOptions) -> Compiled:
     if ctx.needs_probe:
         known = [(c, t if t != "unknown" else "string") for c, t in rel.cols.items()]
         return Compiled(None, known, diags, set(ctx.tables), needs_probe=True)
+    lim.check_deadline()  # before rendering, the last long step
     final = rel.select()
     for name, body in ctx.ctes:
         # MATERIALIZED: the body is read more than once and must be computed once

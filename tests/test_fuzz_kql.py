@@ -40,7 +40,9 @@ def _compiles_or_explains(text: str) -> None:
     t0 = time.monotonic()
     # raises only on a compiler bug; stops itself at its deadline, as under a query's timeout
     compiled = compile_kql(text, CATALOG, CompileOptions(deadline=t0 + COMPILE_S))
-    assert time.monotonic() - t0 < COMPILE_S + 3, text[:200]
+    # past the deadline only by the step running when it passed (rendering `search *`'s SQL, the
+    # largest, takes ~2 s here; more on a loaded machine)
+    assert time.monotonic() - t0 < COMPILE_S + 8, text[:200]
     if not compiled.ok:
         assert compiled.errors and all(e.message for e in compiled.errors)
     else:
