@@ -27,6 +27,7 @@ from kql.expressions import basic as _basic  # noqa: F401
 from kql.expressions import calls as _calls  # noqa: F401
 from kql.expressions import ops as _ops  # noqa: F401
 from kql.known_tables import KNOWN_TABLES
+from kql.limits import check_deadline
 from kql.lower import capabilities
 from kql.operators import filter_project as _filter_project  # noqa: F401
 from kql.operators import join as _join  # noqa: F401
@@ -306,6 +307,7 @@ class Compiler:
 
     def operator(self, rel: Rel, op: n.Node, env: Env) -> Rel:
         assert isinstance(op, n.Operator)
+        check_deadline()  # the query's timeout covers its compilation (kql.limits)
         rule = OPERATORS.get(op.kind)
         if rule is None:
             raise self.ctx.fail("unsupported", f"the {op.kind} operator is not supported", op.span)
