@@ -108,6 +108,7 @@ def test_the_whole_usb_scenario_in_the_browser(srv: LiveServer, browser: Any) ->
     assert page.locator("nav.main a").all_inner_texts() == ["Hunting", "Alerts", "Incidents", "Rules", "Devices"]
     ingested = page.inner_text("#ingested")
     assert re.search(r"DeviceProcessEvents\s+4", ingested) and re.search(r"DeviceInfo\s+1", ingested)
+    assert re.search(r"Storage: .* of Parquet, and 5 rows not yet flushed", page.inner_text("#storage-size"))
     _shot(page, "home")
 
     page.click("#nav-hunting")
@@ -171,6 +172,9 @@ def test_the_whole_usb_scenario_in_the_browser(srv: LiveServer, browser: Any) ->
     page.wait_for_function("() => document.querySelector('#runs').textContent.includes('manual')")
     runs = page.inner_text("#runs")
     assert "manual" in runs and "completed" in runs
+    page.click("#rule-backtest-run")
+    page.wait_for_selector("#backtest-chart rect.bar")
+    assert "2 matching rows; 2 alert(s) would be raised" in page.inner_text("#backtest-summary")
     _shot(page, "rule")
 
     # The alert is in the queue; open it, see the process tree, classify it.
@@ -179,6 +183,11 @@ def test_the_whole_usb_scenario_in_the_browser(srv: LiveServer, browser: Any) ->
     queue = page.inner_text("#alert-queue")
     assert queue.count(f"File copied to USB on {MAC_NAME}") == 2 and "USB copy on macOS" in queue
     _shot(page, "alerts")
+    # bulk: assign every alert in the queue at once
+    page.check("#select-all")
+    page.fill("#bulk [name=assignedTo]", "alice@contoso.com")
+    page.click("#bulk-apply")
+    page.wait_for_function("() => document.querySelector('#alert-queue').textContent.split('alice@contoso.com').length - 1 === 2")
     # the alert of the plain cp event (the other one is the hostile-text event, ReportId 504)
     page.locator("#alert-queue a", has_text="File copied to USB").last.click()
     page.wait_for_selector("#process-tree")
@@ -194,11 +203,44 @@ def test_the_whole_usb_scenario_in_the_browser(srv: LiveServer, browser: Any) ->
     page.wait_for_function("() => document.getElementById('alert-status').textContent === 'resolved'")
     assert "truePositive" in page.inner_text("main")
 
+    page.click("#nav-incidents")
+    page.wait_for_selector("#incident-queue")
+    page.check("#select-all")
+    page.fill("#bulk [name=assignedTo]", "bob@contoso.com")
+    page.click("#bulk-apply")
+    page.wait_for_function("() => document.querySelector('#incident-queue').textContent.includes('bob@contoso.com')")
+    page.locator("#incident-queue a").first.click()
+    page.wait_for_selector("#incident-alerts")
+    page.fill("#triage [name=comment]", "one incident, two copies")
+    page.select_option("#triage [name=status]", "inProgress")
+    page.click("#triage-save")
+    page.wait_for_function("() => document.querySelector('main p').textContent.includes('inProgress')")
     for name in ("incidents", "rules", "devices"):
         page.click(f"#nav-{name}")
         page.wait_for_load_state()
         _shot(page, name)
     assert "14.5" in page.inner_text("#devices") and MAC_NAME in page.inner_text("#devices")
+    # The device page: its alerts, a timeline across the Device* tables, a process's tree.
+    page.click(f"#devices a:text-is('{MAC_NAME}')")
+    page.wait_for_selector("#timeline")
+    assert page.inner_text("#device-alerts").count("File copied to USB") == 2
+    timeline = page.inner_text("#timeline")
+    assert "cp Desktop/leak.txt /Volumes/TEST-USB/leak.txt" in timeline and "process tree" in timeline
+    page.select_option("form.filters [name=table]", "DeviceProcessEvents")
+    page.fill("form.filters [name=actionType]", "FileCreated")
+    page.click("form.filters button")
+    page.wait_for_load_state()
+    assert "No events in this period" in page.inner_text("#timeline")
+    page.fill("form.filters [name=actionType]", "ProcessCreated")
+    page.click("form.filters button")
+    page.wait_for_load_state()
+    assert page.locator("#timeline tr").count() == 5
+    page.locator("#timeline tr", has_text="cp Desktop/leak.txt").locator("a.tree-link").click()
+    page.wait_for_selector("#process-tree")
+    chain = page.eval_on_selector_all(
+        "#process-tree li.proc", "els => els.map(e => e.querySelector(':scope > .node .pname').textContent)")
+    assert chain[:3] == ["launchd", "Terminal", "zsh"] and page.locator("#process-tree li.focus .pname").inner_text() == "cp"
+    _shot(page, "device")
     page.click("#nav-rules")
     page.wait_for_selector("#rules svg.spark rect")
     assert "USB copy on macOS" in page.inner_text("#rules")
@@ -279,7 +321,8 @@ def test_hostile_event_text_is_shown_as_text_everywhere(srv: LiveServer, browser
     assert _run(page).startswith("1 rows")
     assert XSS_CMD in page.inner_text("#results")
     shown = {"/": "#newest-alerts", "/alerts": "#alert-queue", f"/alerts/{alert['id']}": "main",
-             f"/incidents/{alert['incidentId']}": "#incident-alerts", "/rules": "#rules", f"/rules/{rule['id']}": "main"}
+             f"/incidents/{alert['incidentId']}": "#incident-alerts", "/rules": "#rules", f"/rules/{rule['id']}": "main",
+             f"/devices/{MAC_ID}": "#timeline"}
     for path, where in shown.items():
         page.goto(srv.url + path)
         text = page.inner_text(where)

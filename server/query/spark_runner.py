@@ -13,9 +13,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from typing import Any, cast
-
-import duckdb
+from typing import Any
 
 from schema.catalog import DATE_PARTITION, Catalog
 from server.query.runner import (
@@ -41,13 +39,14 @@ class SparkQueryRunner(QueryRunner):
                  master: str = "local[*]", conf: Mapping[str, str] | None = None) -> None:
         super().__init__(storage, catalog, limits, metrics=metrics, clock=clock)
         self.spark = spark_session(master, conf)
+        # temporary views are per session: queries with different time ranges each get their own
+        self._views_lock = threading.Lock()
 
     def run(self, text: str, *, time_range: TimeRange | None = None, max_rows: int | None = None,
             timeout_s: float | None = None, now: dt.datetime | None = None,
             deadline: float | None = None, parameters: Mapping[str, Any] | None = None,
-            on_connection: Callable[[duckdb.DuckDBPyConnection], None] | None = None) -> QueryResult:
-        # on_connection gets what stops the query: for DuckDB its connection, here the query's
-        # Spark job group, whose interrupt() cancels it (the console's Cancel, a client gone)
+            on_connection: Callable[[Any], None] | None = None) -> QueryResult:
+        # on_connection gets the query's stop handle (``interrupt()``): here the job group's cancel.
         started = time.perf_counter()
         outcome = "execution_error"
         rows_out = 0
@@ -61,10 +60,7 @@ class SparkQueryRunner(QueryRunner):
                     def probe(sql: str) -> list[Any]:
                         return [tuple(r) for r in session.sql(sql).collect()]
                     prepared = self.compile(text, prepared.now, probe, parameters=prepared.parameters)
-                job = SparkJob(session.sparkContext)
-                if on_connection is not None:
-                    on_connection(cast(Any, job))
-                table = self._execute_spark(session, prepared.sql, cap + 1, timeout_s, job)
+                table = self._execute_spark(session, prepared.sql, cap + 1, timeout_s, on_connection)
             rows = [tuple(_plain(v) for v in r.values()) for r in table.to_pylist()]
             truncated = len(rows) > cap
             if truncated:
@@ -110,48 +106,42 @@ class SparkQueryRunner(QueryRunner):
         return total
 
     def _execute_spark(self, session: Any, sql: str, limit: int, timeout_s: float | None,
-                       job: SparkJob) -> Any:
-        """Run one SELECT with the row cap as a plan node, cancelled at the timeout."""
+                       on_stop: Callable[[Any], None] | None = None) -> Any:
+        """Run one SELECT with the row cap as a plan node, cancelled at the timeout or when the
+        caller's stop handle (given to ``on_stop``) is interrupted."""
         timeout = self.limits.timeout_s if timeout_s is None else timeout_s
+        sc = session.sparkContext
+        group = "quarry-" + uuid.uuid4().hex
         fired = threading.Event()
 
-        def on_timeout() -> None:
+        def cancel() -> None:
             fired.set()
-            job.interrupt()
+            sc.cancelJobGroup(group)
 
-        timer = threading.Timer(timeout, on_timeout)
-        sc = session.sparkContext
-        sc.setJobGroup(job.group, "quarry query", interruptOnCancel=True)
+        timer = threading.Timer(timeout, cancel)
+        sc.setJobGroup(group, "quarry query", interruptOnCancel=True)
+        if on_stop is not None:
+            on_stop(_JobGroupStop(sc, group))
         timer.start()
         try:
-            if job.cancelled:
-                raise QueryExecutionError("the query was cancelled")
             return session.sql(sql).limit(limit).toArrow()
-        except QueryError:
-            raise
         except Exception as e:
             if fired.is_set():
                 raise QueryTimeout(f"the query exceeded the timeout period of {timeout:g} s and was stopped; "
                                    "narrow the time range or filter earlier") from None
-            if job.cancelled:
-                raise QueryExecutionError("the query was cancelled") from None
             raise QueryExecutionError(f"the query failed on Spark: {str(e).splitlines()[0][:500]}") from None
         finally:
             timer.cancel()
             sc.setLocalProperty("spark.jobGroup.id", None)
 
 
-class SparkJob:
-    """One query's Spark job group: ``interrupt()`` cancels whatever of it runs, now or later
-    (the same call a DuckDB connection answers, for the API's stopper)."""
+class _JobGroupStop:
+    """A Spark query's stop handle, shaped as DuckDB's connection for the API's disconnect hook."""
 
-    def __init__(self, sc: Any) -> None:
-        self.sc = sc
-        self.group = "quarry-" + uuid.uuid4().hex
-        self.cancelled = False
+    def __init__(self, sc: Any, group: str) -> None:
+        self.sc, self.group = sc, group
 
     def interrupt(self) -> None:
-        self.cancelled = True
         self.sc.cancelJobGroup(self.group)
 
 
