@@ -11,6 +11,7 @@ from kql import limits as lim
 from kql.compiler import Compiler, Ctx
 from kql.diagnostics import ERROR, Diagnostic, make
 from kql.functions import DIALECTS
+from kql.lower import render
 from kql.nodes import Span
 from kql.parser import KqlSyntaxError, parse
 from kql.sqlbuild import add_parens
@@ -105,6 +106,6 @@ def _lower(text: str, tree: Any, ctx: Ctx, options: CompileOptions) -> Compiled:
     for name, body in ctx.ctes:
         # MATERIALIZED: the body is read more than once and must be computed once
         final = final.with_(name, as_=body, materialized=True, copy=False)
-    sql = add_parens(final).sql(dialect=options.dialect)
+    sql = render(add_parens(final), options.dialect)
     columns = [(c, t if t != "unknown" else "string") for c, t in rel.cols.items()]
     return Compiled(sql, columns, diags, set(ctx.tables))

@@ -27,6 +27,7 @@ from kql.expressions import basic as _basic  # noqa: F401
 from kql.expressions import calls as _calls  # noqa: F401
 from kql.expressions import ops as _ops  # noqa: F401
 from kql.known_tables import KNOWN_TABLES
+from kql.lower import capabilities
 from kql.operators import filter_project as _filter_project  # noqa: F401
 from kql.operators import join as _join  # noqa: F401
 from kql.operators import mvexpand as _mvexpand  # noqa: F401
@@ -200,6 +201,7 @@ class Compiler:
             rule = SOURCES.get(node.kind)
             if rule is None:
                 raise self.ctx.fail("unsupported", f"the {node.kind} source is not supported", node.span)
+            capabilities.check(self.ctx, "source", node.kind, node.span)
             return rule(self, node, env)
         if isinstance(node, n.Call):
             return self.tabular_call(node, env)
@@ -307,6 +309,7 @@ class Compiler:
         rule = OPERATORS.get(op.kind)
         if rule is None:
             raise self.ctx.fail("unsupported", f"the {op.kind} operator is not supported", op.span)
+        capabilities.check(self.ctx, "operator", op.kind, op.span)
         return rule(self, rel, op, env)
 
     def scalar(self, node: n.Node, scope: Scope) -> V:

@@ -13,6 +13,7 @@ from sqlglot import exp
 from kql import nodes as n
 from kql import sqlbuild as sb
 from kql.diagnostics import WARNING, Diagnostic, make
+from kql.lower import render
 from kql.relation import Rel, notnull_outputs, time_aliases
 from kql.typed import NUMERIC, STRINGY, UNKNOWN, V, num_result
 from schema.catalog import Catalog
@@ -106,7 +107,7 @@ class Ctx:
             return None
         for name, body in self.ctes:
             sel = sel.with_(name, as_=body.copy(), materialized=True, copy=False)
-        return [tuple(r) for r in self.probe(sb.add_parens(sel).sql(dialect=self.dialect))]
+        return [tuple(r) for r in self.probe(render(sb.add_parens(sel), self.dialect))]
 
     def alias(self, prefix: str = "_t") -> str:
         self._alias_n += 1

@@ -22,6 +22,7 @@ from kql import nodes as n
 from kql import sqlbuild as sb
 from kql.context import CompileError, Env, Scope
 from kql.expressions.basic import dyn, json_path
+from kql.lower import capabilities
 from kql.registry import EVALUATE_PLUGINS, Binder, evaluate_plugin, operator
 from kql.relation import Rel
 from kql.typed import STRINGY, V, as_string, normalize_type, to_type
@@ -48,6 +49,7 @@ def evaluate(c: Binder, rel: Rel, op: n.Operator, env: Env) -> Rel:
     assert isinstance(call, n.Call)
     plugin = EVALUATE_PLUGINS.get(call.name)
     if plugin is not None:
+        capabilities.check(c.ctx, "plugin", call.name, call.name_span)
         return plugin(c, rel, op, call, env)
     raise c.ctx.fail("unsupported", f"the evaluate plugin {call.name}() is not supported", op.span)
 

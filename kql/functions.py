@@ -19,10 +19,12 @@ from sqlglot import exp
 
 from kql import functions_format, geoip
 from kql import sqlbuild as sb
+from kql.bounded import bounded_range, cap_list
 from kql.context import Ctx
 from kql.literals import parse_datetime, parse_timespan
 from kql.nodes import Call
 from kql.regex import re2, regex_arg
+from kql.temporal import datetime_in_range
 from kql.terms import has_term
 from kql.typed import (
     NUMERIC,
@@ -649,7 +651,8 @@ def _datetime_add(ctx: Ctx, a: list[V], node: Call) -> exp.Expr:
     if part in ("doy", "dow"):
         part = "day"
     unit = exp.Interval(this=sb.s("1"), unit=exp.Var(this=part.upper()))
-    return exp.Add(this=a[2].sql, expression=exp.Mul(this=unit, expression=sb.paren(a[1].sql)))
+    # past year 9999 (or before year 1) the result is null, as in Kusto
+    return datetime_in_range(exp.Add(this=a[2].sql, expression=exp.Mul(this=unit, expression=sb.paren(a[1].sql))))
 
 
 def _shifted_now(ctx: Ctx, delta: timedelta, node: Call) -> exp.Expr:
@@ -985,8 +988,10 @@ DUCKDB.update({
     "ipv4_is_match": _ipv4_is_match,
     "indexof_regex": _indexof_regex,
     # integer arguments as BIGINT: array_length() arithmetic can be HUGEINT, which generate_series refuses
-    "range": lambda c, a, n: sb.fn("to_json", sb.fn("generate_series", *[
-        exp.Cast(this=v.sql, to=exp.DataType.build("BIGINT")) if v.type in ("long", "int") else v.sql for v in a])),
+    # at most query_max_array_elements values (Kusto: 1,048,576; the array is cut), see kql.bounded
+    "range": lambda c, a, n: sb.fn("to_json", bounded_range([
+        exp.Cast(this=v.sql, to=exp.DataType.build("BIGINT")) if v.type in ("long", "int") else v.sql for v in a],
+        a[0].type)),
     "isascii": lambda c, a, n: sb.fn("regexp_full_match", as_string(a[0]), sb.s(r"[\x00-\x7F]*")),
 })
 
@@ -996,7 +1001,10 @@ DUCKDB.update(functions_format.BUILDERS)
 SCALARS["geo_info_from_ip_address"] = _sig(1, 1, "str", "dynamic")
 DUCKDB["geo_info_from_ip_address"] = geoip.build
 
-DIALECTS: dict[str, dict[str, Builder]] = {"duckdb": DUCKDB}
+
+# One builder table serves every target: the builders make sqlglot trees in DuckDB's terms and
+# kql/lower/ renders them per engine (kql/lower/capabilities.py refuses what an engine cannot do).
+DIALECTS: dict[str, dict[str, Builder]] = {"duckdb": DUCKDB, "spark": DUCKDB}
 
 # Functions that exist in Kusto but that Quarry cannot offer (data from outside, plugins...).
 UNSUPPORTED_FUNCTIONS = {
@@ -1036,8 +1044,8 @@ def _collect(distinct: bool, conditional: bool) -> AggBuilder:
             cond = exp.And(this=cond, expression=a[1].sql)
         limit = a[2] if conditional and len(a) > 2 else (a[1] if not conditional and len(a) > 1 else None)
         inner: exp.Expr = _flt(sb.fn("list", exp.Distinct(expressions=[a[0].sql]) if distinct else a[0].sql), cond)
-        if limit is not None:
-            inner = sb.fn("list_slice", inner, sb.num(1), limit.sql)
+        # maxSize defaults to, and is capped at, query_max_array_elements (Kusto: 1,048,576)
+        inner = cap_list(inner, limit.sql if limit is not None else None)
         return sb.fn("coalesce", sb.fn("to_json", inner), sb.cast(sb.s("[]"), "dynamic")), "dynamic"
     return build
 
@@ -1092,7 +1100,7 @@ DUCKDB_AGGREGATES: dict[str, AggBuilder] = {
 }
 
 # arg_max/arg_min and percentiles are lowered by the compiler (they yield several columns).
-AGGREGATE_DIALECTS: dict[str, dict[str, AggBuilder]] = {"duckdb": DUCKDB_AGGREGATES}
+AGGREGATE_DIALECTS: dict[str, dict[str, AggBuilder]] = {"duckdb": DUCKDB_AGGREGATES, "spark": DUCKDB_AGGREGATES}
 
 
 def agg_sql(name: str, a: list[V], ctx: Ctx, node: Call) -> tuple[exp.Expr, str]:

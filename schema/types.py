@@ -20,20 +20,21 @@ class KqlType:
     arrow: pa.DataType
     duckdb: str  # DuckDB SQL type name
     dotnet: str  # .NET name, as Defender's hunting API reports it (api_shapes.md (a))
+    spark: str  # Spark SQL type name (dynamic is its JSON text there too)
 
 
 KQL_TYPES: dict[str, KqlType] = {
-    "string": KqlType("string", pa.string(), "VARCHAR", "String"),
-    "long": KqlType("long", pa.int64(), "BIGINT", "Int64"),
-    "int": KqlType("int", pa.int32(), "INTEGER", "Int32"),
-    "real": KqlType("real", pa.float64(), "DOUBLE", "Double"),
-    "decimal": KqlType("decimal", pa.float64(), "DOUBLE", "Decimal"),
-    "bool": KqlType("bool", pa.bool_(), "BOOLEAN", "Boolean"),
-    "datetime": KqlType("datetime", pa.timestamp("us"), "TIMESTAMP", "DateTime"),
-    "timespan": KqlType("timespan", pa.duration("us"), "INTERVAL", "TimeSpan"),
+    "string": KqlType("string", pa.string(), "VARCHAR", "String", "STRING"),
+    "long": KqlType("long", pa.int64(), "BIGINT", "Int64", "BIGINT"),
+    "int": KqlType("int", pa.int32(), "INTEGER", "Int32", "INT"),
+    "real": KqlType("real", pa.float64(), "DOUBLE", "Double", "DOUBLE"),
+    "decimal": KqlType("decimal", pa.float64(), "DOUBLE", "Decimal", "DOUBLE"),
+    "bool": KqlType("bool", pa.bool_(), "BOOLEAN", "Boolean", "BOOLEAN"),
+    "datetime": KqlType("datetime", pa.timestamp("us"), "TIMESTAMP", "DateTime", "TIMESTAMP"),
+    "timespan": KqlType("timespan", pa.duration("us"), "INTERVAL", "TimeSpan", "INTERVAL DAY TO SECOND"),
     # Stored as JSON text; the compiler treats it as DuckDB JSON.
-    "dynamic": KqlType("dynamic", pa.string(), "JSON", "Object"),
-    "guid": KqlType("guid", pa.string(), "VARCHAR", "Guid"),
+    "dynamic": KqlType("dynamic", pa.string(), "JSON", "Object", "STRING"),
+    "guid": KqlType("guid", pa.string(), "VARCHAR", "Guid", "STRING"),
 }
 
 # Aliases KQL accepts in type positions (`x:double`, `datatable(a:boolean)`, `todouble`...).

@@ -296,6 +296,8 @@ def require(scope: Scope):  # type: ignore[no-untyped-def]
                 )
             have, owner = found
             request.state.quarry_owner = owner
+            # Sessions are signed in with query or admin keys, never bound to devices.
+            request.state.api_key = KeyInfo(None, str(have))
             if have != "admin" and have != scope:
                 raise ApiError(403, f"this session has scope '{have}'; this endpoint needs '{scope}'", code="forbidden")
             return str(have)

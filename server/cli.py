@@ -1,4 +1,4 @@
-"""The ``quarry`` command line: serve, demo, keys, and the offline check/sql/query tools."""
+"""The ``quarry`` command line: serve, demo, keys, repair, and the offline check/sql/query tools."""
 
 from __future__ import annotations
 
@@ -173,6 +173,30 @@ def _rules_import_sigma(args: argparse.Namespace) -> int:
     return 0 if report.imported or not report.outcomes else 1
 
 
+def _repair(args: argparse.Namespace) -> int:
+    """Check every Parquet file and repair those that cannot be read back (server stopped)."""
+    import logging
+
+    from schema import default_catalog
+    from server.settings import Settings
+    from server.storage.repair import repair_data_dir
+
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    data_dir = Path(args.data_dir) if args.data_dir else Settings().data_dir
+    try:
+        checked, repairs = repair_data_dir(data_dir.resolve(), list(default_catalog().tables))
+    except (RuntimeError, FileNotFoundError) as e:
+        print(f"quarry repair: {e}", file=sys.stderr)
+        return 2
+    for r in repairs:
+        lost = f"; lost: {'; '.join(r.lost_row_groups)}" if r.lost_row_groups else ""
+        print(f"repaired {r.source}: {r.rows} rows kept in {r.replacement}, "
+              f"{r.fixed_values} values with invalid UTF-8 replaced by U+FFFD, original in "
+              f"{r.quarantined}{lost}")
+    print(f"checked {checked} Parquet files, repaired {len(repairs)}")
+    return 1 if any(r.lost_row_groups for r in repairs) else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="quarry", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -220,6 +244,10 @@ def build_parser() -> argparse.ArgumentParser:
     ri.add_argument("--data-dir")
     ri.add_argument("--no-progress", action="store_true", help="no progress bar (it goes to stderr)")
     ri.set_defaults(func=_rules_import_sigma)
+
+    rp = sub.add_parser("repair", help="repair Parquet files that cannot be read back (server stopped)")
+    rp.add_argument("--data-dir")
+    rp.set_defaults(func=_repair)
 
     from server.query.cli import add_query_parser
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import sqlite3
 import uuid
 from typing import Any
 
@@ -173,6 +174,17 @@ def install_handlers(app: FastAPI) -> None:
             for e in exc.errors()
         ]
         return _respond(request, 400, "invalid request", errors, invalid_body=True)
+
+    @app.exception_handler(sqlite3.OperationalError)
+    async def _metadata_error(request: Request, exc: sqlite3.OperationalError) -> OrjsonResponse:
+        # A full disk reaches every route that writes the metadata database (alerts, rules,
+        # sessions...): say so, as ingest does, rather than "internal error".
+        if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
+            log.error("metadata database: %s", exc)
+            msg = "the disk is full: the metadata database cannot be written; retry once space is freed"
+            return _respond(request, 507, msg, [{"code": "insufficient_storage", "message": msg}],
+                            {"Retry-After": "30"})
+        return await _unexpected(request, exc)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> OrjsonResponse:

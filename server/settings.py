@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -25,6 +26,10 @@ class Settings(BaseSettings):
     # Ingest and storage
     retention_days: int = 30
     max_body_bytes: int = 32 * 1024 * 1024  # after decompression
+    # Rows (NDJSON: lines; streaming: records) in one ingest request, counted before any row
+    # is converted: a body of millions of tiny rows would otherwise hold an ingest slot for
+    # seconds of CPU before being refused.
+    max_batch_rows: int = Field(default=100_000, gt=0, description="Rows (NDJSON lines, streaming records) per ingest request; more is refused with 413")
     flush_max_rows: int = 200_000  # flush a table's tail to Parquet at this many rows...
     flush_max_age_s: float = 30.0  # ...or when its oldest unflushed row is this old
     max_unflushed_rows: int = 2_000_000  # back-pressure bound: above it ingest answers 503
@@ -58,6 +63,12 @@ class Settings(BaseSettings):
     query_max_array_elements: int = Field(
         default=KUSTO_MAX_ARRAY, gt=0,
         description="Most elements range(), make_list/make_set and make-series produce per value (more are cut)")
+    # The engine hunting queries run on (docs/scale-out.md): duckdb on this machine, or an
+    # Apache Spark cluster over the same Parquet (pip install 'quarry[spark]').
+    engine: Literal["duckdb", "spark"] = "duckdb"
+    spark_master: str = "local[*]"
+    # Extra Spark properties as JSON, e.g. {"spark.executor.memory": "8g"} (a cluster's settings)
+    spark_conf: dict[str, str] = Field(default={})  # pydantic copies a default per instance
 
     # Detections and notifications
     alerts_per_run_cap: int = 100

@@ -24,3 +24,23 @@ os.environ.setdefault("QUARRY_DISK_RESERVE_BYTES", "0")
 def browser() -> Iterator[Any]:
     """The run's one headless Chromium (tests/support/browser.py); open a context per test."""
     yield from launch()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--engine", choices=("duckdb", "spark"), default="duckdb",
+        help="engine the KQL execution suite (tests/kql) runs its queries on: the compiled SQL "
+             "for that target over the same fixture rows (spark: one local[2] session per run)",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    from tests.kql import fixtures
+
+    fixtures.ENGINE = config.getoption("--engine")
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    from tests.kql import fixtures
+
+    fixtures.stop_spark()

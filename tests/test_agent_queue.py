@@ -44,10 +44,10 @@ def test_events_survive_server_down_and_agent_restart_and_arrive_once(tmp_path: 
     with LiveServer(app, port=port) as srv_probe:  # only to mint a key in this data dir
         key = srv_probe.key("ingest", "queue test")
     with agent_process(url, key, state, extra):
-        # Processes that live 50 ms: a process gone before the agent reads /proc is reported
+        # Processes that live 100 ms: a process gone before the agent reads /proc is reported
         # without its command line (benchmarks/agent.py measures how often that happens).
         def run(tag: str) -> None:
-            subprocess.run(["/bin/sh", "-c", "sleep 0.05; true", tag], check=True)
+            subprocess.run(["/bin/sh", "-c", "sleep 0.1; true", tag], check=True)
 
         def warm() -> bool:
             run(f"warmup-{marker}")
@@ -70,7 +70,7 @@ def test_events_survive_server_down_and_agent_restart_and_arrive_once(tmp_path: 
             wait_for(lambda: not list((state / "queue").glob("*.ndjson.gz")) or None, 10, "an empty queue")
             rows = hunt(admin, f'DeviceProcessEvents | where ProcessCommandLine contains "{marker}-"')
     lines = sorted(r["ProcessCommandLine"] for r in rows)
-    assert lines == sorted(f"/bin/sh -c 'sleep 0.05; true' {marker}-{i}" for i in range(20))  # each once
+    assert lines == sorted(f"/bin/sh -c 'sleep 0.1; true' {marker}-{i}" for i in range(20))  # each once
     assert len({r["ReportId"] for r in rows}) == 20
 
 

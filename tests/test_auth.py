@@ -27,6 +27,7 @@ SCOPE_RULES: list[tuple[str, str, str]] = [
     # Agents poll for device actions and report results with their ingest key.
     ("GET", "/api/devices/{device_id}/actions/pending", "ingest"),
     ("POST", "/api/devices/{device_id}/actions/{action_id}/result", "ingest"),
+    ("PUT", "/api/devices/{device_id}/actions/{action_id}/package", "ingest"),
     ("*", "/api/devices/", "admin"),
     ("*", "/api/deviceactions", "admin"),
     ("*", "/api/devicegroups", "admin"),

@@ -102,6 +102,11 @@ def test_a_full_disk_answers_507_survives_restarts_and_resumes_by_itself(tmp_pat
             next_id += BATCH
             assert_refused(r)
             assert health(srv)["status"] == "degraded"
+            # Routes that write the metadata database say so too (SQLite: disk full).
+            with srv.client() as c:
+                r = c.post("/api/keys", json={"scope": "query"})
+            assert r.status_code == 507, r.text
+            assert r.json()["errors"][0]["code"] == "insufficient_storage"
 
             # A clean restart on the full disk: close cannot flush, the metadata database is
             # closed; the next start gives back the reserve to open it and replays the WAL.

@@ -9,6 +9,7 @@ import signal
 import sys
 import threading
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from quarry_agent import __version__
 from quarry_agent.runner import ALL_SOURCES, Agent, Config, default_sources
@@ -37,12 +38,14 @@ def parser() -> argparse.ArgumentParser:
         help=f"comma-separated subset of {','.join(ALL_SOURCES)} (QUARRY_AGENT_SOURCES; default "
         "per OS: " + ",".join(default_sources()) + ")",
     )
-    run.add_argument("--heartbeat-s", type=float, default=float(_env("HEARTBEAT_S", "300") or 300))
-    run.add_argument("--action-poll-s", type=float, default=float(_env("ACTION_POLL_S", "10") or 10))
-    run.add_argument("--max-queue-mb", type=float, default=float(_env("MAX_QUEUE_MB", "256") or 256))
-    run.add_argument("--flush-interval-s", type=float, default=float(_env("FLUSH_INTERVAL_S", "0.5") or 0.5))
-    run.add_argument("--batch-events", type=int, default=int(_env("BATCH_EVENTS", "500") or 500))
-    run.add_argument("--max-backoff-s", type=float, default=float(_env("MAX_BACKOFF_S", "60") or 60),
+    # String defaults from the environment go through ``type`` too, so a bad QUARRY_AGENT_* value
+    # gets argparse's clear "invalid float value" error, not a traceback.
+    run.add_argument("--heartbeat-s", type=float, default=_env("HEARTBEAT_S", "300"))
+    run.add_argument("--action-poll-s", type=float, default=_env("ACTION_POLL_S", "10"))
+    run.add_argument("--max-queue-mb", type=float, default=_env("MAX_QUEUE_MB", "256"))
+    run.add_argument("--flush-interval-s", type=float, default=_env("FLUSH_INTERVAL_S", "0.5"))
+    run.add_argument("--batch-events", type=int, default=_env("BATCH_EVENTS", "500"))
+    run.add_argument("--max-backoff-s", type=float, default=_env("MAX_BACKOFF_S", "60"),
                      help="longest wait between delivery retries while the server is unreachable")
     run.add_argument("--device-id", default=_env("DEVICE_ID"), help="override the machine-id based DeviceId")
     run.add_argument("--ca-file", default=_env("CA_FILE"), help="CA bundle for an https server")
@@ -61,8 +64,12 @@ def config_from(args: argparse.Namespace) -> Config:
         env = _env("REMOVABLE_MOUNTS")
         globs = env.split(":") if env else list(DEFAULT_REMOVABLE_GLOBS)
     sources = tuple(s.strip() for s in args.sources.split(",") if s.strip()) if args.sources else default_sources()
-    if args.batch_events < 1 or args.max_queue_mb <= 0 or args.flush_interval_s <= 0:
-        raise SystemExit("quarry-agent: --batch-events, --max-queue-mb and --flush-interval-s must be positive")
+    for name in ("heartbeat_s", "action_poll_s", "max_queue_mb", "flush_interval_s", "batch_events", "max_backoff_s"):
+        if not getattr(args, name) > 0:
+            raise SystemExit(f"quarry-agent: --{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+    parts = urlsplit(args.server)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise SystemExit(f"quarry-agent: --server must be an http:// or https:// URL, got {args.server!r}")
     return Config(
         server=args.server, key=args.key, state_dir=Path(args.state_dir), removable_globs=tuple(globs),
         sources=sources, heartbeat_s=args.heartbeat_s, action_poll_s=args.action_poll_s,

@@ -9,7 +9,7 @@ UsbDriveMounted / UsbDriveUnmounted (DeviceEvents).
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 PROCESS_CREATED = "ProcessCreated"
@@ -39,7 +39,8 @@ class Proc:
     md5: str = ""
     size: int | None = None
     ppid: int | None = None
-    unreadable: tuple[str, ...] = ()
+    start_ticks: int | None = None  # Linux: /proc/<pid>/stat starttime, tells a reused pid apart
+    unreadable: list[str] = field(default_factory=list)  # what /proc could not tell
 
     @property
     def file_name(self) -> str:

@@ -17,7 +17,6 @@ import pwd
 import shlex
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from quarry_agent.mapping import Proc
@@ -41,41 +40,10 @@ def _boot_time() -> float:
 BOOT_TIME = _boot_time()
 
 
-@dataclass
-class ProcInfo:
-    pid: int
-    ppid: int | None = None
-    start_ticks: int | None = None
-    name: str = ""
-    path: str = ""
-    cmdline: str = ""
-    uid: int | None = None
-    euid: int | None = None
-    session: int | None = None
-    pgid: int | None = None
-    sha1: str = ""
-    sha256: str = ""
-    md5: str = ""
-    size: int | None = None
-    unreadable: list[str] = field(default_factory=list)
-
-    @property
-    def creation_time(self) -> str | None:
-        if self.start_ticks is None or not BOOT_TIME:
-            return None
-        return iso_ts(BOOT_TIME + self.start_ticks / CLK_TCK)
-
-    @property
-    def user(self) -> str:
-        return user_name(self.euid if self.euid is not None else self.uid)
-
-    def as_proc(self) -> Proc:
-        return Proc(
-            pid=self.pid, path=self.path, name=self.name, cmdline=self.cmdline,
-            creation_time=self.creation_time, user=self.user, uid=self.uid, euid=self.euid,
-            session=self.session, pgid=self.pgid, sha1=self.sha1, sha256=self.sha256,
-            md5=self.md5, size=self.size, ppid=self.ppid, unreadable=tuple(self.unreadable),
-        )
+def creation_time(start_ticks: int | None) -> str | None:
+    if start_ticks is None or not BOOT_TIME:
+        return None
+    return iso_ts(BOOT_TIME + start_ticks / CLK_TCK)
 
 
 _users: dict[int, str] = {}
@@ -150,18 +118,22 @@ class Hashes:
             os.close(fd)
 
 
-def read_process(pid: int, hashes: Hashes | None = None) -> ProcInfo:
-    info = ProcInfo(pid=pid)
+def read_process(pid: int, hashes: Hashes | None = None) -> Proc:
+    info = Proc(pid=pid)
     stat = read_stat(pid)
     if stat is None:
         info.unreadable.append("stat")
     else:
         info.name, info.ppid, info.pgid, info.session, info.start_ticks = stat
+        info.creation_time = creation_time(info.start_ticks)
     try:
         argv = Path(f"/proc/{pid}/cmdline").read_bytes()[:MAX_CMDLINE].split(b"\0")
         if argv and argv[-1] == b"":
             argv.pop()
-        info.cmdline = " ".join(shlex.quote(a.decode(errors="replace")) for a in argv)
+        if argv:
+            info.cmdline = " ".join(shlex.quote(a.decode(errors="replace")) for a in argv)
+        else:  # a zombie: exited, not yet reaped, its memory (and argv) already gone
+            info.unreadable.append("cmdline")
     except OSError:
         info.unreadable.append("cmdline")
     try:
@@ -173,6 +145,7 @@ def read_process(pid: int, hashes: Hashes | None = None) -> ProcInfo:
             if line.startswith("Uid:"):
                 ids = line.split()
                 info.uid, info.euid = int(ids[1]), int(ids[2])
+                info.user = user_name(info.euid)
                 break
     except OSError:
         info.unreadable.append("status")
@@ -194,7 +167,7 @@ def open_exe(pid: int) -> int | None:
         return None
 
 
-def hash_into(info: ProcInfo, hashes: Hashes, fd: int) -> None:
+def hash_into(info: Proc, hashes: Hashes, fd: int) -> None:
     """Fill the info's hashes from ``fd`` (closed here)."""
     try:
         got = hashes.of_fd(fd)
@@ -212,12 +185,14 @@ class ProcessTable:
 
     def __init__(self, hashes: Hashes, max_entries: int = 32768) -> None:
         self.hashes = hashes
-        self.entries: OrderedDict[int, ProcInfo] = OrderedDict()
+        self.entries: OrderedDict[int, Proc] = OrderedDict()
         self.max_entries = max_entries
         self.lock = threading.Lock()
         self.added = threading.Condition(self.lock)
 
-    def remember(self, info: ProcInfo) -> None:
+    def remember(self, info: Proc) -> None:
+        if info.pid is None:
+            return
         with self.lock:
             self.entries[info.pid] = info
             self.entries.move_to_end(info.pid)
@@ -225,11 +200,11 @@ class ProcessTable:
                 self.entries.popitem(last=False)
             self.added.notify_all()
 
-    def cached(self, pid: int) -> ProcInfo | None:
+    def cached(self, pid: int) -> Proc | None:
         with self.lock:
             return self.entries.get(pid)
 
-    def get(self, pid: int, wait_s: float = 0.0) -> ProcInfo:
+    def get(self, pid: int, wait_s: float = 0.0) -> Proc:
         """The process as best known: the cached exec-time view while it is still the same
         process (or gone), otherwise a fresh read; waits up to ``wait_s`` for the exec source
         to record a process that already exited."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import functools
 import logging
+import os
 import platform
 import threading
 import time
@@ -17,9 +18,11 @@ from typing import Any
 import httpx
 
 from quarry_agent import __version__, identity
+from quarry_agent.actions import ActionPoller
 from quarry_agent.queue import DiskQueue
 from quarry_agent.sender import Sender
 from quarry_agent.sources import Event, Source
+from quarry_agent.sources.eslogger import EsloggerSource
 from quarry_agent.sources.heartbeat import HeartbeatSource
 from quarry_agent.timefmt import now_iso
 
@@ -57,6 +60,8 @@ class Agent:
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
         cfg.state_dir.mkdir(parents=True, exist_ok=True)
+        # The queue holds every command line the machine ran: readable by the agent's user only.
+        os.chmod(cfg.state_dir, 0o700)
         self.stop = threading.Event()
         self.machine_id = identity.machine_id()
         self.device_id = cfg.device_id or identity.device_id(self.machine_id)
@@ -85,20 +90,17 @@ class Agent:
         if unknown:
             raise ValueError(f"unknown source(s) {sorted(unknown)}; known: {', '.join(ALL_SOURCES)}")
         if wanted & {"process", "mounts", "files"}:
-            # Linux-only modules: imported only when those sources are asked for.
+            # Linux-only modules (fanotify symbols are looked up in libc at import): imported
+            # only when those sources are asked for, so the agent starts on macOS.
             from quarry_agent.sources import linux
 
             for src in linux.build(wanted, self.cfg.removable_globs, self.domain, self.counters):
                 self.sources.append(src)
         if "eslogger" in wanted:
-            from quarry_agent.sources.eslogger import EsloggerSource
-
             self.sources.append(EsloggerSource(self.domain, self.cfg.removable_globs, command=self.cfg.eslogger))
         if "heartbeat" in wanted:
             self.sources.append(HeartbeatSource(self.machine_id, self.stats, self.cfg.heartbeat_s))
         if "actions" in wanted:
-            from quarry_agent.actions import ActionPoller
-
             poller = ActionPoller(self, self.cfg.action_poll_s)
             self.loops.append(poller.run)
 
@@ -137,7 +139,7 @@ class Agent:
             self.stop.wait(5.0)
 
     def _flusher(self) -> None:
-        while not self.stop.wait(min(0.1, self.cfg.flush_interval_s)):
+        while not self.stop.wait(min(0.25, self.cfg.flush_interval_s)):
             self.queue.flush_due()
 
     def start(self) -> None:

@@ -12,6 +12,7 @@ from kql import nodes as n
 from kql import sqlbuild as sb
 from kql.context import Scope
 from kql.diagnostics import name_hints
+from kql.lower import capabilities
 from kql.registry import Binder, expression
 from kql.relation import is_notnull
 from kql.typed import (
@@ -136,6 +137,7 @@ def x_Index(bd: Binder, node: n.Index, scope: Scope) -> V:
     if idx.is_const and isinstance(idx.const, int | str):
         out = json_path(bd, target, [("idx" if isinstance(idx.const, int) else "key", idx.const)], node)
         return replace(out, agg=target.agg, window=target.window)
+    capabilities.check(bd.ctx, "feature", "computed-dynamic-index", node.index.span)
     arr = dyn(bd, target, node)
     if idx.type in NUMERIC:
         path: exp.Expr = exp.DPipe(this=exp.DPipe(this=sb.s("$["), expression=sb.cast(idx.sql, "string")),

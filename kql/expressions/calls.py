@@ -14,6 +14,7 @@ from kql import sqlbuild as sb
 from kql.context import Binding, Scope
 from kql.diagnostics import name_hints
 from kql.known_functions import KUSTO_AGGREGATES, KUSTO_SCALARS
+from kql.lower import capabilities
 from kql.registry import Binder, expression
 from kql.typed import (
     NOCONST,
@@ -77,6 +78,7 @@ def x_Call(bd: Binder, node: n.Call, scope: Scope) -> V:
     b = scope.env.get(name)
     if b is not None and b.kind == "function":
         return call_user_scalar(bd, node, b, scope)
+    capabilities.check(bd.ctx, "function", name, node.name_span)
     if name in F.AGGREGATES and (name not in F.SCALARS):
         return agg_call(bd, node, scope)
     sig = F.SCALARS.get(name)

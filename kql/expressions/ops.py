@@ -12,8 +12,10 @@ from kql import functions as F
 from kql import nodes as n
 from kql import sqlbuild as sb
 from kql.context import Scope
+from kql.lower import capabilities
 from kql.regex import check, regex_arg
 from kql.registry import Binder, expression
+from kql.temporal import datetime_in_range, timespan_in_range, timespan_ok
 from kql.terms import fn_coalesce_false, has_all, has_any, has_any_subquery, has_term, negate
 from kql.typed import (
     NUMERIC,
@@ -65,21 +67,22 @@ def arith(bd: Binder, node: n.Binary, a: V, b: V) -> V:
         return V(_arith_sql(op, a.sql, b.sql), t)
     if ta == "datetime" and tb == "datetime" and op == "-":
         return V(exp.Sub(this=a.sql, expression=b.sql), "timespan")
+    # past Kusto's datetime/timespan range the result is null, as in Kusto (kql.temporal)
     if ta == "datetime" and tb == "timespan" and op in "+-":
-        return V(_arith_sql(op, a.sql, b.sql), "datetime")
+        return V(datetime_in_range(_arith_sql(op, a.sql, b.sql)), "datetime")
     if ta == "timespan" and tb == "datetime" and op == "+":
-        return V(exp.Add(this=b.sql, expression=a.sql), "datetime")
+        return V(datetime_in_range(exp.Add(this=b.sql, expression=a.sql)), "datetime")
     if ta == "timespan" and tb == "timespan":
         if op in "+-":
-            return V(_arith_sql(op, a.sql, b.sql), "timespan")
+            return V(timespan_in_range(_arith_sql(op, a.sql, b.sql)), "timespan")
         if op == "/":
             return V(exp.Div(this=sb.fn("epoch_us", a.sql), expression=sb.fn("epoch_us", b.sql)), "real")
     if ta == "timespan" and tb in NUMERIC and op in "*/":
         us = _arith_sql(op, sb.fn("epoch_us", a.sql), b.sql)
-        return V(sb.fn("to_microseconds", sb.cast(us, "long")), "timespan")
+        return V(timespan_in_range(sb.fn("to_microseconds", _try_long(us))), "timespan")
     if ta in NUMERIC and tb == "timespan" and op == "*":
         us = exp.Mul(this=sb.paren(a.sql), expression=sb.fn("epoch_us", b.sql))
-        return V(sb.fn("to_microseconds", sb.cast(us, "long")), "timespan")
+        return V(timespan_in_range(sb.fn("to_microseconds", _try_long(us))), "timespan")
     bd.ctx.error("type_mismatch", f"cannot apply {op} to {ta} and {tb}", node.op_span)
     return V(exp.Null(), UNKNOWN)
 
@@ -324,6 +327,7 @@ def x_InOp(bd: Binder, node: n.InOp, scope: Scope) -> V:
         return V(exp.true() if neg else exp.false(), "bool")
     if len(vals) == 1 and vals[0].type == "dynamic" and not vals[0].is_const:
         # a computed array, e.g. toscalar(... | summarize make_set(x))
+        capabilities.check(bd.ctx, "feature", "in-computed-array", node.span)
         needle = case_fold(bd, a) if ci else a.sql
         hay = vals[0].sql
         if ci:
@@ -392,6 +396,15 @@ def _arith_sql(op: str, a: exp.Expr, b: exp.Expr) -> exp.Expr:
     return out
 
 
+def _try_long(e: exp.Expr) -> exp.Expr:
+    """A BIGINT, or NULL when the value does not fit (a timespan past every range)."""
+    return exp.TryCast(this=e, to=exp.DataType.build("BIGINT"))
+
+
+def _span_const(value: timedelta) -> V:
+    return const(value if timespan_ok(value) else None, "timespan")
+
+
 def _fold(op: str, a: V, b: V) -> V | None:
     x, y = a.const, b.const
     try:
@@ -399,13 +412,14 @@ def _fold(op: str, a: V, b: V) -> V | None:
             r = x + y if op == "+" else x - y
             return const(r, "datetime")
         if isinstance(x, timedelta) and isinstance(y, timedelta) and op in "+-":
-            return const(x + y if op == "+" else x - y, "timespan")
+            return _span_const(x + y if op == "+" else x - y)
         if isinstance(x, timedelta) and isinstance(y, int | float) and not isinstance(y, bool) and op == "*":
-            return const(x * y, "timespan")
+            return _span_const(x * y)
         if isinstance(x, int | float) and isinstance(y, timedelta) and not isinstance(x, bool) and op == "*":
-            return const(y * x, "timespan")
+            return _span_const(y * x)
         if isinstance(x, datetime) and isinstance(y, datetime) and op == "-":
             return const(x - y, "timespan")
     except OverflowError:
-        return None
+        # beyond Python's range (years 1-9999), so beyond Kusto's: null, as Kusto gives
+        return const(None, "datetime" if isinstance(x, datetime) or isinstance(y, datetime) else "timespan")
     return None

@@ -7,6 +7,7 @@ from sqlglot import exp
 from kql import functions as F
 from kql import nodes as n
 from kql import sqlbuild as sb
+from kql.bounded import guarded_grid
 from kql.context import CompileError, Env, Scope
 from kql.naming import column_name
 from kql.registry import Binder, operator
@@ -74,7 +75,8 @@ def op_make_series(bd: Binder, rel: Rel, op: n.Operator, env: Env) -> Rel:
     key_exprs = [sb.alias(sb.col(k), k) for k in keys] or [sb.alias(exp.true(), "__series_group")]
     groups = exp.Subquery(this=exp.Select(expressions=key_exprs, distinct=exp.Distinct()).from_(sub(s_alias + "k"), copy=False),
                           alias=exp.TableAlias(this=sb.ident(k_alias)))
-    grid = exp.Subquery(this=exp.Select(expressions=[sb.alias(sb.fn("unnest", sb.fn("range", start.copy(), end.copy(), step.sql.copy())), "t")]),
+    bins = guarded_grid(start, end, step.sql, axis.type)  # at most query_max_array_elements bins
+    grid = exp.Subquery(this=exp.Select(expressions=[sb.alias(sb.fn("unnest", bins), "t")]),
                         alias=exp.TableAlias(this=sb.ident(g_alias)))
     on = sb.and_all([exp.NullSafeEQ(this=sb.col(k, k_alias), expression=sb.col(k, s_alias)) for k in keys]
                     + [exp.EQ(this=sb.col(bin_col, s_alias), expression=sb.col("t", g_alias))])

@@ -43,8 +43,11 @@ def src_range(bd: Binder, node: n.Source, env: Env) -> Rel:
     scope = Scope(env)
     start, stop, step = (bd.scalar(x, scope) for x in node.items)
     name = str(node.extra)
-    series = sb.fn("generate_series", start.sql, stop.sql, step.sql)
-    sel = exp.Select(expressions=[sb.alias(sb.fn("unnest", series), name)])
+    # the table function streams its rows; unnest(generate_series(...)) built the whole list
+    # first, out of reach of the memory limit and of interrupt()
+    series = exp.Table(this=sb.fn("generate_series", start.sql, stop.sql, step.sql),
+                       alias=exp.TableAlias(this=sb.ident("_range"), columns=[sb.ident(name)]))
+    sel = exp.Select(expressions=[sb.alias(sb.col(name, "_range"), name)]).from_(series, copy=False)
     t = start.type if start.type != "int" else "long"
     return bd.wrap_select(sel, {name: t})
 

@@ -9,10 +9,15 @@ reports only for those devices (403 otherwise); an unbound ingest key may act fo
 
 from __future__ import annotations
 
+import hashlib
+import os
+import uuid
+from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Query, Request
 from starlette.concurrency import run_in_threadpool
+from starlette.responses import FileResponse
 
 from server.auth import AdminKey, IngestKey, hash_key, request_key
 from server.devices import actions as act
@@ -136,6 +141,70 @@ def report_result(
         )
     except act.ActionError as e:
         raise field_error(e) from None
+
+
+MAX_PACKAGE_BYTES = 64 * 1024 * 1024
+GZIP_MAGIC = b"\x1f\x8b"
+
+
+def _package_path(request: Request, action_id: str) -> Path:
+    # action ids are server-made UUIDs, checked against the queue before any path is built.
+    return Path(request.app.state.settings.data_dir) / "packages" / f"{action_id}.tar.gz"
+
+
+def _package_action(request: Request, device_id: str, action_id: str) -> dict[str, Any]:
+    action = act.get_action(request.app.state.metadata, device_id, action_id)
+    if action is None:
+        raise ApiError(404, f"no action {action_id!r} on device {device_id!r}", code="not_found")
+    if action["type"] != "collectInvestigationPackage":
+        raise ApiError(400, f"action {action_id} is {action['type']}, not collectInvestigationPackage",
+                       code="invalid_action")
+    return action
+
+
+@router.put("/api/devices/{device_id}/actions/{action_id}/package")
+async def upload_package(request: Request, _: IngestKey, device_id: str, action_id: str) -> dict[str, Any]:
+    """For agents: the investigation package (a gzip'd tarball) of an open
+    collectInvestigationPackage action, at most 64 MiB; a later upload replaces it."""
+    _own_device(request, device_id)
+    action = await run_in_threadpool(_package_action, request, device_id, action_id)
+    if action["status"] not in act.OPEN_STATUSES:
+        raise ApiError(409, f"action {action_id} is already {action['status']}", code="conflict")
+    path = _package_path(request, action_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{uuid.uuid4().hex}.tmp")
+    digest, size = hashlib.sha256(), 0
+    try:
+        with open(tmp, "wb") as f:
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > MAX_PACKAGE_BYTES:
+                    raise ApiError(413, f"the package is larger than {MAX_PACKAGE_BYTES} bytes",
+                                   code="payload_too_large")
+                if size == len(chunk) and not chunk.startswith(GZIP_MAGIC):
+                    raise ApiError(400, "the package must be a gzip'd tarball (no gzip header)",
+                                   code="invalid_package")
+                digest.update(chunk)
+                f.write(chunk)
+        if size == 0:
+            raise ApiError(400, "the package is empty", code="invalid_package")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    sha = digest.hexdigest()
+    await run_in_threadpool(act.record_package, request.app.state.metadata, device_id, action_id,
+                            actor(request), size, sha)
+    return {"actionId": action_id, "bytes": size, "sha256": sha}
+
+
+@router.get("/api/devices/{device_id}/actions/{action_id}/package")
+def download_package(request: Request, _: AdminKey, device_id: str, action_id: str) -> FileResponse:
+    """The uploaded investigation package of a collectInvestigationPackage action."""
+    _package_action(request, device_id, action_id)
+    path = _package_path(request, action_id)
+    if not path.is_file():
+        raise ApiError(404, f"action {action_id} has no uploaded package yet", code="not_found")
+    return FileResponse(path, media_type="application/gzip", filename=f"investigation-{action_id}.tar.gz")
 
 
 @router.post("/api/devices/{device_id}/actions/{action_id}/cancel")

@@ -14,26 +14,26 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from schema.catalog import default_catalog
-from server.api.params import RowId
+from server.api.params import KqlParameters, KqlText, RowId
 from server.api.query import SEED_QUERY, _now
 from server.auth import QueryKey, request_owner
 from server.errors import ApiError
 from server.query import saved
 from server.query.language import language
-from server.query.render import render_hint
+from server.query.render import IGNORED_RENDER, render_hint
 from server.query.runner import diagnostic_dict
 
 router = APIRouter(tags=["hunting"])
 log = logging.getLogger("quarry.api")
 
-MAX_CHECK_TEXT = 100_000  # characters of KQL a check takes
+MAX_SAVED_TEXT = 100_000  # characters of KQL a saved query keeps
 _QUOTED = re.compile(r"'([^']+)'")
 
 
 class CheckQuery(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"query": SEED_QUERY}]})
-    query: str = Field(max_length=MAX_CHECK_TEXT, description="KQL text")
-    parameters: dict[str, Any] | None = Field(default=None, description="As for POST /api/query")
+    query: KqlText = Field(description="KQL text (within the compiler's limits, QUARRY_QUERY_MAX_BYTES...)")
+    parameters: KqlParameters = Field(default=None, description="As for POST /api/query")
 
 
 def suggestions(hints: list[str]) -> list[str]:
@@ -70,13 +70,14 @@ async def check_query(request: Request, _key: QueryKey, body: CheckQuery) -> dic
     from kql import CompileOptions, compile_kql
 
     now = _now(request)
+    limits = request.app.state.settings.kql_limits()
 
     def work() -> dict[str, Any]:
         if not body.query.strip():
             return {"ok": True, "diagnostics": [], "columns": [], "render": None}
         try:
             compiled = compile_kql(body.query, default_catalog(), CompileOptions(
-                now=now, strings_never_null=True, parameters=body.parameters))
+                now=now, strings_never_null=True, parameters=body.parameters, limits=limits))
         except RecursionError:
             return {"ok": False, "columns": [], "render": None, "diagnostics": [
                 {"code": "too_complex", "message": "the query is nested too deeply", "severity": "error",
@@ -86,12 +87,14 @@ async def check_query(request: Request, _key: QueryKey, body: CheckQuery) -> dic
             return {"ok": False, "columns": [], "render": None, "diagnostics": [
                 {"code": "internal_compiler_error", "message": "the compiler failed on this query; this is a "
                  "Quarry bug, please report the query", "severity": "error", "hints": [], "suggestions": []}]}
+        hint, problem = render_hint(body.query, compiled.diagnostics)
         diags = []
         for d in compiled.diagnostics:
+            if hint is not None and IGNORED_RENDER in d.message:
+                continue  # the chart is drawn from the hint: "render is ignored" does not hold
             entry = diagnostic_dict(d)
             entry["suggestions"] = suggestions(entry["hints"])
             diags.append(entry)
-        hint, problem = render_hint(body.query, compiled.diagnostics)
         if problem is not None:
             diags.append({"code": "render", "message": f"the chart cannot be drawn: {problem}",
                           "severity": "warning", "hints": [], "suggestions": []})
@@ -122,7 +125,7 @@ class SavedQueryIn(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
         {"name": "USB copies", "query": SEED_QUERY, "description": "", "shared": True}]})
     name: str = Field(min_length=1, max_length=200)
-    query: str = Field(min_length=1, max_length=MAX_CHECK_TEXT)
+    query: KqlText = Field(min_length=1, max_length=MAX_SAVED_TEXT)
     description: str = Field(default="", max_length=10_000)
     shared: bool = False
 

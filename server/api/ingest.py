@@ -10,6 +10,7 @@ concurrent bodies cannot multiply memory use.
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import os
 from dataclasses import dataclass, field
@@ -32,12 +33,20 @@ from server.ingest.convert import (
     convert_records,
 )
 from server.ingest.devices import refuse_foreign_devices
+from server.ingest.guard import (
+    MAX_COLUMN_NAME,
+    check_utf8,
+    clip,
+    count_lines,
+    too_many_rows,
+)
 from server.ingest.parse import is_ndjson, parse_records, parse_streaming
 from server.metrics import get_metrics
 from server.responses import OrjsonResponse
-from server.storage import Backpressure, DiskFull
+from server.storage import Backpressure, BatchError, DiskFull, StorageClosed
 
 router = APIRouter(prefix="/api/ingest", tags=["ingest"])
+log = logging.getLogger("quarry.ingest")
 
 # Conversions in flight at once. More than the cores buys nothing (the work is CPU-bound) and
 # each one holds a decompressed body plus its parsed form.
@@ -87,7 +96,8 @@ def _rejected(entries: dict[int, dict[str, Any]], total: int) -> ApiError:
 
 
 def _unknown_table(name: str, catalog: Catalog) -> ApiError:
-    close = catalog.suggest(name)
+    close = catalog.suggest(name) if len(name) <= MAX_COLUMN_NAME else []
+    name = clip(name)
     hint = f"; did you mean {', '.join(close)}?" if close else ""
     return ApiError(
         404,
@@ -97,11 +107,31 @@ def _unknown_table(name: str, catalog: Catalog) -> ApiError:
     )
 
 
+def _insufficient_storage(e: DiskFull) -> ApiError:
+    retry = max(1, math.ceil(float(e.retry_after_s)))
+    return ApiError(507, str(e), code="insufficient_storage", headers={"Retry-After": str(retry)})
+
+
+def _refuse_when_full(request: Request) -> None:
+    """While the disk is full, refuse before reading and parsing the body: a storm of retries
+    must not cost the CPU of converting bodies that cannot be stored."""
+    try:
+        request.app.state.storage.check_space()
+    except DiskFull as e:
+        raise _insufficient_storage(e) from e
+
+
 def _append(request: Request, batches: dict[str, pa.Table]) -> dict[str, tuple[int, int]]:
     """Append the batches of one request as one unit (``Storage.append_many``): a refusal
     stores none of them, so the client's retry duplicates nothing."""
     try:
         results = request.app.state.storage.append_many(batches)
+    except BatchError as e:
+        # Storage's own last check (it never writes what it could not read back) refused what
+        # validation let through: nothing was written, and the client learns why.
+        log.error("ingest: storage refused a validated batch: %s", e)
+        raise ApiError(400, f"the batch cannot be stored and was not written: {clip(str(e))}",
+                       code="unstorable") from e
     except Backpressure as e:
         retry = max(1, math.ceil(float(e.retry_after_s)))
         raise ApiError(
@@ -111,10 +141,14 @@ def _append(request: Request, batches: dict[str, pa.Table]) -> dict[str, tuple[i
             headers={"Retry-After": str(retry)},
         ) from e
     except DiskFull as e:
-        retry = max(1, math.ceil(float(e.retry_after_s)))
-        raise ApiError(
-            507, str(e), code="insufficient_storage", headers={"Retry-After": str(retry)}
-        ) from e
+        raise _insufficient_storage(e) from e
+    except (OSError, StorageClosed) as e:
+        # The write-ahead log failed beyond a full disk (an fsync error leaves it unusable until
+        # a restart) or the server is shutting down: not acknowledged, and the client should
+        # retry rather than see an internal error. /healthz says which.
+        log.error("ingest could not be stored: %s", e)
+        raise ApiError(503, "storage cannot store events right now (see /healthz); the request "
+                       "was not acknowledged", code="unavailable", headers={"Retry-After": "30"}) from e
     scheduler = getattr(request.app.state, "detection_scheduler", None)
     if scheduler is not None and any(r.accepted for r in results.values()):
         scheduler.ingested()  # continuous rules see the new rows now, not at their next poll
@@ -134,27 +168,35 @@ class _Prepared:
     row_ids: dict[str, list[int]] = field(default_factory=dict)  # request row of each table row
 
 
-def _prepare_table(table: Table, body: bytes, ndjson: bool) -> Converted:
+def _prepare_table(table: Table, body: bytes, ndjson: bool, max_rows: int) -> Converted:
+    check_utf8(body, "ndjson" if ndjson else "json")
     if ndjson:
+        if (n := count_lines(body)) > max_rows:
+            raise too_many_rows(n, max_rows, "lines")
         fast = convert_ndjson(table, body)
         if fast is not None:
             return fast
-    records, lines = parse_records(body, ndjson)
+    records, lines = parse_records(body, ndjson, max_rows)
     try:
         return convert_records(table, records, allow_unknown=False, lines=lines)
     except BatchRejected as e:
         raise _rejected(e.entries, len(records)) from e
 
 
-def _prepare_streaming(catalog: Catalog, body: bytes, skip_unknown: bool) -> _Prepared:
-    batch = parse_streaming(body, set(catalog.tables))
+def _prepare_streaming(catalog: Catalog, body: bytes, skip_unknown: bool, max_rows: int
+                       ) -> _Prepared:
+    check_utf8(body, "streaming")
+    batch = parse_streaming(body, set(catalog.tables), max_rows)
     entries: dict[int, dict[str, Any]] = {e["row"]: e for e in batch.errors}
     if batch.unknown_tables and not skip_unknown:
-        names = sorted(batch.unknown_tables)
-        hints = {n: catalog.suggest(n) for n in names}
+        names = sorted(batch.unknown_tables)[:MAX_ERRORS]
+        hints = {n: catalog.suggest(n) if len(n) <= MAX_COLUMN_NAME else [] for n in names}
+        more = f" and {len(batch.unknown_tables) - len(names)} more" if (
+            len(batch.unknown_tables) > len(names)) else ""
         raise ApiError(
             404,
-            f"records for tables Quarry does not have: {', '.join(names)}; nothing was written "
+            f"records for tables Quarry does not have: {', '.join(names)}{more}; nothing was "
+            "written "
             "(add ?skipUnknownTables=true to store the rest and count these as skipped)",
             errors=[{"code": "unknown_table", "message": f"unknown table '{n}' "
                      f"({batch.unknown_tables[n]} records)", "table": n, "hints": hints[n]}
@@ -187,13 +229,15 @@ async def ingest_streaming(
     than our schema are kept in the row's ``_extra`` bag and listed in ``unknownColumns``."""
     settings = request.app.state.settings
     catalog = _catalog(request)
+    _refuse_when_full(request)
     raw = await _read_raw(request, settings.max_body_bytes)
     encoding = request.headers.get("content-encoding")
     devices = request_key(request).devices
 
     def work() -> _Prepared:
         body = decode_body(raw, encoding, settings.max_body_bytes)
-        prepared = _prepare_streaming(catalog, body, skip_unknown_tables)
+        prepared = _prepare_streaming(catalog, body, skip_unknown_tables,
+                                      settings.max_batch_rows)
         if devices is not None:
             refuse_foreign_devices({n: (c.table, prepared.row_ids.get(n))
                                     for n, c in prepared.batches.items()}, devices)
@@ -238,6 +282,7 @@ async def ingest_table(table: str, request: Request, _key: IngestKey) -> OrjsonR
     spec = catalog.table(table)
     if spec is None:
         raise _unknown_table(table, catalog)
+    _refuse_when_full(request)
     raw = await _read_raw(request, settings.max_body_bytes)
     encoding = request.headers.get("content-encoding")
     ndjson = is_ndjson(request.headers.get("content-type"))
@@ -261,7 +306,7 @@ async def ingest_table(table: str, request: Request, _key: IngestKey) -> OrjsonR
     def work() -> tuple[int, int]:
         try:
             body = decode_body(raw, encoding, settings.max_body_bytes)
-            conv = _prepare_table(spec, body, ndjson)
+            conv = _prepare_table(spec, body, ndjson, settings.max_batch_rows)
             del body
             if devices is not None:
                 refuse_foreign_devices({table: (conv.table, None)}, devices)

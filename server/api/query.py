@@ -7,7 +7,9 @@ JSON) runs on the query runner's threads, never on the event loop.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import logging
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
@@ -20,14 +22,15 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from schema.catalog import default_catalog
+from server.api.params import KqlParameters, KqlText
 from server.auth import QueryKey, request_owner
 from server.errors import ApiError
+from server.query.engines import make_runner
 from server.query.export import FORMATS, encoder_for
 from server.query.render import IGNORED_RENDER, render_hint
 from server.query.runner import (
     ExportStream,
     QueryError,
-    QueryLimits,
     QueryRejected,
     QueryResult,
     QueryRunner,
@@ -45,6 +48,7 @@ GRAPH_CONTEXT = "https://graph.microsoft.com/v1.0/$metadata#microsoft.graph.secu
 DEFAULT_LOOKBACK = dt.timedelta(days=30)
 
 router = APIRouter(tags=["hunting"])
+log = logging.getLogger("quarry.api")
 
 _runner_lock = threading.Lock()
 
@@ -61,12 +65,8 @@ def get_runner(request: Request) -> QueryRunner:
             storage = getattr(state, "storage", None)
             if storage is None:
                 raise ApiError(503, "storage is not available", code="unavailable")
-            runner = QueryRunner(
-                storage,
-                default_catalog(),
-                QueryLimits.from_settings(state.settings),
-                metrics=getattr(state, "metrics", None),
-            )
+            runner = make_runner(storage, default_catalog(), state.settings,
+                                 metrics=getattr(state, "metrics", None))
             state.query_runner = runner
     return runner
 
@@ -105,17 +105,58 @@ async def run_and_render(
     CPU work that must not hold the event loop."""
     runner = get_runner(request)
     deadline = time.monotonic() + runner.limits.queue_wait_s
+    stopper = _Stopper()
 
     def work() -> bytes:
         result = runner.run(text, time_range=tr, max_rows=max_rows, now=now, deadline=deadline,
-                            parameters=parameters)
+                            parameters=parameters, on_connection=stopper.attach)
         return orjson.dumps(render(result))
 
+    watcher = asyncio.create_task(_stop_when_client_leaves(request, stopper))
     try:
         body = await runner.in_pool(work)
     except QueryError as e:
         raise api_error(e) from None
+    finally:
+        stopper.done = True
+        watcher.cancel()
     return Response(body, media_type="application/json")
+
+
+class _Stopper:
+    """Stops a running query when its client goes away (the console's Cancel button aborts the
+    request): ``interrupt()`` again and again, since it stops only the statement running then
+    and a query runs several (its time-range views, then the query)."""
+
+    def __init__(self) -> None:
+        self.con: Any = None
+        self.stopping = False
+        self.done = False
+        self.lock = threading.Lock()
+
+    def attach(self, con: Any) -> None:
+        with self.lock:
+            self.con = con
+            if self.stopping:
+                con.interrupt()
+
+    def interrupt(self) -> None:
+        with self.lock:
+            self.stopping = True
+            if self.con is not None and not self.done:
+                self.con.interrupt()
+
+
+DISCONNECT_POLL_S = 0.25
+
+
+async def _stop_when_client_leaves(request: Request, stopper: _Stopper) -> None:
+    while not await request.is_disconnected():
+        await asyncio.sleep(DISCONNECT_POLL_S)
+    log.info("the client left while its query ran: stopping the query")
+    while not stopper.done:
+        stopper.interrupt()
+        await asyncio.sleep(0.1)
 
 
 # -- native --------------------------------------------------------------------------------
@@ -131,7 +172,7 @@ class NativeQuery(BaseModel):
              "parameters": {"account": "alice"}},
         ]},
     )
-    query: str = Field(description="KQL text")
+    query: KqlText = Field(description="KQL text")
     timespan: str | None = Field(
         default=None,
         description="ISO 8601 duration or interval restricting Timestamp (P7D, start/end, ...)",
@@ -139,7 +180,7 @@ class NativeQuery(BaseModel):
     maxRows: int | None = Field(  # noqa: N815 (the API's field name)
         default=None, ge=0, description="Row cap for this query (at most the server's max_rows)"
     )
-    parameters: dict[str, Any] | None = Field(
+    parameters: KqlParameters = Field(
         default=None,
         description="Values for the query's `declare query_parameters(...)`, by name: JSON values "
         "read by the declared type (a string is read as Kusto's text form: `datetime(2024-01-01)`, "
@@ -148,7 +189,8 @@ class NativeQuery(BaseModel):
     )
 
 
-def _native_body(result: QueryResult, text: str = "", now: dt.datetime | None = None) -> dict[str, Any]:
+def _native_body(result: QueryResult, text: str = "", now: dt.datetime | None = None,
+                 limits: Any = None) -> dict[str, Any]:
     convert = row_converter([t for _, t in result.columns])
     body: dict[str, Any] = {
         "columns": [{"name": n, "type": t} for n, t in result.columns],
@@ -157,7 +199,7 @@ def _native_body(result: QueryResult, text: str = "", now: dt.datetime | None = 
         "warnings": result.warnings,
         "stats": result.stats.as_dict(),
     }
-    hint, problem = query_render_hint(text, now)
+    hint, problem = query_render_hint(text, now, limits)
     if hint is not None or problem is not None:
         # The chart is drawn from the hint: the compiler's "render is ignored" warning goes.
         body["warnings"] = [w for w in result.warnings if IGNORED_RENDER not in w]
@@ -167,14 +209,17 @@ def _native_body(result: QueryResult, text: str = "", now: dt.datetime | None = 
     return body
 
 
-def query_render_hint(text: str, now: dt.datetime | None) -> tuple[dict[str, Any] | None, str | None]:
+def query_render_hint(text: str, now: dt.datetime | None, limits: Any = None) -> tuple[dict[str, Any] | None, str | None]:
     """The render hint of ``text`` (server.query.render), read from the compiler's diagnostics;
     queries without the word ``render`` are not compiled again."""
     if "render" not in text:
         return None, None
     from kql import CompileOptions, compile_kql
 
-    compiled = compile_kql(text, default_catalog(), CompileOptions(now=now, strings_never_null=True))
+    options = CompileOptions(now=now, strings_never_null=True)
+    if limits is not None:
+        options = CompileOptions(now=now, strings_never_null=True, limits=limits)
+    compiled = compile_kql(text, default_catalog(), options)
     return render_hint(text, compiled.diagnostics)
 
 
@@ -207,7 +252,7 @@ async def native_query(request: Request, _key: QueryKey, body: NativeQuery) -> R
     owner = request_owner(request)
     started = time.monotonic()
     try:
-        resp = await run_and_render(request, body.query, lambda r: _native_body(r, body.query, now), tr=tr,
+        resp = await run_and_render(request, body.query, lambda r: _native_body(r, body.query, now, request.app.state.settings.kql_limits()), tr=tr,
                                     max_rows=body.maxRows, now=now, parameters=body.parameters)
     except ApiError as e:
         await run_in_threadpool(record_history, request.app.state.metadata, owner, body.query, body.timespan,
@@ -235,7 +280,7 @@ class DefenderQuery(BaseModel):
         populate_by_name=True,
         json_schema_extra={"examples": [{"Query": SEED_QUERY}]},
     )
-    Query: str = Field(validation_alias=AliasChoices("Query", "query"), description="KQL text")
+    Query: KqlText = Field(validation_alias=AliasChoices("Query", "query"), description="KQL text")
 
 
 def _records(result: QueryResult) -> list[dict[str, Any]]:
@@ -324,7 +369,7 @@ class GraphQuery(BaseModel):
         populate_by_name=True,
         json_schema_extra={"examples": [{"Query": SEED_QUERY, "Timespan": "P30D"}]},
     )
-    Query: str = Field(validation_alias=AliasChoices("Query", "query"), description="KQL text")
+    Query: KqlText = Field(validation_alias=AliasChoices("Query", "query"), description="KQL text")
     Timespan: str | None = Field(
         default=None,
         validation_alias=AliasChoices("Timespan", "timespan", "TimeSpan"),
@@ -399,9 +444,9 @@ class ExportQuery(BaseModel):
     model_config = ConfigDict(
         extra="forbid", json_schema_extra={"examples": [{"query": SEED_QUERY, "timespan": "P7D"}]}
     )
-    query: str = Field(description="KQL text")
+    query: KqlText = Field(description="KQL text")
     timespan: str | None = Field(default=None, description="ISO 8601 duration or interval")
-    parameters: dict[str, Any] | None = Field(
+    parameters: KqlParameters = Field(
         default=None,
         description="Values for the query's `declare query_parameters(...)`, by name: JSON values "
         "read by the declared type (a string is read as Kusto's text form: `datetime(2024-01-01)`, "

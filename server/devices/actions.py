@@ -29,6 +29,8 @@ from server.metadata import MetadataDB, where_clause
 
 ACTION_TYPES: tuple[str, ...] = (
     "isolate",
+    # Defender's "release from isolation" (machine action type Unisolate).
+    "unisolate",
     "collectInvestigationPackage",
     "runAntivirusScan",
     "initiateInvestigation",
@@ -297,6 +299,15 @@ def cancel_action(
         _audit(conn, action_id, device_id, "cancelled", actor, {"comment": comment}, now)
         row = conn.execute("SELECT * FROM device_actions WHERE id = ?", (action_id,)).fetchone()
     return _to_api(row)
+
+
+def record_package(
+    metadata: MetadataDB, device_id: str, action_id: str, actor: str, size: int, sha256: str
+) -> None:
+    """Audit an investigation package upload (the file itself is kept by the API layer)."""
+    with metadata.tx() as conn:
+        _audit(conn, action_id, device_id, "package_uploaded", actor,
+               {"bytes": size, "sha256": sha256}, _now())
 
 
 def audit_log(

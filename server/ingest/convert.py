@@ -26,7 +26,6 @@ import difflib
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 import orjson
@@ -36,29 +35,22 @@ import pyarrow.json as pj
 
 from schema.catalog import EXTRA_COLUMN, Column, Table
 from schema.types import KqlType
+from server.ingest.datetimes import parse_datetimes
+from server.ingest.guard import (
+    CLIP,
+    MAX_COLUMN_NAME,
+    MAX_DEPTH,
+    clip,
+    objects_per_line,
+    shallow_lines,
+    too_deep,
+)
 
 MAX_ERRORS = 100
 REQUIRED_EVENT_COLUMNS: tuple[str, ...] = ("Timestamp", "DeviceId")
-_MAX_SHOWN = 200  # characters of a bad value echoed back in an error entry
+_MAX_SHOWN = CLIP  # characters of a bad value echoed back in an error entry
+_TOO_DEEP = f"nested deeper than {MAX_DEPTH} levels of arrays and objects"
 
-_TS_UTC = pa.timestamp("us", tz="UTC")
-_TS_NS_UTC = pa.timestamp("ns", tz="UTC")
-_TS = pa.timestamp("us")
-_NULL_STR = pa.scalar(None, pa.string())
-_TS_MIN = pa.scalar(datetime(1, 1, 1), _TS)
-_TS_MAX = pa.scalar(datetime(9999, 12, 31, 23, 59, 59, 999999), _TS)
-# ISO 8601 as KQL accepts it (date, optional time with optional seconds and up to 7 fractional
-# digits, optional Z or +hh:mm/+hhmm offset). RE2 syntax: pyarrow evaluates it vectorised.
-_DT_PATTERN = (
-    r"^\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,7})?)?(?:Z|[+-]\d{2}:?\d{2})?)?$"
-)
-_DT_RE = re.compile(_DT_PATTERN)
-_ZONE_PATTERN = r"(?:Z|[+-]\d{2}:?\d{2})$"
-# What agents and Defender send: a time and a zone. Matching it implies matching _DT_PATTERN and
-# _ZONE_PATTERN, so such an array can go straight to the zoned parse below.
-_DT_ZONED_PATTERN = (
-    r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,7})?)?(?:Z|[+-]\d{2}:?\d{2})$"
-)
 _TIMESPAN_RE = re.compile(r"^(-)?(?:(\d+)\.)?(\d{1,2}):(\d{2}):(\d{2})(?:\.(\d{1,7}))?$")
 _INT_RANGE = {"long": (-(2**63), 2**63 - 1), "int": (-(2**31), 2**31 - 1)}
 # KQL types pyarrow's JSON reader converts with exactly our rules (datetime is read as a string
@@ -117,10 +109,13 @@ class BatchRejected(Exception):
 
 
 def show(value: Any) -> Any:
-    """A bad value as echoed in an error entry, truncated so a huge value cannot bloat it."""
+    """A bad value as echoed in an error entry, truncated so a huge value cannot bloat it (and a
+    value too deep to serialise again is described, not echoed)."""
     if isinstance(value, str):
-        return value if len(value) <= _MAX_SHOWN else value[:_MAX_SHOWN] + "..."
+        return clip(value, _MAX_SHOWN)
     if isinstance(value, dict | list):
+        if too_deep(value):
+            return f"<{_kind(value)} nested deeper than {MAX_DEPTH} levels>"
         text = orjson.dumps(value).decode()
         return value if len(text) <= _MAX_SHOWN else text[:_MAX_SHOWN] + "..."
     return value
@@ -140,85 +135,6 @@ def _kind(value: Any) -> str:
     if isinstance(value, dict):
         return "object"
     return type(value).__name__
-
-
-# -- datetimes ------------------------------------------------------------------------------
-
-
-def parse_datetimes(arr: pa.Array | pa.ChunkedArray) -> tuple[pa.Array, list[int]]:
-    """ISO 8601 strings to naive UTC ``timestamp[us]``, vectorised. ``""`` becomes null.
-    Returns the converted array (null where invalid) and the indices of invalid strings."""
-    if isinstance(arr, pa.ChunkedArray):
-        arr = arr.combine_chunks()
-    if arr.null_count == len(arr):
-        return pa.nulls(len(arr), _TS), []  # a column the sender left out
-    if pc.all(pc.match_substring_regex(arr, _DT_ZONED_PATTERN)).as_py():
-        # Every string has a time and a zone (nulls are skipped): one regex pass instead of the
-        # three below (empty, well-formed, zoned), a fifth of the cost of a datetime column.
-        zoned = _parse_zoned(arr)
-        if zoned is not None:
-            return zoned, []
-    empty = pc.equal(arr, "")
-    if pc.any(empty).as_py():
-        arr = pc.if_else(empty, _NULL_STR, arr)
-    bad_mask = pc.invert(pc.fill_null(pc.match_substring_regex(arr, _DT_PATTERN), True))
-    bad: list[int] = []
-    if pc.any(bad_mask).as_py():
-        bad = pc.indices_nonzero(bad_mask).to_pylist()
-        arr = pc.if_else(bad_mask, _NULL_STR, arr)
-    no_zone = pc.invert(pc.match_substring_regex(arr, _ZONE_PATTERN))
-    if not pc.any(no_zone).as_py():
-        zoned = _parse_zoned(arr)
-        if zoned is not None:
-            return zoned, bad
-    s = arr
-    if pc.any(pc.equal(pc.utf8_length(s), 10)).as_py():
-        s = pc.replace_substring_regex(s, r"^(\d{4}-\d{2}-\d{2})$", r"\1T00:00:00")
-    s = pc.replace_substring_regex(s, r"(\.\d{6})\d+", r"\1")  # 100 ns ticks -> microseconds
-    no_zone = pc.invert(pc.match_substring_regex(s, _ZONE_PATTERN))
-    s = pc.binary_join_element_wise(s, pc.if_else(no_zone, "Z", ""), "")
-    try:
-        out = pc.cast(s, _TS_UTC)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        # Well-formed but impossible (month 13, Feb 30, hour 25): find them one by one.
-        values = s.to_pylist()
-        fixed: list[Any] = []
-        for i, v in enumerate(values):
-            if v is None:
-                fixed.append(None)
-                continue
-            try:
-                pc.cast(pa.array([v]), _TS_UTC)
-            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-                bad.append(i)
-                v = None
-            fixed.append(v)
-        out = pc.cast(pa.array(fixed, pa.string()), _TS_UTC)
-    out = out.cast(_TS)
-    # An offset can move a well-formed value past datetime's range (years 1 to 9999), and Arrow
-    # takes year 0000: such a value would break every reader (Python's datetime cannot hold it).
-    # Only this path can see one: the zoned path above reaches years 1677..2262 only.
-    outside = pc.or_(pc.less(out, _TS_MIN), pc.greater(out, _TS_MAX))
-    if pc.any(outside).as_py():
-        bad.extend(pc.indices_nonzero(outside).to_pylist())
-        out = pc.if_else(outside, pa.scalar(None, _TS), out)
-    bad.sort()
-    return out, bad
-
-
-def _parse_zoned(arr: pa.Array) -> pa.Array | None:
-    """Well-formed datetimes that all carry a zone, or None if Arrow cannot parse them all.
-
-    The common case (agents and Defender write a zone): Arrow's own parser takes up to 9
-    fractional digits into nanoseconds, and truncating to microseconds is one more cast. Regex
-    rewrites cost 10x more, so they are kept for the rest. Nanoseconds only reach 1677..2262:
-    other years fall through to the general path."""
-    try:
-        ns = pc.cast(arr, _TS_NS_UTC)
-        us = pc.cast(ns, options=pc.CastOptions(_TS_UTC, allow_time_truncate=True))
-        return us.cast(_TS)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        return None
 
 
 # -- column converters (Python path) -----------------------------------------------------------
@@ -241,7 +157,11 @@ def _conv_string(col: list[Any], t: KqlType) -> tuple[pa.Array, list[Problem]]:
         if v is None or isinstance(v, str):
             out.append(v)
         elif isinstance(v, dict | list) and t.name == "string":
-            out.append(orjson.dumps(v).decode())
+            if too_deep(v):
+                problems.append((i, v, _TOO_DEEP))
+                out.append(None)
+            else:
+                out.append(orjson.dumps(v).decode())
         else:
             problems.append(_wrong(i, v, t))
             out.append(None)
@@ -344,19 +264,28 @@ def _conv_datetime(col: list[Any], t: KqlType) -> tuple[pa.Array, list[Problem]]
 
 def _conv_dynamic(col: list[Any], t: KqlType) -> tuple[pa.Array, list[Problem]]:
     out: list[Any] = []
-    for v in col:
+    problems: list[Problem] = []
+    for i, v in enumerate(col):
         if v is None or v == "":
             out.append(None)
         elif isinstance(v, str):
             # JSON text is kept as is; any other string is a JSON string value.
             try:
-                orjson.loads(v)
-                out.append(v)
+                parsed = orjson.loads(v)
             except orjson.JSONDecodeError:
                 out.append(orjson.dumps(v).decode())
+                continue
+            if too_deep(parsed):
+                problems.append((i, v, _TOO_DEEP))
+                out.append(None)
+            else:
+                out.append(v)
+        elif too_deep(v):
+            problems.append((i, v, _TOO_DEEP))
+            out.append(None)
         else:
             out.append(orjson.dumps(v).decode())
-    return pa.array(out, pa.string()), []
+    return pa.array(out, pa.string()), problems
 
 
 def _conv_timespan(col: list[Any], t: KqlType) -> tuple[pa.Array, list[Problem]]:
@@ -452,21 +381,42 @@ def convert_records(
             rows.append({})
     known = set(table.column_names)
     keys: set[str] = set().union(*rows) if rows else set()
-    unknown = keys - known
+    # A name past Kusto's identifier limit is refused before anything compares it with the
+    # schema's names (close-name hints cost time quadratic in its length).
+    too_long = {k for k in keys if len(k) > MAX_COLUMN_NAME}
+    if too_long:
+        for i, r in enumerate(rows):
+            long_name = next((k for k in r if k in too_long), None)
+            if long_name is not None:
+                errors.add(i, "column_name_too_long",
+                           f"row {i}: a column name is {len(long_name)} characters long; "
+                           f"column names are at most {MAX_COLUMN_NAME} characters",
+                           column=clip(long_name))
+    unknown = keys - known - too_long
     if unknown and not allow_unknown:
+        hints: dict[str, list[str]] = {}  # once per name, not per row
         for i, r in enumerate(rows):
             if r.keys() & unknown:
                 bad_col = next(k for k in r if k in unknown)
+                if bad_col not in hints:
+                    hints[bad_col] = column_hints(table, bad_col)
                 errors.add(i, "unknown_column",
-                           f"row {i}: {table.name} has no column '{bad_col}'", column=bad_col,
-                           value=r[bad_col], hints=column_hints(table, bad_col))
+                           f"row {i}: {table.name} has no column '{clip(bad_col)}'",
+                           column=clip(bad_col), value=r[bad_col], hints=hints[bad_col])
+    elif unknown:
+        for i, r in enumerate(rows):
+            deep = next((k for k in r if k in unknown and too_deep(r[k])), None)
+            if deep is not None:
+                errors.add(i, "too_deep", f"row {i}, column {clip(deep)}: {_TOO_DEEP}",
+                           column=clip(deep), value=r[deep])
     arrays: list[pa.Array] = []
     for c in table.columns:
         name = c.name
         col = [r.get(name) for r in rows]
         arr, problems = _CONVERTERS[c.type.name](col, c.type)
         for i, v, msg in problems:
-            code = "invalid_datetime" if msg.startswith("unparsable") else "wrong_type"
+            code = ("invalid_datetime" if msg.startswith("unparsable")
+                    else "too_deep" if msg is _TOO_DEEP else "wrong_type")
             errors.add(i, code, f"row {i}, column {name}: {msg}", column=name, value=v,
                        expected=c.type.name)
         arrays.append(arr)
@@ -498,7 +448,8 @@ def convert_records(
     else:
         extra = pa.nulls(len(rows), pa.string())
     arrays.append(extra)
-    return Converted(pa.Table.from_arrays(arrays, schema=ingest_schema(table)), sorted(unknown))
+    return Converted(pa.Table.from_arrays(arrays, schema=ingest_schema(table)),
+                     sorted(unknown)[:MAX_ERRORS])  # all kept in _extra; listing capped
 
 
 def fast_path_supported(table: Table) -> bool:
@@ -546,6 +497,11 @@ def convert_ndjson(table: Table, body: bytes) -> Converted | None:
     ``_fast_column`` refuses for string columns, so that case goes the Python path too.
     """
     if not fast_path_supported(table) or not body.strip():
+        return None
+    if not (objects_per_line(body) and shallow_lines(body)):
+        # pyarrow's reader recurses once per level and overflows the stack on deep input, and
+        # crashes on a first line that is not an object: such a body goes to orjson (hard limit
+        # 1,024 levels) and the per-value checks.
         return None
     info = _table_info(table)
     try:

@@ -31,6 +31,8 @@ def add_query_parser(sub: Any) -> None:
     q.add_argument("--max-rows", type=int, default=None, help="row cap (default: the max_rows setting)")
     q.add_argument("--timespan", default=None, help="ISO 8601 duration or interval restricting Timestamp")
     q.add_argument("--timeout", type=float, default=None, help="seconds before the query is stopped")
+    q.add_argument("--engine", choices=["duckdb", "spark"], default=None,
+                   help="engine to run on (default: QUARRY_ENGINE, else duckdb); spark needs quarry[spark]")
     q.set_defaults(func=run_query_command)
 
 
@@ -88,7 +90,8 @@ def _print_table(columns: list[tuple[str, str]], rows: list[list[Any]], out: Tex
 
 def run_query_command(args: argparse.Namespace) -> int:
     from schema.catalog import default_catalog
-    from server.query.runner import QueryError, QueryLimits, QueryRunner
+    from server.query.engines import make_runner
+    from server.query.runner import QueryError
     from server.query.timerange import TimeRangeError, parse_timespan
     from server.settings import Settings
     from server.storage import Storage, StorageLocked
@@ -105,7 +108,6 @@ def run_query_command(args: argparse.Namespace) -> int:
               "make one with 'quarry demo --no-serve --data-dir DIR'", file=sys.stderr)
         return 2
     settings = Settings(data_dir=data_dir, scheduler_enabled=False)
-    limits = QueryLimits.from_settings(settings)
     now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
     tr = None
     if args.timespan:
@@ -124,7 +126,7 @@ def run_query_command(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
-    runner = QueryRunner(storage, catalog, limits)
+    runner = make_runner(storage, catalog, settings, engine=args.engine)
     try:
         result = runner.run(text, time_range=tr, max_rows=args.max_rows, timeout_s=args.timeout, now=now)
     except QueryError as e:

@@ -1,5 +1,5 @@
 """What the console's editor completes and highlights, read from the compiler's own tables: the
-tabular operators (its ``op_*`` handlers and the grammar's keywords), scalar and aggregate
+tabular operators and sources (its registry, and the grammar's keywords), scalar and aggregate
 functions with their argument counts and result types, and the scalar operators of the grammar.
 """
 
@@ -10,8 +10,9 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
+from kql import compiler  # noqa: F401  (importing the compiler fills the registry)
 from kql import functions as F
-from kql.compiler import Compiler
+from kql.registry import OPERATORS, SOURCES
 
 # Words of the language that are neither operators nor functions (the grammar's keywords).
 KEYWORDS = ("by", "on", "with", "kind", "asc", "desc", "nulls", "first", "last", "and", "or", "not",
@@ -35,7 +36,7 @@ def _terminal_words(grammar: str, name: str) -> list[str]:
 @cache
 def language() -> dict[str, Any]:
     grammar = resources.files("kql").joinpath("grammar.lark").read_text(encoding="utf-8")
-    operators = sorted({a[3:].replace("_", "-") for a in dir(Compiler) if a.startswith("op_") and a != "op_other"}
+    operators = sorted({k for k in OPERATORS if k != "other"} | set(SOURCES)
                        | {"render", "where", "filter", "order", "limit", "mvexpand"})
     ignored = _terminal_words(grammar, "OTHER_OP")
     string_ops = _terminal_words(grammar, "STR_OP")

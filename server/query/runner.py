@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import datetime as dt
+import gc
 import logging
 import math
 import threading
@@ -38,6 +40,7 @@ from sqlglot import exp
 from kql.limits import KqlLimits
 from schema.catalog import DATE_PARTITION, Catalog
 from server.query.timerange import TimeRange
+from server.storage.repair import redact
 
 log = logging.getLogger("quarry.query")
 _T = TypeVar("_T")
@@ -190,6 +193,9 @@ class _Prepared:
 
 
 class QueryRunner:
+    # the compiler target this runner executes (server/query/spark_runner.py: "spark")
+    dialect = "duckdb"
+
     def __init__(
         self,
         storage: Connector,
@@ -253,11 +259,12 @@ class QueryRunner:
         now = now or self.clock()
         try:
             # storage stores a missing string as "": no COALESCE on stored string columns
-            compiled = compile_kql(
-                text, self.catalog,
-                CompileOptions(now=now, strings_never_null=True, probe=probe, parameters=parameters,
-                               limits=self.limits.kql),
-            )
+            with _gc_paused():
+                compiled = compile_kql(
+                    text, self.catalog,
+                    CompileOptions(now=now, strings_never_null=True, probe=probe, parameters=parameters,
+                                   limits=self.limits.kql, dialect=self.dialect),
+                )
         except QueryError:
             raise  # the probe's own failure (timeout, execution error)
         except RecursionError:
@@ -306,20 +313,29 @@ class QueryRunner:
         now: dt.datetime | None = None,
         deadline: float | None = None,
         parameters: Mapping[str, Any] | None = None,
+        on_connection: Callable[[Any], None] | None = None,
     ) -> QueryResult:
         """Compile and run ``text``; blocking (call from a worker thread). ``parameters`` are
-        the values for ``declare query_parameters`` (see ``CompileOptions.parameters``)."""
+        the values for ``declare query_parameters`` (see ``CompileOptions.parameters``).
+        ``on_connection`` gets the query's stop handle (its DuckDB connection, or for Spark the job
+        group's) once it has one, so a caller can stop the query with ``interrupt()`` (the API
+        does when its client goes away)."""
         started = time.perf_counter()
         outcome = "execution_error"
         rows_out = 0
         try:
+            # One deadline for the whole query: compiling (on this worker thread, never on the
+            # event loop) and waiting for a slot use up the time the engine then gets.
+            ends = time.monotonic() + (self.limits.timeout_s if timeout_s is None else timeout_s)
             prepared = self.compile(text, now, parameters=parameters)
             cap = self.limits.max_rows if max_rows is None else max(0, min(max_rows, self.limits.max_rows))
             with self._slot(deadline), self._connection() as con:
+                if on_connection is not None:
+                    on_connection(con)
                 self._restrict(con, prepared.tables, time_range)
-                prepared = self._probed(con, text, prepared, timeout_s)
+                prepared = self._probed(con, text, prepared, self._left(ends))
                 partitions = self._partitions(con, prepared.sql, prepared.tables)
-                rows = self._execute(con, _limited(prepared.sql, cap + 1), timeout_s, cap + 1)
+                rows = self._execute(con, _limited(prepared.sql, cap + 1), self._left(ends), cap + 1)
             truncated = len(rows) > cap
             if truncated:
                 rows = rows[:cap]
@@ -450,6 +466,13 @@ class QueryRunner:
                 {"code": "compile_error", "message": "the query's columns could not be learned", "hints": []}])
         return again
 
+    def _left(self, ends: float) -> float:
+        """Seconds left before ``ends``; QueryTimeout when none are (compiling took them)."""
+        left = ends - time.monotonic()
+        if left <= 0:
+            raise self._map_error(duckdb.InterruptException("timeout"), True)
+        return left
+
     def _slot(self, deadline: float | None) -> _Slot:
         return _Slot(self._slots, self.limits.queue_wait_s, deadline)
 
@@ -575,7 +598,38 @@ class QueryRunner:
         # query's fault, not the service's: 400 with DuckDB's first line, which names the value.
         log.info("query execution failed: %s", e)
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        # Never the server's own paths; a stored file that cannot be read is an operator's job.
+        data_dir = getattr(self.storage, "data_dir", None)
+        if isinstance(data_dir, Path):
+            first = redact(first, data_dir)
+        if "Parquet file" in first:
+            first += " (a stored file cannot be read back; an operator can run `quarry repair`)"
         return QueryExecutionError(f"the query failed while running: {first}")
+
+
+_gc_lock = threading.Lock()
+_gc_compiles = 0
+
+
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    """No cyclic garbage collection while a query compiles. A large query makes hundreds of
+    thousands of syntax and sqlglot objects, and a full collection over them holds the GIL for
+    up to 0.8 s (measured), during which the event loop, /healthz included, cannot answer; with
+    collection paused it waited at most ~0.2 s. The objects are freed by reference counting when
+    the compile ends; compiles are bounded by kql.limits, so the pause is too."""
+    global _gc_compiles
+    with _gc_lock:
+        _gc_compiles += 1
+        if _gc_compiles == 1:
+            gc.disable()
+    try:
+        yield
+    finally:
+        with _gc_lock:
+            _gc_compiles -= 1
+            if _gc_compiles == 0:
+                gc.enable()
 
 
 def _parquet_scans(node: Any, out: list[dict[str, Any]]) -> None:

@@ -8,11 +8,14 @@ every user, and only their owner may delete them.
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 from datetime import UTC, datetime
 from typing import Any
 
 from server.metadata import MetadataDB
+
+log = logging.getLogger("quarry.query.history")
 
 HISTORY_PER_USER = 200
 SAVED_PER_USER = 500
@@ -31,18 +34,23 @@ def _now() -> str:
 
 def record_history(db: MetadataDB, owner: str, query: str, timespan: str | None, rows: int | None,
                    elapsed_ms: float, error: str | None) -> None:
-    with db.tx() as conn:
-        conn.execute(
-            "INSERT INTO query_history (owner, query, timespan, ran_at, rows, elapsed_ms, error)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (owner, query[:MAX_HISTORY_TEXT], timespan, _now(), rows, round(elapsed_ms, 3),
-             (error or None) and error[:2000]),
-        )
-        conn.execute(
-            "DELETE FROM query_history WHERE owner = ? AND id NOT IN"
-            " (SELECT id FROM query_history WHERE owner = ? ORDER BY id DESC LIMIT ?)",
-            (owner, owner, HISTORY_PER_USER),
-        )
+    """Best effort: a query's answer never depends on its history entry (on a full disk the
+    metadata database cannot be written, and hunting must still work)."""
+    try:
+        with db.tx() as conn:
+            conn.execute(
+                "INSERT INTO query_history (owner, query, timespan, ran_at, rows, elapsed_ms, error)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (owner, query[:MAX_HISTORY_TEXT], timespan, _now(), rows, round(elapsed_ms, 3),
+                 (error or None) and error[:2000]),
+            )
+            conn.execute(
+                "DELETE FROM query_history WHERE owner = ? AND id NOT IN"
+                " (SELECT id FROM query_history WHERE owner = ? ORDER BY id DESC LIMIT ?)",
+                (owner, owner, HISTORY_PER_USER),
+            )
+    except sqlite3.Error as e:
+        log.warning("query history not recorded: %s", e)
 
 
 def list_history(db: MetadataDB, owner: str, top: int) -> list[dict[str, Any]]:

@@ -26,7 +26,7 @@ from server.detections.model import ALERT_STATUSES, CLASSIFICATIONS, SEVERITIES,
 from server.detections.store import AlertFilter
 from server.detections.timeutil import parse_iso
 from server.errors import ApiError
-from server.web import login, overview
+from server.web import login, overview, sources
 from server.web.alerts import not_found, signed_in
 from server.web.html import render
 
@@ -62,12 +62,14 @@ async def home(request: Request) -> Response:
     state = request.app.state
 
     def gather() -> dict[str, Any]:
+        size, unflushed = overview.storage_size(state)
         return {
+            "unflushed": unflushed,
             "events": overview.events_last_day(state),
             "alerts": overview.alerts(state, AlertFilter(top=10)),
             "incidents": [i for i in overview.incidents(state, None, 50) if i.get("status") != "resolved"][:10],
             "rules": overview.rules(state),
-            "storage": overview.human_bytes(overview.storage_bytes(state)),
+            "storage": overview.human_bytes(size),
         }
 
     data = await run_in_threadpool(gather)
@@ -178,6 +180,50 @@ async def devices_list(request: Request) -> Response:
     return render("devices.html", who=who, active="/devices", title="Quarry: devices", devices=rows)
 
 
+@router.get("/devices/{device_id}")
+async def device_page(
+    request: Request,
+    device_id: str,
+    table: str | None = None,
+    actionType: str | None = None,  # noqa: N803 (the API's parameter name)
+    hours: str | None = None,
+    process: str | None = None,
+    at: str | None = None,
+) -> Response:
+    who = signed_in(request, f"/devices/{quote(device_id, safe='')}", "device")
+    if isinstance(who, Response):
+        return who
+    tables = overview.timeline_tables()
+    if table and table not in tables:
+        raise ApiError(400, f"table must be one of {', '.join(tables)}", code="invalid_request")
+    span = int(hours) if hours and hours.isdigit() else 24
+    if span not in overview.TIMELINE_HOURS:
+        raise ApiError(400, f"hours must be one of {', '.join(map(str, overview.TIMELINE_HOURS))}", code="invalid_request")
+    when = _when(at, "at") if process else None
+    state = request.app.state
+
+    def gather() -> dict[str, Any]:
+        found = overview.device(state, device_id)
+        tree = tree_error = None
+        if process and when is not None:
+            tree, tree_error = sources.event_process_tree(state, device_id, process, when)
+        return {
+            "device": found,
+            "events": overview.device_timeline(state, device_id, table or None, actionType or None, span),
+            "alerts": overview.alerts(state, AlertFilter(device=device_id, top=50)),
+            "tree": tree, "tree_error": tree_error,
+        }
+
+    data = await run_in_threadpool(gather)
+    if data["device"] is None and not data["events"]:
+        return not_found(who, "Device", device_id, "/devices")
+    filters = {"table": table or "", "actionType": actionType or "", "hours": span}
+    return render("device.html", who=who, active="/devices", title=f"Quarry device: {device_id}",
+                  device_id=device_id, tables=tables, spans=overview.TIMELINE_HOURS, filters=filters,
+                  process=process or "", cap=overview.TIMELINE_ROWS, **data)
+
+
 # Read by the docs page (server/web/docs.py) and the docs test to show each page's scope.
-for _route in (console_asset, home, hunting, alerts_queue, incidents_queue, rules_list, rule_page, devices_list):
+for _route in (console_asset, home, hunting, alerts_queue, incidents_queue, rules_list, rule_page, devices_list,
+               device_page):
     setattr(_route, "quarry_scope", login.PAGE_SCOPE)  # noqa: B010

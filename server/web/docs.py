@@ -30,7 +30,7 @@ from starlette.routing import BaseRoute
 from server.auth import allows
 from server.errors import ApiError
 from server.web import login, sessions
-from server.web.html import HEADERS, e, page
+from server.web.html import HEADERS, render
 from server.web.sessions import Principal
 
 router = APIRouter(include_in_schema=False)
@@ -329,42 +329,27 @@ def _gate(request: Request, browser_page: bool = False) -> Principal | Response:
 # -- routes ------------------------------------------------------------------------------------
 
 
-def _index_html(spec: dict[str, Any], app: FastAPI) -> str:
+def _index_rows(spec: dict[str, Any], app: FastAPI) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The fallback lists of the docs page (shown until Swagger UI replaces them): the API's
+    operations with their example and answer, and the other routes (pages, documents)."""
     rows = []
     for path, ops in (spec.get("paths") or {}).items():
         for method, op in ops.items():
             if method not in HTTP_METHODS or not isinstance(op, dict):
                 continue
             resp = _response_example(op)
-            resp_html = (
-                f"<details><summary>Response</summary><pre class='ex'>{e(json.dumps(resp, indent=2))}</pre></details>"
-                if resp is not None
-                else ""
-            )
-            rows.append(
-                f'<tr class="endpoint" data-method="{e(method.upper())}" data-path="{e(path)}">'
-                f"<td><strong>{e(method.upper())}</strong></td><td><code>{e(path)}</code></td>"
-                f"<td>{e(op.get('summary'))}</td><td>{e(op.get('x-quarry-scope'))}</td>"
-                f"<td><pre class='ex'>{e(op.get('x-quarry-example'))}</pre>{resp_html}</td></tr>"
-            )
+            rows.append({"method": method.upper(), "path": path, "summary": op.get("summary"),
+                         "scope": op.get("x-quarry-scope"), "example": op.get("x-quarry-example"),
+                         "response": None if resp is None else json.dumps(resp, indent=2)})
     other = []
     for route in iter_routes(app):
         if not route.include_in_schema:
             for m in sorted(route.methods or ()):
-                if m == "HEAD":
-                    continue
-                other.append(
-                    f'<tr class="endpoint" data-method="{e(m)}" data-path="{e(route.path)}">'
-                    f"<td><strong>{e(m)}</strong></td><td><code>{e(route.path)}</code></td>"
-                    f"<td>{e(route.summary or route.name.replace('_', ' '))}</td>"
-                    f"<td>{e(route_scope(route) or 'unknown')}</td><td></td></tr>"
-                )
-    head = "<tr><th>Method</th><th>Path</th><th>Summary</th><th>Scope</th><th>Example</th></tr>"
-    return (
-        f'<table id="endpoints">{head}{"".join(rows)}</table>'
-        "<h2>Browser pages and documents</h2>"
-        f'<table id="other-routes">{head}{"".join(other)}</table>'
-    )
+                if m != "HEAD":
+                    other.append({"method": m, "path": route.path,
+                                  "summary": route.summary or route.name.replace("_", " "),
+                                  "scope": route_scope(route) or "unknown"})
+    return rows, other
 
 
 @router.get("/docs")
@@ -373,23 +358,11 @@ async def docs_page(request: Request) -> Response:
     if isinstance(who, Response):
         return who
     spec = _spec_for(request)
-    root = request.scope.get("root_path", "")
     info = spec.get("info") or {}
-    body = (
-        f"<h1>{e(info.get('title'))} API {e(info.get('version'))}</h1>"
-        '<p class="meta">Every endpoint takes <code>Authorization: Bearer &lt;key&gt;</code> '
-        "(use Authorize below to try them); admin keys may call everything. "
-        f'The OpenAPI document: <a href="{e(root)}/docs/openapi.json">/docs/openapi.json</a>.</p>'
-        f'<div id="swagger-ui" data-spec="{e(root)}/docs/openapi.json">{_index_html(spec, request.app)}</div>'
-        f'<script src="{e(root)}/docs/assets/swagger-ui-bundle.js"></script>'
-        f'<script src="{e(root)}/docs/assets/init.js"></script>'
-    )
-    head = (
-        f'<link rel="stylesheet" href="{e(root)}/docs/assets/swagger-ui.css">'
-        f'<link rel="icon" href="{e(root)}/docs/assets/favicon.png">'
-    )
+    rows, other = _index_rows(spec, request.app)
     headers = {**HEADERS, "Content-Security-Policy": DOCS_CSP}
-    return page(f"{info.get('title')} API docs", body, who=who, headers=headers, head=head)
+    return render("docs.html", who=who, headers=headers, title=f"{info.get('title')} API docs", info=info,
+                  root=request.scope.get("root_path", ""), rows=rows, other=other, active="")
 
 
 @router.get("/docs/openapi.json")

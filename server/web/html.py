@@ -1,11 +1,9 @@
 """What the server-rendered pages share: the Jinja2 templates (``server/web/templates``, with
 automatic escaping, so no value reaches a page unescaped), the layout's navigation and the
-security headers. ``render`` is the one way a page is made; ``page`` remains for /docs, whose
-body is Swagger UI's."""
+security headers. ``render`` is the one way a page is made."""
 
 from __future__ import annotations
 
-import html
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -52,24 +50,12 @@ ENV = Environment(
 ENV.filters["q"] = lambda v: quote("" if v is None else str(v), safe="")  # one path segment
 
 
-def e(value: Any) -> str:
-    return html.escape("" if value is None else str(value))
-
-
 def render(template: str, status: int = 200, who: Principal | None = None,
            headers: dict[str, str] | None = None, **context: Any) -> HTMLResponse:
     """A page from ``template``; ``who`` (the viewer) turns on the navigation, the console's
     script and its CSRF token."""
     doc = ENV.get_template(template).render(who=who, nav=NAV, **context)
     return HTMLResponse(doc, status_code=status, headers=headers or HEADERS)
-
-
-def page(title: str, body: str, status: int = 200, who: Principal | None = None,
-         headers: dict[str, str] | None = None, head: str = "") -> HTMLResponse:
-    """A page whose body is already HTML (the /docs page): the layout escapes the title."""
-    from markupsafe import Markup
-
-    return render("raw.html", status, who, headers, title=title, body=Markup(body), head=Markup(head))
 
 
 def login_form(next_path: str, message: str, status: int = 401) -> HTMLResponse:

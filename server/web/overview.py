@@ -43,11 +43,13 @@ def events_last_day(state: Any) -> list[tuple[str, int]]:
     return sorted(((str(t), int(n)) for t, n in rows), key=lambda r: (-r[1], r[0]))
 
 
-def storage_bytes(state: Any) -> int:
+def storage_size(state: Any) -> tuple[int, int]:
+    """(bytes of Parquet, rows acknowledged but not yet flushed to Parquet)."""
     storage = getattr(state, "storage", None)
     if storage is None:
-        return 0
-    return sum(int(t["bytes"]) for t in storage.stats()["tables"].values())
+        return 0, 0
+    stats = storage.stats()
+    return sum(int(t["bytes"]) for t in stats["tables"].values()), int(stats.get("unflushed_rows") or 0)
 
 
 def human_bytes(n: int) -> str:
@@ -158,3 +160,53 @@ def devices(state: Any) -> list[dict[str, Any]]:
             "tags": sorted(f.tags),
         })
     return sorted(out, key=lambda d: (d["deviceName"].lower(), d["deviceId"]))
+
+
+TIMELINE_ROWS = 500  # newest events a device page lists
+TIMELINE_HOURS = (1, 24, 168, 720)
+# What a timeline row shows of an event: the first of these columns the table has.
+_SUMMARY = ("ProcessCommandLine", "FileName", "RemoteUrl", "RemoteIP", "RegistryKey", "AccountName", "FolderPath")
+
+
+def timeline_tables() -> list[str]:
+    """The Device* tables a device timeline reads: those with DeviceId, Timestamp and ActionType."""
+    out = []
+    for t in default_catalog().tables.values():
+        names = {c.name for c in t.columns}
+        if t.name.startswith("Device") and {"DeviceId", "Timestamp", "ActionType"} <= names:
+            out.append(t.name)
+    return sorted(out)
+
+
+def device_timeline(state: Any, device_id: str, table: str | None, action_type: str | None,
+                    hours: int) -> list[dict[str, Any]]:
+    """The device's newest events across the timeline tables (or one), newest first. Table and
+    column names come from the catalog; the request's values are bound parameters."""
+    storage = getattr(state, "storage", None)
+    if storage is None:
+        return []
+    catalog = default_catalog()
+    since = dt.datetime.now(dt.UTC).replace(tzinfo=None) - dt.timedelta(hours=hours)
+    parts, params = [], []
+    for name in ([table] if table else timeline_tables()):
+        cols = {c.name for c in catalog.tables[name].columns}
+        summary = next((c for c in _SUMMARY if c in cols), None)
+        what = f'CAST("{summary}" AS VARCHAR)' if summary else "''"
+        rid = 'CAST("ReportId" AS VARCHAR)' if "ReportId" in cols else "NULL"
+        cond = '"DeviceId" = ? AND "Timestamp" >= ?' + (' AND "ActionType" = ?' if action_type else "")
+        parts.append(f"SELECT '{name}' AS tbl, \"Timestamp\" AS ts, \"ActionType\" AS action, {what} AS what, "
+                     f"{rid} AS rid FROM \"{name}\" WHERE {cond}")
+        params += [device_id, since] + ([action_type] if action_type else [])
+    sql = " UNION ALL ".join(parts) + f" ORDER BY ts DESC LIMIT {TIMELINE_ROWS}"
+    con = storage.connect()
+    try:
+        rows = con.execute(sql, params).fetchall()
+    finally:
+        con.close()
+    return [{"table": t, "timestamp": ts.isoformat(sep=" ", timespec="seconds") if ts else "",
+             "at": ts.isoformat() if ts else "", "actionType": a or "", "what": w or "", "reportId": r}
+            for t, ts, a, w, r in rows]
+
+
+def device(state: Any, device_id: str) -> dict[str, Any] | None:
+    return next((d for d in devices(state) if d["deviceId"] == device_id), None)

@@ -27,12 +27,24 @@ def get_alert(state: Any, alert_id: str) -> dict[str, Any] | None:
 
 def get_process_tree(state: Any, alert_id: str) -> tuple[dict[str, Any] | None, str | None]:
     """(tree, error): ``tree`` has ``roots`` (nested nodes with ``children``) and ``note``."""
-    from server.detections.process_tree import build_tree
-
     row = _store(state).get_alert(alert_id)
-    storage = getattr(state, "storage", None)
     if row is None:
         return None, "alert not found"
+    return tree_for(state, row)
+
+
+def event_process_tree(state: Any, device_id: str, report_id: str, at: Any) -> tuple[dict[str, Any] | None, str | None]:
+    """The process tree around one process event of a device (the device page's choice), built
+    as for an alert on that event."""
+    return tree_for(state, {"id": None, "device_id": device_id, "report_id": report_id, "event_time": at,
+                            "evidence": [{}]})
+
+
+def tree_for(state: Any, row: dict[str, Any]) -> tuple[dict[str, Any] | None, str | None]:
+    from server.detections.process_tree import build_tree
+
+    storage = getattr(state, "storage", None)
+    alert_id = row.get("id")
     if storage is None:
         return None, "storage is not available"
     try:

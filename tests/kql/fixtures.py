@@ -259,10 +259,60 @@ def fixture_connection() -> duckdb.DuckDBPyConnection:
 
 # --- compile and run --------------------------------------------------------------------------
 
-def compile_query(kql: str, now: dt.datetime = NOW) -> Any:
+# The engine execution tests run on (`pytest --engine spark`, see tests/conftest.py): duckdb, or
+# spark (the same queries compiled for the spark target, over the same rows loaded into one
+# local[2] session per test run).
+ENGINE = "duckdb"
+
+
+def compile_query(kql: str, now: dt.datetime = NOW, dialect: str = "duckdb") -> Any:
     from kql import CompileOptions, compile_kql
 
-    return compile_kql(kql, default_catalog(), CompileOptions(now=now))
+    return compile_kql(kql, default_catalog(), CompileOptions(now=now, dialect=dialect))
+
+
+@cache
+def spark_fixture() -> Any:
+    """The Spark session with every catalog table as a view of the fixture rows (from the DuckDB
+    fixture database, as Arrow: the way the server ships its hot tail to Spark)."""
+    from server.query.spark import register_table, spark_session
+
+    spark = spark_session("local[2]", {"spark.sql.shuffle.partitions": "2",
+                                       "spark.default.parallelism": "2"}, app_name="quarry-tests")
+    con = fixture_connection()
+    catalog = default_catalog()
+    for table in catalog.tables.values():
+        arrow = con.sql(f"SELECT * FROM {_qi(table.name)}").to_arrow_table()
+        register_table(spark, table, None, arrow)
+    return spark
+
+
+def stop_spark() -> None:
+    if spark_fixture.cache_info().currsize:
+        spark_fixture().stop()
+        spark_fixture.cache_clear()
+
+
+def _run_spark(kql: str, now: dt.datetime) -> KqlResult:
+    import pytest
+
+    from server.query.spark import run_sql
+
+    compiled = compile_query(kql, now, dialect="spark")
+    unsupported = [d for d in compiled.diagnostics if d.code == "unsupported_target"]
+    if unsupported:
+        pytest.skip("spark engine: " + unsupported[0].message)
+    assert compiled.ok, f"compile failed for spark:\n{kql}\n{_diag_text(compiled)}"
+    assert compiled.sql, "compiled.ok but no SQL"
+    try:
+        table = run_sql(spark_fixture(), compiled.sql)
+    except Exception as exc:  # pragma: no cover - the message is the point
+        raise AssertionError(f"compiled SQL failed on Spark: {str(exc)[:2000]}\nKQL:\n{kql}\nSQL:\n{compiled.sql}") from exc
+    types = [t for _, t in compiled.columns]
+    assert table.num_columns == len(types), f"Spark returned {table.num_columns} columns for {compiled.columns}"
+    raw = [tuple(r.values()) for r in table.to_pylist()] if table.num_columns else []
+    rows = [tuple(normalize(v, t) for v, t in zip(r, types, strict=True)) for r in raw]
+    return KqlResult(list(compiled.columns), rows, compiled.sql)
 
 
 def _diag_text(compiled: Any) -> str:
@@ -313,6 +363,8 @@ def normalize(value: Any, kql_type: str | None = None) -> Any:
 
 
 def run_kql(kql: str, now: dt.datetime = NOW) -> KqlResult:
+    if ENGINE == "spark":
+        return _run_spark(kql, now)
     compiled = compile_query(kql, now)
     assert compiled.ok, f"compile failed for:\n{kql}\n{_diag_text(compiled)}"
     assert compiled.sql, "compiled.ok but no SQL"

@@ -9,15 +9,14 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 
-T = TypeVar("T")
+from tests.notify_helpers import wait_until as wait_for  # noqa: F401  (the agent tests' poll helper)
 
 
 def kernel_sources_missing() -> str | None:
@@ -52,17 +51,6 @@ def mount_tmpfs(path: Path) -> str | None:
 
 def umount(path: Path) -> None:
     subprocess.run(["umount", "-l", str(path)], capture_output=True, check=False)
-
-
-def wait_for(fn: Callable[[], T | None], timeout: float, what: str, step: float = 0.2) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = fn()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(step)
 
 
 def hunt(client: httpx.Client, query: str) -> list[dict[str, Any]]:

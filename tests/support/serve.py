@@ -60,6 +60,15 @@ class QuarryProcess:
         return httpx.Client(base_url=self.url, timeout=10,
                             headers={"Authorization": f"Bearer {self.key}", **headers})
 
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU time of the server so far (from /proc): steadier than wall time on
+        a shared machine."""
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def kill(self) -> None:
         """SIGKILL: nothing is flushed or closed."""
         self.proc.send_signal(signal.SIGKILL)

@@ -22,9 +22,10 @@ def build(
         proc = ProcConnectorSource(table, domain)
         out.append(proc)
         counters["AgentProcessEventOverruns"] = lambda: proc.missed_overruns
+        counters["AgentProcessEventsDropped"] = lambda: proc.missed_backlog
     files = None
     if "files" in wanted:
-        files = FanotifySource(table, domain)
+        files = FanotifySource(table, domain, exec_wait_s=0.5 if "process" in wanted else 0.0)
         out.append(files)
         counters["AgentFileEventOverflows"] = lambda: files.overflows if files else 0
     if "mounts" in wanted or files is not None:
