@@ -141,7 +141,10 @@ def compare_columns(kusto: list[tuple[str, str]] | None, quarry: list[tuple[str,
     # has no TimeGenerated column, Kusto's TimeGenerated and Timestamp are one column, at the
     # place of whichever comes first (`*`: Timestamp; `project-reorder TimeGenerated`: first).
     names = {n for n, _ in quarry}
-    if not any(n.startswith("TimeGenerated") for n in names):
+    if not any(n.startswith("Timestamp") for n, _ in kusto):
+        # a table without Timestamp: the referee's TimeGenerated stands for nothing
+        kusto = [(n, t) for n, t in kusto if n in names or not re.fullmatch(r"TimeGenerated\d*", n)]
+    elif not any(n.startswith("TimeGenerated") for n in names):
         merged: list[tuple[str, str]] = []
         for n, t in kusto:
             base = re.fullmatch(r"(TimeGenerated|Timestamp)(\d*)", n)
