@@ -151,6 +151,11 @@ class Compiler:
 
     def let(self, stmt: n.Let, env: Env) -> None:
         value = stmt.value
+        if stmt.name in env.names:
+            # Kusto rejects a second `let` of a name in one scope (Kusto.Language KS201); Quarry
+            # lets the later one win, as a script read top to bottom would
+            self.ctx.warn("kusto_rejects", f"Kusto rejects declaring {stmt.name!r} twice in one scope: "
+                          "the later value is used", stmt.name_span)
         if isinstance(value, n.FnDef):
             env.names[stmt.name] = Binding("function", value, env)
         elif self.is_tabular(value, env):
