@@ -141,8 +141,8 @@ class Referee:
 class Verdict:
     corpus: str
     id: str
-    # ineligible | referee_blind | accepted_ran | accepted_failed | rejected_rejected |
-    # rejected_warned | rejected_ran
+    # ineligible | referee_blind | accepted_ran | accepted_failed | accepted_missing_data |
+    # rejected_rejected | rejected_warned | rejected_ran
     kind: str
     reason: str  # Quarry's failure, or Kusto's first error
     columns_agree: bool | None  # for accepted_ran with Kusto columns known
@@ -212,8 +212,11 @@ def classify(corpus: str, outcome: Any, answer: dict[str, Any] | None) -> Verdic
     ran = outcome.status == "ok"
     if not errors:
         if not ran:
-            return Verdict(kind="accepted_failed", reason=outcome.reason, columns_agree=None,
-                           columns_detail="", **base)
+            # A column that only data reveals (bag_unpack, pivot) and this dataset lacks: Kusto
+            # too fails such a query on data without that key. Counted apart, not as a failure.
+            missing = outcome.reason.startswith("unknown_column") and _DATA_COLUMNS.search(outcome.query)
+            return Verdict(kind="accepted_missing_data" if missing else "accepted_failed",
+                           reason=outcome.reason, columns_agree=None, columns_detail="", **base)
         # Kusto.Language does not know the columns Defender's functions add, nor those only
         # data reveals (bag_unpack, pivot: the README of kusto-check says so).
         blind = _DEFENDER_FUNCTIONS.search(outcome.query) or _DATA_COLUMNS.search(outcome.query)
@@ -236,7 +239,7 @@ def classify(corpus: str, outcome: Any, answer: dict[str, Any] | None) -> Verdic
 def summarize(verdicts: Iterable[Verdict]) -> dict[str, Any]:
     vs = list(verdicts)
     kinds = Counter(v.kind for v in vs)
-    accepted = kinds["accepted_ran"] + kinds["accepted_failed"]
+    accepted = kinds["accepted_ran"] + kinds["accepted_failed"]  # missing-data ones apart
     rejected = kinds["rejected_rejected"] + kinds["rejected_warned"] + kinds["rejected_ran"]
     judged = [v for v in vs if v.columns_agree is not None]
     agree = sum(1 for v in judged if v.columns_agree)
@@ -244,6 +247,7 @@ def summarize(verdicts: Iterable[Verdict]) -> dict[str, Any]:
         "queries": len(vs),
         "ineligible": kinds["ineligible"],
         "referee_blind": kinds["referee_blind"],
+        "missing_data": kinds["accepted_missing_data"],
         "kusto_accepts": accepted,
         "accepted_run": kinds["accepted_ran"],
         "accepted_run_share": kinds["accepted_ran"] / accepted if accepted else None,
@@ -264,7 +268,8 @@ def format_summary(name: str, s: dict[str, Any]) -> str:
 
     return (
         f"{name}: {s['queries']} queries, {s['ineligible']} not eligible, "
-        f"{s['referee_blind']} the referee cannot judge; "
+        f"{s['referee_blind']} the referee cannot judge, {s['missing_data']} need data the "
+        f"dataset lacks; "
         f"Kusto accepts {s['kusto_accepts']}, Quarry runs {s['accepted_run']} "
         f"({pct(s['accepted_run_share'])}); Kusto rejects {s['kusto_rejects']}, Quarry rejects "
         f"or warns on {s['rejected_handled']} ({pct(s['rejected_handled_share'])}); result "

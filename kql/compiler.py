@@ -382,12 +382,15 @@ class Compiler:
         return v.sql
 
     def const_datetime(self, node: n.Node, env: Env) -> datetime | None:
+        # A probe without the relation's columns: whatever it reports is not the query's
+        # problem (`Timestamp < M` with M a column is simply not a constant bound).
+        saved = len(self.ctx.diagnostics)
         try:
-            saved = len(self.ctx.diagnostics)
             v = self.scalar(node, Scope(env))
-            del self.ctx.diagnostics[saved:]
         except CompileError:
             return None
+        finally:
+            del self.ctx.diagnostics[saved:]
         if v.is_const and isinstance(v.const, datetime):
             return v.const  # type: ignore[no-any-return]
         return None

@@ -23,6 +23,7 @@ from kql.bounded import bounded_range, cap_list
 from kql.context import Ctx
 from kql.literals import parse_datetime, parse_timespan
 from kql.nodes import Call
+from kql.regex import re2, regex_arg
 from kql.temporal import datetime_in_range
 from kql.terms import has_term
 from kql.typed import (
@@ -365,13 +366,33 @@ def _ipv4_in_range(ctx: Ctx, a: list[V], node: Call) -> exp.Expr:
         elif v.is_const and isinstance(v.const, list):
             ranges.extend(str(x) for x in v.const)
         else:
-            ctx.error("unsupported", f"{node.name}(): the range must be a constant", node.span)
-            return exp.false()
+            return _ipv4_in_runtime_ranges(a)
     try:
         return _in_ranges(as_string(a[0]), ranges)
     except ValueError as e:
         ctx.error("invalid_argument", f"{node.name}(): {e}", node.span)
         return exp.false()
+
+
+def _ipv4_in_runtime_ranges(a: list[V]) -> exp.Expr:
+    """ipv4_is_in_(any_)range with ranges known only at run time (a column, a `toscalar(...
+    make_set(...))` array): each range string, or each element of a dynamic array, tested in SQL."""
+    ip = ipv4_to_long(as_string(a[0]))
+    tests: list[exp.Expr] = []
+    for v in a[1:]:
+        if v.type == "dynamic":
+            r = sb.lambda_param("r", ip, v.sql)
+            each = exp.Lambda(this=functions_format.ipv4_in_cidr(ip.copy(), exp.column(r)),
+                              expressions=[exp.to_identifier(r)])
+            elems = exp.Cast(this=sb.fn("json_extract_string", v.sql, sb.s("$[*]")),
+                             to=exp.DataType.build("VARCHAR[]"))
+            tests.append(sb.fn("list_bool_or", sb.fn("list_transform", elems, each)))
+        else:
+            tests.append(functions_format.ipv4_in_cidr(ip.copy(), as_string(v)))
+    out = tests[0]
+    for t in tests[1:]:
+        out = exp.Or(this=sb.paren(out), expression=sb.paren(t))
+    return sb.fn("coalesce", sb.paren(out), exp.false())
 
 
 def _has_any_index(ctx: Ctx, a: list[V], node: Call) -> exp.Expr:
@@ -386,7 +407,7 @@ def _has_any_index(ctx: Ctx, a: list[V], node: Call) -> exp.Expr:
 
 
 def _extract(ctx: Ctx, a: list[V], node: Call) -> exp.Expr:
-    pattern = as_string(a[0])
+    pattern = regex_arg(a[0])
     out = sb.fn("regexp_extract", as_string(a[2]), pattern, a[1].sql)
     if len(a) == 4 and a[3].is_const and isinstance(a[3].const, str):
         return sb.try_cast(exp.Nullif(this=out, expression=sb.s("")), a[3].const)
@@ -395,7 +416,7 @@ def _extract(ctx: Ctx, a: list[V], node: Call) -> exp.Expr:
 
 def _extract_all(ctx: Ctx, a: list[V], node: Call) -> exp.Expr:
     src = as_string(a[-1])
-    pat = _const_str(ctx, a[0], node, "the regular expression") or ""
+    pat = re2(_const_str(ctx, a[0], node, "the regular expression") or "")
     try:
         groups = re.compile(pat).groups
     except re.error:
@@ -705,7 +726,7 @@ def _strcat_array(ctx: Ctx, a: list[V], node: Call) -> exp.Expr:
 def _countof(ctx: Ctx, a: list[V], node: Call) -> exp.Expr:
     src, sub = as_string(a[0]), as_string(a[1])
     if len(a) == 3 and a[2].is_const and a[2].const == "regex":
-        return sb.fn("len", sb.fn("regexp_extract_all", src, sub))
+        return sb.fn("len", sb.fn("regexp_extract_all", src, regex_arg(a[1])))
     removed = sb.fn("length", sb.fn("replace", src.copy(), sub, sb.s("")))
     return exp.IntDiv(this=exp.Sub(this=sb.fn("length", src), expression=removed), expression=sb.fn("length", sub.copy()))
 
@@ -820,7 +841,7 @@ DUCKDB: dict[str, Builder] = {
     "extract": _extract,
     "extract_all": _extract_all,
     "replace_string": _simple("replace"),
-    "replace_regex": lambda c, a, n: sb.fn("regexp_replace", as_string(a[0]), as_string(a[1]), _rewrite(a[2]), sb.s("g")),
+    "replace_regex": lambda c, a, n: sb.fn("regexp_replace", as_string(a[0]), regex_arg(a[1]), _rewrite(a[2]), sb.s("g")),
     "replace": lambda c, a, n: sb.fn("regexp_replace", as_string(a[2]), as_string(a[0]), _rewrite(a[1]), sb.s("g")),
     "trim": _trim("both"),
     "trim_start": _trim("start"),
@@ -940,7 +961,7 @@ def _ipv4_is_match(ctx: Ctx, a: list[V], node: Call) -> exp.Expr:
 
 
 def _indexof_regex(ctx: Ctx, a: list[V], node: Call) -> exp.Expr:
-    src, pat = as_string(a[0]), as_string(a[1])
+    src, pat = as_string(a[0]), regex_arg(a[1])
     pos = exp.Sub(this=sb.fn("strpos", src, sb.fn("regexp_extract", src.copy(), pat)), expression=sb.num(1))
     return exp.Case(ifs=[exp.If(this=sb.fn("regexp_matches", src.copy(), pat.copy()), true=pos)], default=sb.num(-1))
 
@@ -1084,4 +1105,9 @@ AGGREGATE_DIALECTS: dict[str, dict[str, AggBuilder]] = {"duckdb": DUCKDB_AGGREGA
 
 def agg_sql(name: str, a: list[V], ctx: Ctx, node: Call) -> tuple[exp.Expr, str]:
     """SQL and KQL result type of an aggregate call, from the target dialect's table."""
+    if name == "count" and a and a[0].type not in ("bool", UNKNOWN):
+        # Kusto's count() takes no argument or a predicate; Quarry counts the non-null values
+        ctx.warn("kusto_rejects", f"Kusto rejects count() of a {a[0].type}: it takes no argument "
+                 "or a bool predicate (Quarry counts the values that are not null)", node.span,
+                 ["write count() or countif(isnotnull(x))"])
     return AGGREGATE_DIALECTS[ctx.dialect][name](a)

@@ -23,7 +23,7 @@ from kql.typed import V, as_string
 Builder = Callable[["Ctx", list[V], "Call"], exp.Expr]
 
 
-def _t(template: str, **args: exp.Expr) -> exp.Expr:
+def sql_template(template: str, **args: exp.Expr) -> exp.Expr:
     """A DuckDB expression from ``template`` with each ``:name`` replaced by ``args[name]``."""
     tree = sqlglot.parse_one(template, read="duckdb")
     # Every argument in parentheses: a placeholder is an operand whose precedence the template
@@ -31,6 +31,22 @@ def _t(template: str, **args: exp.Expr) -> exp.Expr:
     filled = {k: v.copy() if isinstance(v, exp.Paren | exp.Literal | exp.Column) else exp.Paren(this=v.copy())
               for k, v in args.items()}
     return exp.replace_placeholders(tree, **filled)
+
+
+_t = sql_template
+
+
+def ipv4_in_cidr(ip_long: exp.Expr, cidr: exp.Expr) -> exp.Expr:
+    """Run-time test: is the address ``ip_long`` (a number) inside the range ``cidr`` (text
+    "a.b.c.d" or "a.b.c.d/n")? Null when the range is not valid."""
+    text = _t("split_part(:c, '/', 1)", c=cidr)
+    valid = _t(f"regexp_matches(:c, '{_IPV4}')", c=cidr)
+    octets = [_t(f"CAST(split_part(:t, '.', {i}) AS BIGINT)", t=text) for i in (1, 2, 3, 4)]
+    net = _t("CASE WHEN :v THEN :a * 16777216 + :b * 65536 + :c * 256 + :d END", v=valid,
+             a=octets[0], b=octets[1], c=octets[2], d=octets[3])
+    prefix = _t("coalesce(TRY_CAST(nullif(split_part(:c, '/', 2), '') AS BIGINT), 32)", c=cidr)
+    size = _t("CAST(pow(2, 32 - :p) AS BIGINT)", p=prefix)
+    return _t(":ip // :s = :n // :s", ip=ip_long, s=size, n=net)
 
 
 # (min args, max args, argument kinds, result type), as kql.functions._sig takes them

@@ -12,9 +12,13 @@ import hashlib
 import json
 import os
 import subprocess
+import threading
 from pathlib import Path
 
 import pytest
+from quarry_agent.procinfo import Hashes, ProcessTable
+from quarry_agent.sources.linux_files import FanotifySource
+from quarry_agent.sources.linux_mounts import Mount
 
 from tests.notify_helpers import live_server, settings_for
 from tests.support.agent import (
@@ -134,3 +138,32 @@ def test_usb_copy_seen_by_the_agent_end_to_end(tmp_path: Path, kernel_ok: None) 
         assert tree["path"][-1] == "cp" and tree["path"][-2] in SHELLS
         # The shell's own creation was captured too, so the tree goes above it (to pytest's python).
         assert len(tree["path"]) >= 3 and tree["ancestors"][-1]["commandLine"] == f"sh -c 'cp {src} {dst}; true'"
+
+
+def test_filesystems_without_file_handles_fall_back_to_a_mount_mark(tmp_path: Path, kernel_ok: None) -> None:
+    """exFAT or NTFS sticks refuse fanotify's FID mode: the fallback still reports the writes
+    (as FileModified, hashed, with the writer), forced here on a tmpfs."""
+    stick = tmp_path / "exfat-stick"
+    reason = mount_tmpfs(stick)
+    if reason:
+        pytest.skip(reason)
+    src = FanotifySource(ProcessTable(Hashes()), "host", exec_wait_s=0.0, force_classic=True)
+    stop = threading.Event()
+    got: list[dict[str, object]] = []
+    reader = threading.Thread(target=lambda: got.extend(e.row for e in src.events(stop)))
+    try:
+        src.watch(Mount(0, 0, 0, str(stick), "exfat", "/dev/sdz1"))
+        reader.start()
+        # A shell that lives a moment after writing, so its /proc can be read for the row.
+        subprocess.run(["sh", "-c", f"printf secret > {stick}/a.txt; sleep 0.3"], check=True)
+        wait_for(lambda: got, 10, "the file event")
+    finally:
+        stop.set()
+        if reader.is_alive():
+            reader.join(5)
+        umount(stick)
+    row = got[0]
+    assert (row["ActionType"], row["FolderPath"]) == ("FileModified", f"{stick}/a.txt")
+    assert row["SHA256"] == hashlib.sha256(b"secret").hexdigest()
+    assert row["InitiatingProcessFileName"] in SHELLS
+    assert "no file handles" in json.loads(str(row["AdditionalFields"]))["FanotifyMode"]

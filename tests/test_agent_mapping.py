@@ -10,8 +10,10 @@ import re
 import struct
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+from quarry_agent.identity import ReportIds
 from quarry_agent.mapping import Proc, file_event, process_created
 from quarry_agent.sources.heartbeat import HeartbeatSource
 from quarry_agent.sources.linux_exec import PROC_EVENT_EXEC, parse_execs
@@ -92,3 +94,14 @@ def test_bad_settings_get_a_clear_error_not_a_traceback(tmp_path: Path) -> None:
     r = run("--server", "http://quarry", *base, "--sources", "process,keylogger")
     assert r.returncode == 1 and "unknown source(s) ['keylogger']" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_report_ids_never_repeat_across_restarts_and_reinstalls(tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    first = ReportIds(tmp_path / "a", block=10)
+    ids = [first.take() for _ in range(15)]  # two blocks reserved
+    assert ids == list(range(ids[0], ids[0] + 15)) and abs(ids[0] - time.time_ns() // 1000) < 60_000_000
+    restarted = ReportIds(tmp_path / "a", block=10)
+    assert restarted.take() == ids[0] + 20  # the rest of the reserved block is skipped, never reused
+    (tmp_path / "b").mkdir()
+    assert ReportIds(tmp_path / "b").take() > ids[-1]  # a fresh state directory (a reinstall)

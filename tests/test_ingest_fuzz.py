@@ -8,15 +8,17 @@ level (truncated, bytes inserted or flipped, invalid UTF-8, wrapped in deep nest
 Content-Encoding). Properties: never a 5xx, the process stays alive, every 4xx is in the one
 error shape, every answer comes quickly, and every acknowledged event is stored.
 
-``make test`` runs a short, derandomized budget (``QUARRY_FUZZ_EXAMPLES``, default 40, so CI
-sees the same examples every time); ``make fuzz`` raises it (docs/limits.md has the figures of a
-long run).
+``make test`` runs a short, derandomized budget (40 examples, the same every run, so CI is
+stable); ``make fuzz`` sets ``QUARRY_FUZZ_EXAMPLES`` (default 5,000) and draws new examples each
+run (docs/fuzzing.md has the figures of a long run). A body that kills the server is saved
+(``QUARRY_FUZZ_SAVE_DIR``, else next to the server's log) since the server cannot replay it.
 """
 
 from __future__ import annotations
 
 import gzip
 import os
+import re
 import time
 import zlib
 from collections.abc import Iterator
@@ -27,7 +29,7 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from schema import default_catalog
@@ -37,7 +39,10 @@ pytestmark = pytest.mark.fuzz
 
 KEY = "fuzz-ingest-admin-key"
 TABLE = "DeviceProcessEvents"
+# A set budget (`make fuzz`) also draws new examples each run; the default one is derandomized
+# so that CI sees the same examples every time.
 EXAMPLES = int(os.environ.get("QUARRY_FUZZ_EXAMPLES", "40"))
+DERANDOMIZE = "QUARRY_FUZZ_EXAMPLES" not in os.environ
 ANSWER_WITHIN_S = 15.0  # bodies here are small: any answer slower than this is a bug
 
 COLUMNS = [c.name for c in default_catalog().tables[TABLE].columns]
@@ -83,14 +88,25 @@ def events(draw: st.DrawFn) -> dict[str, Any]:
         "ReportId": next(_ids),
     }
     for _ in range(draw(st.integers(0, 3))):
-        if draw(st.booleans()):
+        what = draw(st.sampled_from(["set", "set", "drop", "deep"]))
+        if what == "set":
             ev[draw(names)] = draw(values)
-        else:
+        elif what == "drop":
             ev.pop(draw(st.sampled_from(sorted(ev))), None)
+        else:  # around the depth limit (64), and past what orjson serialises (254)
+            ev[draw(names)] = f"{DEEP}{draw(st.sampled_from([63, 64, 65, 253, 255, 1100]))}"
     return ev
 
 
+DEEP = "\u2063deep:"  # a marker layout() replaces by that many nested arrays
+
+
 def layout(rows: list[Any], shape: str, category: str) -> bytes:
+    return re.sub(rb'"\xe2\x81\xa3deep:(\d+)"',
+                  lambda m: b"[" * int(m[1]) + b"]" * int(m[1]), _layout(rows, shape, category))
+
+
+def _layout(rows: list[Any], shape: str, category: str) -> bytes:
     if shape == "json":
         return orjson.dumps(rows)
     if shape == "ndjson":
@@ -126,6 +142,7 @@ def requests(draw: st.DrawFn) -> tuple[str, bytes, dict[str, str]]:
                            else st.lists(events(), max_size=60))
     category = draw(st.sampled_from([f"AdvancedHunting-{TABLE}", "AdvancedHunting-EmailEvents",
                                      "AdvancedHunting-", "Other"]))
+    rows = rows * draw(st.sampled_from([1, 1, 1, 10]))  # sometimes past max_batch_rows (50)
     body = layout(rows, shape, category)
     body = damage(body, draw(st.sampled_from(["none", "none", "truncate", "insert", "flip",
                                               "bad-utf8", "deep"])),
@@ -156,6 +173,7 @@ def check_answer(server: QuarryProcess, r: httpx.Response, elapsed: float) -> No
     assert r.status_code < 500, r.text[:500]
     assert elapsed < ANSWER_WITHIN_S, f"{elapsed:.1f} s"
     body = r.json()
+    event(f"{r.status_code} {body['errors'][0]['code'] if r.status_code >= 400 else 'ok'}")
     if r.status_code >= 400:
         assert body["ok"] is False and isinstance(body["error"], str) and body["error"]
         assert body["errors"] and all(
@@ -169,7 +187,7 @@ def check_answer(server: QuarryProcess, r: httpx.Response, elapsed: float) -> No
                     else body["accepted"])
 
 
-@settings(max_examples=EXAMPLES, derandomize=True, deadline=None, database=None,
+@settings(max_examples=EXAMPLES, derandomize=DERANDOMIZE, deadline=None, database=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(req=requests())
 def test_ingest_never_fails_on_any_body(server: QuarryProcess, client: httpx.Client,

@@ -3,6 +3,8 @@ invalid UTF-8 is reported."""
 
 from __future__ import annotations
 
+import time
+
 import orjson
 import pytest
 
@@ -87,3 +89,11 @@ def test_objects_per_line() -> None:
     assert objects_per_line(b'{"a":1}\n{}\r\n{}\n\n')
     for body in (b"null\n", b'{}\nnull\n', b" {}\n", b"{}\n\n{}\n", b"", b"[{}]"):
         assert not objects_per_line(body), body
+
+
+def test_locating_invalid_utf8_after_millions_of_lines_is_cheap() -> None:
+    body = b"\n" * 4_000_000 + b'{"a":1}\n\r\n{"FileName":"\xff"}\n'
+    started = time.process_time()
+    e = _utf8_error(body, "ndjson")
+    assert (e["row"], e["line"], e["column"]) == (1, 4_000_003, "FileName")
+    assert time.process_time() - started < 1.0  # no Python object per line

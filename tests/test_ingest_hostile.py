@@ -214,3 +214,16 @@ def test_ndjson_lines_that_are_not_objects_are_400(server: QuarryProcess, client
         r = client.post(f"/api/ingest/{TABLE}", content=body, headers=headers)
         e = refused(server, r, 400)["errors"][0]
         assert e["code"] in ("invalid_row", "missing_required"), e
+
+
+def test_long_table_names_are_not_echoed_whole(server: QuarryProcess,
+                                               client: httpx.Client) -> None:
+    name = "T" * 6000
+    r = client.post(f"/api/ingest/{name}", content=b"[]")
+    refused(server, r, 404)
+    assert len(r.content) < 2_000
+    recs = b"\n".join(record(row()).replace(TABLE.encode(), f"X{i}".encode() * 3000)
+                      for i in range(300))
+    r = client.post("/api/ingest/streaming", content=recs)
+    body = refused(server, r, 404)
+    assert len(body["errors"]) <= 100 and len(r.content) < 100_000

@@ -25,7 +25,7 @@ pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parent.parent
 KEY = "hardening-admin-key"
-TIMEOUT_S = 10.0
+TIMEOUT_S = 6.0
 MEMORY_LIMIT = "1GB"
 
 
@@ -131,8 +131,9 @@ def test_deep_nesting_is_refused_with_its_position(srv: ServerProcess) -> None:
 
 
 def test_healthz_answers_while_a_large_query_compiles(srv: ServerProcess) -> None:
-    # ~90 KB of extend items: compiling them takes seconds on this machine
-    text = "print x = 1 | extend " + ", ".join(f"c{i}=x+1" for i in range(8_000))
+    # ~120 KB of `1+1+...`: parsing it takes seconds on this machine before the depth limit
+    # refuses it (a compile of many thousands of extend columns behaves the same)
+    text = "print x = " + "+".join(["1"] * 60_000)
     assert len(text) < 131_072
     done: list[float] = []
 
@@ -153,8 +154,9 @@ def test_healthz_answers_while_a_large_query_compiles(srv: ServerProcess) -> Non
         time.sleep(0.05)
     t.join()
     assert health, "the query finished before /healthz was asked"
-    # Before, /healthz waited seconds for the compile. What remains is the garbage collector's
-    # full passes over the compile's many objects, which hold the GIL (up to ~0.8 s measured).
+    # Before, /healthz waited seconds for the compile (4 s in the issue). Compiling runs on a
+    # worker thread with the cyclic collector paused (its full passes held the GIL ~0.8 s); the
+    # bound leaves room for a loaded 2-core CI machine.
     assert max(health) < 1.5, (health, done)
     # an oversize text is refused without parsing it
     t0 = time.monotonic()

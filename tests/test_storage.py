@@ -443,7 +443,7 @@ def test_a_data_directory_is_opened_by_one_storage_at_a_time(tmp_path: Path) -> 
 
 
 def test_tail_chunks_are_merged_without_losing_or_repeating_rows(tmp_path: Path) -> None:
-    from server.storage.engine import TAIL_MERGE_CHUNKS
+    from server.storage.base import TAIL_MERGE_CHUNKS
 
     appends = TAIL_MERGE_CHUNKS * 2 + 5
     with open_storage(tmp_path, clock=ManualClock(NOW)) as st:

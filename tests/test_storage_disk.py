@@ -13,11 +13,14 @@ from datetime import datetime
 from pathlib import Path
 
 import duckdb
+import httpx
 import pytest
 
+from server.app import create_app
 from server.storage import DiskFull
 from server.storage.space import is_out_of_space
 from tests.support.tmpfs import fill, free_bytes, small_filesystem
+from tests.test_ingest_api import ADMIN, LiveServer, make_settings
 from tests.test_storage_support import TABLE, open_storage, process_batch, report_ids
 
 ROWS = 2_000
@@ -170,3 +173,18 @@ def test_a_compaction_that_runs_out_of_space_leaves_nothing_behind(
         assert st.compact() == 5
         assert report_ids(st) == list(range(6 * ROWS))
     assert not leftovers(data)
+
+
+def test_an_unusable_write_ahead_log_answers_503_and_says_so(tmp_path: Path) -> None:
+    """After a failed fsync the WAL refuses writes until a restart: ingest answers 503 with
+    Retry-After (never 500) and /healthz names the reason."""
+    with LiveServer(create_app(make_settings(tmp_path))) as srv:
+        srv.app.state.storage._wal.broken = "fsync failed: [Errno 5] Input/output error"
+        row = [{"Timestamp": "2026-11-28T19:48:48Z", "DeviceId": "d", "ActionType": "x"}]
+        r = httpx.post(f"{srv.url}/api/ingest/{TABLE}", json=row, timeout=10,
+                       headers={"Authorization": f"Bearer {ADMIN}"})
+        assert r.status_code == 503, r.text
+        assert r.headers["Retry-After"] == "30" and r.json()["errors"][0]["code"] == "unavailable"
+        health = httpx.get(f"{srv.url}/healthz", timeout=10).json()
+        assert health["status"] == "degraded"
+        assert [x["code"] for x in health["reasons"]] == ["wal_unusable"]

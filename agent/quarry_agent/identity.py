@@ -5,7 +5,8 @@ DeviceId is 40 hex digits like Defender's: SHA-1 of an app-specific string and t
 raw machine id (machine-id(5)), so it is hashed; it stays stable across reboots and reinstalls of
 the agent.
 
-ReportId is a long unique per event per device: a counter kept in the state directory. Blocks of
+ReportId is a long unique per event per device: a counter kept in the state directory, started at
+the time in microseconds when the directory is new (so a reinstall does not reuse ids). Blocks of
 ids are reserved on disk (fsync'd) before any id of the block is used, so a crash or restart
 never gives out an id twice; at worst the rest of a block is skipped.
 """
@@ -18,6 +19,7 @@ import platform
 import socket
 import subprocess
 import threading
+import time
 from pathlib import Path
 
 ID_BLOCK = 100_000
@@ -72,9 +74,11 @@ class ReportIds:
         self.block = block
         self.lock = threading.Lock()
         try:
-            self.next = int(self.path.read_text().strip() or "1")
+            self.next = int(self.path.read_text().strip())
         except (OSError, ValueError):
-            self.next = 1
+            # A new (or unreadable) state directory starts at the time in microseconds: ids
+            # given out before a reinstall are below it (blocks advance far slower than 1 id/us).
+            self.next = time.time_ns() // 1000
         self.limit = self.next  # nothing reserved yet
 
     def _reserve(self) -> None:

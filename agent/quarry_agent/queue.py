@@ -80,7 +80,11 @@ class DiskQueue:
         for tmp in self.dir.glob("*.tmp"):  # half-written by a crash: never acknowledged
             tmp.unlink()
         existing = self._listing()
-        self.seq = (existing[-1].seq + 1) if existing else 1
+        # Numbered after every segment still on disk, sent and refused ones included, so a
+        # segment never takes the name of one kept in recent/ or rejected/.
+        kept = [Segment(p).seq for d in (self.recent_dir, self.rejected_dir) for p in d.glob("*.ndjson.gz")
+                if p.name.split(".")[0].isdigit()]
+        self.seq = max([s.seq for s in existing] + kept, default=0) + 1
         self.bytes = sum(s.path.stat().st_size for s in existing)
         counters = self._load_counters()
         self.dropped = int(counters.get("dropped", 0))

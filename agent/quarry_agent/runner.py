@@ -18,9 +18,11 @@ from typing import Any
 import httpx
 
 from quarry_agent import __version__, identity
+from quarry_agent.actions import ActionPoller
 from quarry_agent.queue import DiskQueue
 from quarry_agent.sender import Sender
 from quarry_agent.sources import Event, Source
+from quarry_agent.sources.eslogger import EsloggerSource
 from quarry_agent.sources.heartbeat import HeartbeatSource
 from quarry_agent.timefmt import now_iso
 
@@ -88,20 +90,17 @@ class Agent:
         if unknown:
             raise ValueError(f"unknown source(s) {sorted(unknown)}; known: {', '.join(ALL_SOURCES)}")
         if wanted & {"process", "mounts", "files"}:
-            # Linux-only modules: imported only when those sources are asked for.
+            # Linux-only modules (fanotify symbols are looked up in libc at import): imported
+            # only when those sources are asked for, so the agent starts on macOS.
             from quarry_agent.sources import linux
 
             for src in linux.build(wanted, self.cfg.removable_globs, self.domain, self.counters):
                 self.sources.append(src)
         if "eslogger" in wanted:
-            from quarry_agent.sources.eslogger import EsloggerSource
-
             self.sources.append(EsloggerSource(self.domain, self.cfg.removable_globs, command=self.cfg.eslogger))
         if "heartbeat" in wanted:
             self.sources.append(HeartbeatSource(self.machine_id, self.stats, self.cfg.heartbeat_s))
         if "actions" in wanted:
-            from quarry_agent.actions import ActionPoller
-
             poller = ActionPoller(self, self.cfg.action_poll_s)
             self.loops.append(poller.run)
 

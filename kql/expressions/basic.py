@@ -12,6 +12,7 @@ from kql import nodes as n
 from kql import sqlbuild as sb
 from kql.context import Scope
 from kql.diagnostics import name_hints
+from kql.lower import capabilities
 from kql.registry import Binder, expression
 from kql.relation import is_notnull
 from kql.typed import (
@@ -39,6 +40,11 @@ def x_Paren(bd: Binder, node: n.Paren, scope: Scope) -> V:
     return replace(v, sql=sb.paren(v.sql))
 
 
+# Sentinel's columns beyond Defender's, on a relation that still has its table's event time
+# (where TimeGenerated resolves): each reads as a string constant (Type: the table's name).
+SENTINEL_COLUMNS = ("TenantId", "SourceSystem", "Type", "MachineGroup")
+
+
 @expression(n.Name)
 def x_Name(bd: Binder, node: n.Name, scope: Scope) -> V:
     rel = scope.rel
@@ -56,6 +62,10 @@ def x_Name(bd: Binder, node: n.Name, scope: Scope) -> V:
         if b.kind in ("tabular", "rel"):
             return bd.scalar_subquery(node, scope)
         raise bd.ctx.fail("type_mismatch", f"{node.name!r} is a function: call it with ()", node.span)
+    if rel is not None and "TimeGenerated" in rel.aliases and node.name in SENTINEL_COLUMNS:
+        # Sentinel's copies of the Device tables add these columns; queries written for
+        # Sentinel read them. Quarry has one tenant and no workspace: they are constants.
+        return const(rel.name or "" if node.name == "Type" else "", "string")
     if node.name.lower() in ("true", "false"):
         return const(node.name.lower() == "true", "bool")
     if node.name == "null":
@@ -114,6 +124,7 @@ def x_ColumnTerm(bd: Binder, node: n.ColumnTerm, scope: Scope) -> V:
 @expression(n.Member)
 def x_Member(bd: Binder, node: n.Member, scope: Scope) -> V:
     target = bd.scalar(node.target, scope)
+    _warn_string_access(bd, target, node)
     out = json_path(bd, target, [("key", node.name)], node)
     return replace(out, agg=target.agg, window=target.window)
 
@@ -121,10 +132,12 @@ def x_Member(bd: Binder, node: n.Member, scope: Scope) -> V:
 @expression(n.Index)
 def x_Index(bd: Binder, node: n.Index, scope: Scope) -> V:
     target = bd.scalar(node.target, scope)
+    _warn_string_access(bd, target, node)
     idx = bd.scalar(node.index, scope)
     if idx.is_const and isinstance(idx.const, int | str):
         out = json_path(bd, target, [("idx" if isinstance(idx.const, int) else "key", idx.const)], node)
         return replace(out, agg=target.agg, window=target.window)
+    capabilities.check(bd.ctx, "feature", "computed-dynamic-index", node.index.span)
     arr = dyn(bd, target, node)
     if idx.type in NUMERIC:
         path: exp.Expr = exp.DPipe(this=exp.DPipe(this=sb.s("$["), expression=sb.cast(idx.sql, "string")),
@@ -135,6 +148,14 @@ def x_Index(bd: Binder, node: n.Index, scope: Scope) -> V:
         path = exp.DPipe(this=exp.DPipe(this=sb.s('$."'), expression=key), expression=sb.s('"'))
         path = exp.Nullif(this=path, expression=sb.s('$.""'))
     return V(sb.fn("json_extract", arr, path), "dynamic", agg=target.agg, window=target.window)
+
+
+def _warn_string_access(bd: Binder, target: V, node: n.Member | n.Index) -> None:
+    """Kusto rejects `.name` and `[...]` on a string (Kusto.Language: KS142/KS147); Quarry reads
+    the text as JSON, which is what the author meant, and says so."""
+    if target.type in STRINGY:
+        bd.ctx.warn("kusto_rejects", "Kusto rejects member access on a string: write "
+                    "parse_json(...) first (Quarry reads the text as JSON)", node.span)
 
 
 def dyn(bd: Binder, v: V, node: n.Node) -> exp.Expr:

@@ -13,6 +13,7 @@ from kql import nodes as n
 from kql import sqlbuild as sb
 from kql.context import Binding, Scope
 from kql.diagnostics import name_hints
+from kql.known_functions import KUSTO_AGGREGATES, KUSTO_SCALARS
 from kql.lower import capabilities
 from kql.registry import Binder, expression
 from kql.typed import (
@@ -84,6 +85,9 @@ def x_Call(bd: Binder, node: n.Call, scope: Scope) -> V:
     if sig is None:
         if name in F.UNSUPPORTED_FUNCTIONS:
             raise bd.ctx.fail("unsupported", f"{name}() {F.UNSUPPORTED_FUNCTIONS[name]}", node.name_span)
+        if name in KUSTO_SCALARS or name in KUSTO_AGGREGATES:
+            raise bd.ctx.fail("unsupported", f"{name}() is a Kusto function that Quarry does not implement",
+                              node.name_span, ["docs/kql.md lists the functions Quarry implements"])
         known = list(F.SCALARS) + [k for k in scope.env.all_names()]
         raise bd.ctx.fail("unknown_function", f"unknown function {name!r}", node.name_span,
                             name_hints(name, known, "functions")[:1])

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -14,6 +13,7 @@ from kql import nodes as n
 from kql import sqlbuild as sb
 from kql.context import Scope
 from kql.lower import capabilities
+from kql.regex import check, regex_arg
 from kql.registry import Binder, expression
 from kql.temporal import datetime_in_range, timespan_in_range, timespan_ok
 from kql.terms import fn_coalesce_false, has_all, has_any, has_any_subquery, has_term, negate
@@ -310,6 +310,9 @@ def x_InOp(bd: Binder, node: n.InOp, scope: Scope) -> V:
         pred = has_any(as_string(a), terms) if base == "has_any" else has_all(as_string(a), terms)
         return V(negate(pred, a, *vals) if neg else pred, "bool")
     ci = base == "in~"
+    if ci and a.type not in STRINGY | {"dynamic", UNKNOWN}:
+        bd.ctx.warn("kusto_rejects", f"Kusto rejects in~ on a {a.type}: it compares strings "
+                    "(Quarry compares the text of the value)", node.span, ["write in (...)"])
     if sub is not None:
         lhs = case_fold(bd, a) if ci else a.sql
         if sub.meta.get("kql_flat") and not ci:
@@ -367,11 +370,10 @@ def x_Between(bd: Binder, node: n.Between, scope: Scope) -> V:
 def x_Matches(bd: Binder, node: n.Matches, scope: Scope) -> V:
     a, p = bd.scalar(node.left, scope), bd.scalar(node.pattern, scope)
     if p.is_const and isinstance(p.const, str):
-        try:
-            re.compile(p.const)
-        except re.error as e:
-            bd.ctx.warn("regex", f"the regular expression may be invalid: {e}", node.pattern.span)
-    return V(sb.fn("regexp_matches", as_string(a), as_string(p)), "bool")
+        problem = check(p.const)
+        if problem:
+            bd.ctx.warn("regex", f"the regular expression may be invalid: {problem}", node.pattern.span)
+    return V(sb.fn("regexp_matches", as_string(a), regex_arg(p)), "bool")
 
 
 def _py_type(x: Any) -> str:

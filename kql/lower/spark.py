@@ -23,6 +23,7 @@ refused before lowering by kql/lower/capabilities.py, with a diagnostic.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 
 from sqlglot import exp
@@ -55,8 +56,9 @@ _JAVA_FORMAT = {"%Y": "yyyy", "%y": "yy", "%m": "MM", "%-m": "M", "%d": "dd", "%
 
 
 def _quoted(text: str) -> str:
-    # Java reserves letters only; other text may stand bare
-    return "'" + text.replace("'", "''") + "'" if any(c.isalpha() or c == "'" for c in text) else text
+    # Java reserves letters, [ ] (optional sections), { } and #; other text may stand bare
+    special = any(c.isalpha() or c in "'[]{}#" for c in text)
+    return "'" + text.replace("'", "''") + "'" if special else text
 
 
 # parsing: one letter reads one or two digits (Spark 3+ reads MM strictly as two)
@@ -114,8 +116,10 @@ _ANONYMOUS: dict[str, Callable[[SparkGenerator, exp.Anonymous], str]] = {
     "try_strptime": _strptime,
     "json_type": lambda g, e: _json_type(g, e.expressions[0]),
     "epoch_us": lambda g, e: _micros(g, e.expressions[0]),
-    "to_microseconds": lambda g, e: f"MAKE_DT_INTERVAL(0, 0, 0, CAST({_args(g, e)[0]} AS DECIMAL(38, 6)) / 1000000)",
-    "to_json": lambda g, e: f"TO_JSON({_args(g, e)[0]})",
+    # a difference of two timestamps is Spark's INTERVAL DAY TO SECOND, exact to the microsecond
+    "to_microseconds": lambda g, e: f"(TIMESTAMP_MICROS({_args(g, e)[0]}) - TIMESTAMP_MICROS(0))",
+    # TO_JSON takes structs, arrays, maps and variants: a scalar goes through VARIANT
+    "to_json": lambda g, e: f"TO_JSON(CAST({_args(g, e)[0]} AS VARIANT))",
     "regexp_escape": lambda g, e: f"REGEXP_REPLACE({_args(g, e)[0]}, '([\\\\\\\\^$.|?*+()\\\\[\\\\]{{}}])', '\\\\\\\\$1')",
     "octet_length": lambda g, e: f"OCTET_LENGTH({_args(g, e)[0]})",
     "string_agg": lambda g, e: f"ARRAY_JOIN(COLLECT_LIST({_args(g, e)[0]}), {_args(g, e)[1]})",
@@ -134,6 +138,11 @@ class QuarrySparkGenerator(SparkGenerator):
 
     def _json_text(self, e: exp.Cast) -> str | None:
         to = e.args.get("to")
+        if isinstance(to, exp.DataType) and to.is_type(exp.DataType.Type.UUID):
+            # Spark has no UUID type: a guid is its lower-case text, when it is one
+            inner = self.sql(e, "this")
+            return (f"CASE WHEN {inner} RLIKE '^[0-9a-fA-F]{{8}}-([0-9a-fA-F]{{4}}-){{3}}[0-9a-fA-F]{{12}}$' "
+                    f"THEN LOWER({inner}) END")
         if isinstance(to, exp.DataType) and to.is_type(exp.DataType.Type.JSON):
             inner = self.sql(e, "this")
             parse = "TRY_PARSE_JSON" if isinstance(e, exp.TryCast) else "PARSE_JSON"
@@ -167,7 +176,11 @@ class QuarrySparkGenerator(SparkGenerator):
     def datebin_sql(self, expression: exp.DateBin) -> str:
         width = _micros(self, expression.this)
         value = self.sql(expression, "expression")
+        # DuckDB's parser files TIME_BUCKET's third argument (the origin) under "unit"
         origin = expression.args.get("origin")
+        unit = expression.args.get("unit")
+        if origin is None and unit is not None and not isinstance(unit, exp.Var):
+            origin = unit
         o = f"UNIX_MICROS({self.sql(origin)})" if origin is not None else "0"
         return (f"TIMESTAMP_MICROS(FLOOR((UNIX_MICROS({value}) - {o}) / {width}) * {width} + {o})")
 
@@ -190,6 +203,39 @@ class QuarrySparkGenerator(SparkGenerator):
         if isinstance(fmt, exp.Literal) and fmt.is_string:
             return f"DATE_FORMAT({self.sql(expression, 'this')}, {self.sql(exp.Literal.string(java_format(fmt.name)))})"
         return f"DATE_FORMAT({self.sql(expression, 'this')}, {self.sql(fmt)})"
+
+    def mul_sql(self, expression: exp.Mul) -> str:
+        # KQL integers are 64-bit; a Spark integer literal is a 32-bit INT, and INT * INT wraps
+        # around (24 * 60 * 60000000): multiply integer literals as BIGINT
+        def operand(e: exp.Expr) -> str:
+            if isinstance(e, exp.Literal) and e.is_int:
+                return f"CAST({self.sql(e)} AS BIGINT)"
+            return self.sql(e)
+        return f"{operand(expression.this)} * {operand(expression.expression)}"
+
+    def todays_sql(self, expression: exp.ToDays) -> str:
+        return f"MAKE_DT_INTERVAL({self.sql(expression, 'this')})"
+
+    def regexpfullmatch_sql(self, expression: exp.RegexpFullMatch) -> str:
+        pattern = expression.expression
+        if isinstance(pattern, exp.Literal) and pattern.is_string:
+            anchored = self.sql(exp.Literal.string(f"^(?:{pattern.name})$"))
+        else:
+            anchored = f"CONCAT('^(?:', {self.sql(pattern)}, ')$')"
+        return f"({self.sql(expression, 'this')} RLIKE {anchored})"
+
+    def regexpreplace_sql(self, expression: exp.RegexpReplace) -> str:
+        # DuckDB (RE2) refers to groups as \1, Java as $1 (and a literal $ must be escaped); DuckDB
+        # replaces the first match unless the 'g' option is given, Spark always replaces all
+        repl = expression.args.get("replacement")
+        if isinstance(repl, exp.Literal) and repl.is_string:
+            java = re.sub(r"\\(\d)", r"$\1", repl.name.replace("$", "\\$"))
+            r = self.sql(exp.Literal.string(java))
+        elif repl is not None:
+            r = f"REGEXP_REPLACE(REPLACE({self.sql(repl)}, '$', '\\\\$'), '\\\\\\\\(\\\\d)', '\\\\$$1')"
+        else:
+            r = "''"
+        return f"REGEXP_REPLACE({self.sql(expression, 'this')}, {self.sql(expression, 'expression')}, {r})"
 
     def jsontype_sql(self, expression: exp.JSONType) -> str:
         return _json_type(self, expression.this)

@@ -77,7 +77,9 @@ def join(bd: Binder, left: Rel, right: Rel, kind: str, op: n.Operator, env: Env,
         a_sub, b_sub = (rsub, lsub) if swap else (lsub, rsub)
         sel = exp.Select(expressions=proj).from_(a_sub).join(b_sub, on=on, join_type=jt)
         return bd.wrap_select(sel, cols)
-    right_keys = {rk for lk, rk, _ in keys if lk == rk}
+    # lookup does not repeat the right side's key columns (Kusto docs; Kusto.Language agrees,
+    # also for $left.A == $right.B); join keeps them (a same-named one as A1)
+    right_keys = {rk for lk, rk, _ in keys if lk == rk or lookup}
 
     def side(c: str, t: str, alias: str, nullable: bool) -> exp.Expr:
         # the unmatched side of an outer join is NULL; a Kusto string is never null, it is ""

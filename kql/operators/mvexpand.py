@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from sqlglot import exp
 
 from kql import functions as F
@@ -34,14 +36,28 @@ def op_mv_expand(bd: Binder, rel: Rel, op: n.Operator, env: Env) -> Rel:
     new_cols = dict(rel.cols)
     new_exprs = dict(rel.exprs)
     types = list(op.extra or ())
+    # An unnamed expression is named as Kusto names it: `split(X, ",")` and `todynamic(X)`
+    # expand into X itself, `d.a` into d_a, anything else into Column1, Column2...
+    named: list[n.NamedExpr] = []
+    taken = set(rel.cols)
+    auto = 0
+    for item in op.exprs:
+        if not item.names:
+            name = column_name(item.expr)
+            if not name and isinstance(item.expr, n.Call) and len(item.expr.args) == 1:
+                name = column_name(item.expr.args[0])
+            if not name:
+                auto += 1
+                while f"Column{auto}" in taken:
+                    auto += 1
+                name = f"Column{auto}"
+            item = replace(item, names=(name,))
+        taken.add(item.names[0])
+        named.append(item)
+    op = replace(op, exprs=tuple(named))
     for pos, item in enumerate(op.exprs):
         v = bd.scalar(item.expr, scope)
-        name = item.names[0] if item.names else column_name(item.expr)
-        if not name and isinstance(item.expr, n.Call) and len(item.expr.args) == 1:
-            # `mv-expand todynamic(X)` expands into X itself
-            name = column_name(item.expr.args[0])
-        if not name:
-            raise bd.ctx.fail("wrong_arguments", "mv-expand of an expression needs a name: Name = expr", item.span)
+        name = item.names[0]
         arr = v.sql if v.type == "dynamic" else F._parse_json(bd.ctx, [v], n.Call(item.span, "todynamic", item.span, ()))
         elems = exp.Cast(this=sb.fn("json_extract", arr, sb.s("$[*]")), to=exp.DataType.build("JSON[]"))
         # a value that is not an array expands to itself (Kusto treats it as a one-item array)

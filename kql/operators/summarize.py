@@ -11,7 +11,7 @@ from kql import functions as F
 from kql import nodes as n
 from kql import sqlbuild as sb
 from kql.context import CompileError, Env, Scope
-from kql.naming import column_name, key_name, unique
+from kql.naming import FIRST_ARGUMENT_NAMED, column_name, key_name, unique
 from kql.registry import Binder, operator
 from kql.relation import Rel
 from kql.typed import (
@@ -107,14 +107,19 @@ def summarize_latest(bd: Binder, rel: Rel, op: n.Operator, env: Env) -> Rel:
     target = bd.scalar(call.args[0], scope)
     if target.type == "dynamic":
         raise bd.ctx.fail("type_mismatch", f"{call.name}(): cannot order by a dynamic value", call.args[0].span)
-    tname = item.names[0] if item.names else (column_name(call.args[0]) or
+    # Names as Kusto.Language gives them: the target or a named column that collides with a
+    # `by` key gets a number (`arg_max(Timestamp, *) by bin(Timestamp, 1h)` gives Timestamp and
+    # Timestamp1; `arg_max(T, DeviceId) by DeviceId` DeviceId1); `*` adds the columns that are
+    # neither keys nor the maximized column (even when the target is renamed).
+    target_col = column_name(call.args[0])
+    tname = item.names[0] if item.names else (target_col or
                                               ("max_" if call.name == "arg_max" else "min_") + "expr")
-    if tname not in cols:
-        cols[tname], exprs[tname] = target.type, target.sql
+    tname = unique(cols, tname)
+    cols[tname], exprs[tname] = target.type, target.sql
     for a in call.args[1:]:
         if isinstance(a, n.Star):
             for c, t in list(rel.cols.items()):
-                if c not in cols:
+                if c != target_col and c not in cols:  # `*` skips the keys and the target
                     cols[c], exprs[c] = t, rel.exprs[c]
             continue
         if isinstance(a, n.NamedArg):
@@ -123,9 +128,8 @@ def summarize_latest(bd: Binder, rel: Rel, op: n.Operator, env: Env) -> Rel:
             exprs.setdefault(a.name, v.sql)
             continue
         v = bd.scalar(a, scope)
-        name = column_name(a) or unique(cols, "Column1")
-        if name not in cols:
-            cols[name], exprs[name] = v.type, v.sql
+        name = unique(cols, column_name(a) or "Column1")
+        cols[name], exprs[name] = v.type, v.sql
     desc = call.name == "arg_max"
     order = exp.Order(expressions=[exp.Ordered(this=target.sql.copy(), desc=desc, nulls_first=False)])
     window = exp.Window(this=sb.fn("row_number"), partition_by=[k.copy() for k in keys], order=order)
@@ -144,7 +148,12 @@ def aggregate(bd: Binder, item: n.NamedExpr, scope: Scope, cols: dict[str, str],
         v = bd.scalar(node, replace(scope, allow_agg=True))
         if not v.agg:
             raise bd.ctx.fail("type_mismatch", "summarize needs an aggregate function here (count(), sum(), ...)", node.span)
-        name = item.names[0] if item.names else (bd.pending_name or unique(cols, "Column1"))
+        name = item.names[0] if item.names else bd.pending_name
+        inner = node.args[0] if isinstance(node, n.Call) and node.args else None
+        if not name and isinstance(node, n.Call) and node.name in FIRST_ARGUMENT_NAMED and \
+                isinstance(inner, n.Call) and inner.name in F.AGGREGATES:
+            name = _agg_name(inner, scope, cols)  # `tostring(make_set(X))` is set_X, as in Kusto
+        name = name or unique(cols, "Column1")
         cols[name] = v.type
         exprs[name] = v.sql
         return
@@ -169,17 +178,7 @@ def aggregate(bd: Binder, item: n.NamedExpr, scope: Scope, cols: dict[str, str],
             exprs[name] = sql
         return
     v = bd.scalar(node, replace(scope, allow_agg=True))
-    if item.names:
-        name = item.names[0]
-    else:
-        prefix = F.AGG_PREFIX.get(call.name, call.name + "_")
-        arg = column_name(call.args[0]) if call.args and call.name != "countif" else None
-        if arg and scope.rel is not None and arg not in scope.rel.cols and scope.rel.aliases.get(arg) in scope.rel.cols:
-            arg = scope.rel.aliases[arg]  # max(TimeGenerated) reads Timestamp: max_Timestamp
-        if call.name == "percentile" and arg:
-            p = call.args[1]
-            arg = f"{arg}_{p.value}" if isinstance(p, n.Literal) else arg
-        name = unique(cols, prefix + (arg or ""))
+    name = item.names[0] if item.names else _agg_name(call, scope, cols)
     if name in cols:
         bd.ctx.error("duplicate_column", f"column {name!r} is defined twice", item.span)
     cols[name] = v.type
@@ -236,3 +235,15 @@ def arg_extreme(bd: Binder, item: n.NamedExpr, call: n.Call, scope: Scope, cols:
             continue
         cols[name] = v.type
         post[name] = exp.Dot(this=sb.col(alias), expression=sb.ident(f"c{i}"))
+
+
+def _agg_name(call: n.Call, scope: Scope, cols: dict[str, str]) -> str:
+    """The name Kusto gives an unnamed aggregate: `count_`, `sum_X`, `set_X`, `percentile_X_95`."""
+    prefix = F.AGG_PREFIX.get(call.name, call.name + "_")
+    arg = column_name(call.args[0]) if call.args and call.name != "countif" else None
+    if arg and scope.rel is not None and arg not in scope.rel.cols and scope.rel.aliases.get(arg) in scope.rel.cols:
+        arg = scope.rel.aliases[arg]  # max(TimeGenerated) reads Timestamp: max_Timestamp
+    if call.name == "percentile" and arg:
+        p = call.args[1]
+        arg = f"{arg}_{p.value}" if isinstance(p, n.Literal) else arg
+    return unique(cols, prefix + (arg or ""))

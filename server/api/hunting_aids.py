@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from schema.catalog import default_catalog
-from server.api.params import RowId
+from server.api.params import KqlParameters, KqlText, RowId
 from server.api.query import SEED_QUERY, _now
 from server.auth import QueryKey, request_owner
 from server.errors import ApiError
@@ -32,8 +32,8 @@ _QUOTED = re.compile(r"'([^']+)'")
 
 class CheckQuery(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"query": SEED_QUERY}]})
-    query: str = Field(description="KQL text (within the compiler's limits, QUARRY_QUERY_MAX_BYTES...)")
-    parameters: dict[str, Any] | None = Field(default=None, description="As for POST /api/query")
+    query: KqlText = Field(description="KQL text (within the compiler's limits, QUARRY_QUERY_MAX_BYTES...)")
+    parameters: KqlParameters = Field(default=None, description="As for POST /api/query")
 
 
 def suggestions(hints: list[str]) -> list[str]:
@@ -125,7 +125,7 @@ class SavedQueryIn(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
         {"name": "USB copies", "query": SEED_QUERY, "description": "", "shared": True}]})
     name: str = Field(min_length=1, max_length=200)
-    query: str = Field(min_length=1, max_length=MAX_SAVED_TEXT)
+    query: KqlText = Field(min_length=1, max_length=MAX_SAVED_TEXT)
     description: str = Field(default="", max_length=10_000)
     shared: bool = False
 

@@ -43,7 +43,7 @@ from server.ingest.guard import (
 from server.ingest.parse import is_ndjson, parse_records, parse_streaming
 from server.metrics import get_metrics
 from server.responses import OrjsonResponse
-from server.storage import Backpressure, BatchError, DiskFull
+from server.storage import Backpressure, BatchError, DiskFull, StorageClosed
 
 router = APIRouter(prefix="/api/ingest", tags=["ingest"])
 log = logging.getLogger("quarry.ingest")
@@ -142,6 +142,13 @@ def _append(request: Request, batches: dict[str, pa.Table]) -> dict[str, tuple[i
         ) from e
     except DiskFull as e:
         raise _insufficient_storage(e) from e
+    except (OSError, StorageClosed) as e:
+        # The write-ahead log failed beyond a full disk (an fsync error leaves it unusable until
+        # a restart) or the server is shutting down: not acknowledged, and the client should
+        # retry rather than see an internal error. /healthz says which.
+        log.error("ingest could not be stored: %s", e)
+        raise ApiError(503, "storage cannot store events right now (see /healthz); the request "
+                       "was not acknowledged", code="unavailable", headers={"Retry-After": "30"}) from e
     scheduler = getattr(request.app.state, "detection_scheduler", None)
     if scheduler is not None and any(r.accepted for r in results.values()):
         scheduler.ingested()  # continuous rules see the new rows now, not at their next poll

@@ -22,6 +22,7 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from schema.catalog import default_catalog
+from server.api.params import KqlParameters, KqlText
 from server.auth import QueryKey, request_owner
 from server.errors import ApiError
 from server.query.engines import make_runner
@@ -173,7 +174,7 @@ class NativeQuery(BaseModel):
              "parameters": {"account": "alice"}},
         ]},
     )
-    query: str = Field(description="KQL text")
+    query: KqlText = Field(description="KQL text")
     timespan: str | None = Field(
         default=None,
         description="ISO 8601 duration or interval restricting Timestamp (P7D, start/end, ...)",
@@ -181,7 +182,7 @@ class NativeQuery(BaseModel):
     maxRows: int | None = Field(  # noqa: N815 (the API's field name)
         default=None, ge=0, description="Row cap for this query (at most the server's max_rows)"
     )
-    parameters: dict[str, Any] | None = Field(
+    parameters: KqlParameters = Field(
         default=None,
         description="Values for the query's `declare query_parameters(...)`, by name: JSON values "
         "read by the declared type (a string is read as Kusto's text form: `datetime(2024-01-01)`, "
@@ -279,7 +280,7 @@ class DefenderQuery(BaseModel):
         populate_by_name=True,
         json_schema_extra={"examples": [{"Query": SEED_QUERY}]},
     )
-    Query: str = Field(validation_alias=AliasChoices("Query", "query"), description="KQL text")
+    Query: KqlText = Field(validation_alias=AliasChoices("Query", "query"), description="KQL text")
 
 
 def _records(result: QueryResult) -> list[dict[str, Any]]:
@@ -368,7 +369,7 @@ class GraphQuery(BaseModel):
         populate_by_name=True,
         json_schema_extra={"examples": [{"Query": SEED_QUERY, "Timespan": "P30D"}]},
     )
-    Query: str = Field(validation_alias=AliasChoices("Query", "query"), description="KQL text")
+    Query: KqlText = Field(validation_alias=AliasChoices("Query", "query"), description="KQL text")
     Timespan: str | None = Field(
         default=None,
         validation_alias=AliasChoices("Timespan", "timespan", "TimeSpan"),
@@ -443,9 +444,9 @@ class ExportQuery(BaseModel):
     model_config = ConfigDict(
         extra="forbid", json_schema_extra={"examples": [{"query": SEED_QUERY, "timespan": "P7D"}]}
     )
-    query: str = Field(description="KQL text")
+    query: KqlText = Field(description="KQL text")
     timespan: str | None = Field(default=None, description="ISO 8601 duration or interval")
-    parameters: dict[str, Any] | None = Field(
+    parameters: KqlParameters = Field(
         default=None,
         description="Values for the query's `declare query_parameters(...)`, by name: JSON values "
         "read by the declared type (a string is read as Kusto's text form: `datetime(2024-01-01)`, "

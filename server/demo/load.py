@@ -57,7 +57,7 @@ def _write_marker(path: Path, doc: dict[str, Any]) -> None:
 
 def append_all(storage: Any, tables: dict[str, pa.Table], chunk_rows: int = CHUNK_ROWS) -> dict[str, int]:
     """Append every table in chunks; on back-pressure flush and retry. Returns accepted rows."""
-    from server.storage import Backpressure
+    from server.storage import Backpressure, DiskFull
 
     accepted: dict[str, int] = {}
     for name, table in tables.items():
@@ -72,6 +72,8 @@ def append_all(storage: Any, tables: dict[str, pa.Table], chunk_rows: int = CHUN
                     storage.flush()
                     if attempt:
                         time.sleep(min(bp.retry_after_s, 1.0))
+                except DiskFull as e:
+                    raise DemoError(f"{e} (see QUARRY_MIN_FREE_BYTES in docs/limits.md)") from e
             else:
                 raise DemoError(f"storage kept refusing {name} rows (back-pressure); try a smaller --devices/--days")
     return accepted

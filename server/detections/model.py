@@ -13,6 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from server.api.params import KqlText
 from server.devices.actions import ACTION_TYPES
 
 FREQUENCIES: tuple[str, ...] = ("continuous", "1h", "3h", "12h", "24h")
@@ -108,7 +109,7 @@ def _check_actions(v: list[str]) -> list[str]:
 
 class RuleIn(_Strict):
     name: str = Field(min_length=1, max_length=200)
-    query: str = Field(min_length=1, max_length=100_000)
+    query: KqlText = Field(min_length=1, max_length=100_000)
     frequency: str = "1h"
     severity: str = "medium"
     category: str = "SuspiciousActivity"
@@ -148,7 +149,7 @@ class RuleIn(_Strict):
 
 class RulePatch(_Strict):
     name: str | None = Field(default=None, min_length=1, max_length=200)
-    query: str | None = Field(default=None, min_length=1, max_length=100_000)
+    query: KqlText | None = Field(default=None, min_length=1, max_length=100_000)
     frequency: str | None = None
     severity: str | None = None
     category: str | None = None

@@ -394,13 +394,15 @@ def convert_records(
                            column=clip(long_name))
     unknown = keys - known - too_long
     if unknown and not allow_unknown:
+        hints: dict[str, list[str]] = {}  # once per name, not per row
         for i, r in enumerate(rows):
             if r.keys() & unknown:
                 bad_col = next(k for k in r if k in unknown)
+                if bad_col not in hints:
+                    hints[bad_col] = column_hints(table, bad_col)
                 errors.add(i, "unknown_column",
                            f"row {i}: {table.name} has no column '{clip(bad_col)}'",
-                           column=clip(bad_col), value=r[bad_col],
-                           hints=column_hints(table, bad_col))
+                           column=clip(bad_col), value=r[bad_col], hints=hints[bad_col])
     elif unknown:
         for i, r in enumerate(rows):
             deep = next((k for k in r if k in unknown and too_deep(r[k])), None)

@@ -3,15 +3,15 @@
 See ``engine`` for how the parts fit and docs/internals.md ("Storage") for the contract.
 """
 
-from server.storage.engine import (
+from server.storage.base import (
     AppendResult,
     Backpressure,
     BatchError,
-    Storage,
     StorageClosed,
     StorageLocked,
     utc_now,
 )
+from server.storage.engine import Storage
 from server.storage.space import DiskFull
 
 __all__ = [

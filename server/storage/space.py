@@ -38,6 +38,7 @@ log = logging.getLogger("quarry.storage.space")
 RESERVE_FILE = "_reserve"
 _BACKOFF_START_S = 1.0
 _BACKOFF_MAX_S = 30.0
+_RETRY_MIN_S = 5  # Retry-After of a refused ingest, at least
 # A flush that failed for want of space is retried before its back-off ends when at least this
 # much space (or the space the failure had, doubled) has appeared since.
 _GROWTH_BYTES = 256 * 1024
@@ -166,8 +167,11 @@ class SpaceGuard:
                 f"({self.reserve_bytes})")
 
     def retry_after(self) -> float:
+        """Seconds a refused client should wait: until the next flush attempt, at least
+        ``_RETRY_MIN_S`` (a fleet of agents retrying every second would be a storm of refusals
+        while an operator frees space), at most the longest back-off."""
         wait = self._retry_at - time.monotonic()
-        return float(min(_BACKOFF_MAX_S, max(1, math.ceil(wait))))
+        return float(min(_BACKOFF_MAX_S, max(_RETRY_MIN_S, math.ceil(wait))))
 
     def mark_full(self, what: str, exc: BaseException) -> None:
         """A write of ``what`` failed for want of space."""
@@ -190,6 +194,11 @@ class SpaceGuard:
             return True
         free = free_bytes(self.data_dir)
         return free >= max(self._free_at_failure * 2, self._free_at_failure + _GROWTH_BYTES)
+
+    @property
+    def backoff_s(self) -> float:
+        """The current flush back-off (0 when the last flush succeeded)."""
+        return self._backoff
 
     def flush_failed(self, exc: BaseException) -> None:
         with self._lock:

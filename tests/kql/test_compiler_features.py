@@ -177,9 +177,11 @@ def test_project_and_extend() -> None:
                [(1, False), (2, True), (3, True), (4, None), (5, False)])
     # an extend sees its own earlier assignments
     assert_kql(f"{P} | where ReportId == 2 | extend a = ProcessId * 2, b = a + 1 | project a, b", [(400, 401)])
-    # unnamed expressions are Column1, Column2...
-    assert_kql(f"{P} | where ReportId == 2 | project toupper(FileName), strlen(FileName)", [("CMD.EXE", 7)],
-               columns=["Column1", "Column2"])
+    # unnamed expressions are Column1, Column2... except where Kusto derives a name
+    # (Kusto.Language: strlen(X) is strlen_X, tostring(X) is X)
+    assert_kql(f"{P} | where ReportId == 2 | project toupper(FileName), trim(' ', FileName), strlen(FileName), "
+               "tostring(ProcessId)", [("CMD.EXE", "cmd.exe", 7, "200")],
+               columns=["Column1", "Column2", "strlen_FileName", "ProcessId"])
     assert_kql(f"{P} | where ReportId == 2 | project ['File Name'] = FileName | project ['File Name']",
                [("cmd.exe",)], columns=["File Name"])
 

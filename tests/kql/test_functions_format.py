@@ -68,3 +68,17 @@ def test_binary_shift_wraps_and_takes_the_count_modulo_64() -> None:
 
 def test_format_timespan_needs_a_constant_format() -> None:
     assert_kql_error("DeviceProcessEvents | extend x = format_timespan(1h, FileName)", "unsupported")
+
+
+def test_ipv4_ranges_known_only_at_run_time() -> None:
+    # ranges from a column, or from an array computed by the query (toscalar of make_set)
+    assert_kql(
+        'let r = toscalar(datatable(c:string)["10.0.0.0/8", "192.168.1.0/24"] | summarize make_set(c));\n'
+        'datatable(ip:string)["10.1.2.3", "192.168.2.1", "192.168.1.9"] | extend a = ipv4_is_in_any_range(ip, r)',
+        [("10.1.2.3", True), ("192.168.2.1", False), ("192.168.1.9", True)],
+    )
+    assert_kql(
+        'datatable(ip:string, r:string)["10.1.2.3", "10.0.0.0/8", "11.1.1.1", "10.0.0.0/8", "10.0.0.1", "10.0.0.1"]\n'
+        '| extend a = ipv4_is_in_range(ip, r)',
+        [("10.1.2.3", "10.0.0.0/8", True), ("11.1.1.1", "10.0.0.0/8", False), ("10.0.0.1", "10.0.0.1", True)],
+    )

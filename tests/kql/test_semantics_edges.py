@@ -155,3 +155,10 @@ def test_lambda_parameters_never_capture_user_columns() -> None:
     got = run_kql('print k = dynamic({"a": 1, "b": 2}) | mv-expand k')
     assert sorted(got.rows, key=repr) == [({"a": 1},), ({"b": 2},)]
     assert_kql("print i = 'S3VzdG8=' | project a = base64_decode_toarray(i)", [([75, 117, 115, 116, 111],)])
+
+
+def test_time_filter_against_a_column_computed_from_a_scalar() -> None:
+    # `Timestamp < M` with M a column (not a constant bound) is no partition filter and no error
+    r = run_kql("let T = toscalar(DeviceProcessEvents | summarize max(Timestamp));\n"
+                "DeviceProcessEvents | extend M = T | where Timestamp < M | count")
+    assert r.rows[0][0] >= 1
