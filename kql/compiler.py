@@ -28,6 +28,7 @@ from kql.expressions import basic as _basic  # noqa: F401
 from kql.expressions import calls as _calls  # noqa: F401
 from kql.expressions import ops as _ops  # noqa: F401
 from kql.known_tables import KNOWN_TABLES
+from kql.limits import check_deadline
 from kql.lower import capabilities
 from kql.operators import filter_project as _filter_project  # noqa: F401
 from kql.operators import join as _join  # noqa: F401
@@ -151,6 +152,11 @@ class Compiler:
 
     def let(self, stmt: n.Let, env: Env) -> None:
         value = stmt.value
+        if stmt.name in env.names:
+            # Kusto rejects a second `let` of a name in one scope (Kusto.Language KS201); Quarry
+            # lets the later one win, as a script read top to bottom would
+            self.ctx.warn("kusto_rejects", f"Kusto rejects declaring {stmt.name!r} twice in one scope: "
+                          "the later value is used", stmt.name_span)
         if isinstance(value, n.FnDef):
             env.names[stmt.name] = Binding("function", value, env)
         elif self.is_tabular(value, env):
@@ -310,6 +316,7 @@ class Compiler:
 
     def operator(self, rel: Rel, op: n.Node, env: Env) -> Rel:
         assert isinstance(op, n.Operator)
+        check_deadline()  # the query's timeout covers its compilation (kql.limits)
         rule = OPERATORS.get(op.kind)
         if rule is None:
             raise self.ctx.fail("unsupported", f"the {op.kind} operator is not supported", op.span)

@@ -176,6 +176,9 @@ def test_the_whole_usb_scenario_in_the_browser(srv: LiveServer, browser: Any) ->
     page.wait_for_selector("#backtest-chart rect.bar")
     assert "2 matching rows; 2 alert(s) would be raised" in page.inner_text("#backtest-summary")
     _shot(page, "rule")
+    page.click("#rule-toggle")  # disable
+    page.wait_for_function("() => document.getElementById('rule-toggle').textContent === 'Enable'")
+    assert "disabled" in page.inner_text("main p")
 
     # The alert is in the queue; open it, see the process tree, classify it.
     page.click("#nav-alerts")
@@ -269,6 +272,12 @@ def test_a_column_typo_is_marked_where_it_is_with_the_fix(srv: LiveServer, brows
     fix.click()
     assert _editor_text(page) == 'DeviceProcessEvents\n| where ProcessCommandLine contains "x"'
     page.wait_for_function("() => !document.querySelector('.cm-lintRange-error')")
+    # the schema tree: filter, then a click inserts the column at the cursor
+    page.click(".cm-content")
+    page.keyboard.press("Control+End")
+    page.fill("#schema-filter", "SHA256")
+    page.locator("#schema-tree details", has_text="DeviceFileEvents").locator("a.col", has_text="SHA256").first.click()
+    assert _editor_text(page).endswith('contains "x"SHA256')
     page.context.close()
 
 

@@ -16,7 +16,16 @@ from kql.lower import capabilities
 from kql.regex import check, regex_arg
 from kql.registry import Binder, expression
 from kql.temporal import datetime_in_range, timespan_in_range, timespan_ok
-from kql.terms import fn_coalesce_false, has_all, has_any, has_any_subquery, has_term, negate
+from kql.terms import (
+    fn_coalesce_false,
+    has_all,
+    has_all_subquery,
+    has_any,
+    has_any_subquery,
+    has_term,
+    has_terms_of_array,
+    negate,
+)
 from kql.typed import (
     NUMERIC,
     STRINGY,
@@ -292,16 +301,19 @@ def x_InOp(bd: Binder, node: n.InOp, scope: Scope) -> V:
     vals, sub = in_values(bd, node.items, scope)
     if base in ("has_any", "has_all"):
         expect_string(bd, a, node.left, op)
-        if sub is not None:
-            if base == "has_all":
-                raise bd.ctx.fail("unsupported", "has_all with a tabular argument is not supported", node.span)
+        if sub is not None:  # a tabular argument: a subquery, a let-bound table
             assert isinstance(sub, exp.Select)
-            found = has_any_subquery(as_string(a), sub, bd.ctx)
+            found = (has_any_subquery(as_string(a), sub, bd.ctx) if base == "has_any"
+                     else has_all_subquery(as_string(a), sub, bd.ctx))
+            return V(sb.not_true(found) if neg else found, "bool")
+        if len(vals) == 1 and vals[0].type == "dynamic" and not vals[0].is_const:
+            # an array computed by the query (toscalar(... | summarize make_set(x)))
+            found = has_terms_of_array(as_string(a), vals[0].sql, base == "has_all")
             return V(sb.not_true(found) if neg else found, "bool")
         terms: list[str] = []
         for v in vals:
             if not (v.is_const and v.const is not None):
-                raise bd.ctx.fail("unsupported", f"{base} needs constant terms", node.span)
+                raise bd.ctx.fail("unsupported", f"{base} needs constant terms or one array", node.span)
             terms.append(str(v.const))
         pred = has_any(as_string(a), terms) if base == "has_any" else has_all(as_string(a), terms)
         return V(negate(pred, a, *vals) if neg else pred, "bool")
