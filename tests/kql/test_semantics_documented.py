@@ -124,6 +124,13 @@ CASES: list[tuple[str, str, tuple[Any, ...]]] = [
      'print a = array_index_of(dynamic([1]), 1, 0, -2), b = array_index_of(dynamic([1]), 1, 0, -1, -1), '
      'c = array_index_of(dynamic({"a": 1}), 1)',
      (None, None, None)),
+    # null-values, "Equality and inequality of null values": null == value is false, null != value
+    # true (its example row for null: IsBiggerThan3 null, IsBiggerThan3OrNull true); in is == per
+    # element, !in is != per element
+    ("null-values",
+     "datatable(val:int)[int(null)] | project a = val > 3, b = val > 3 or isnull(val), c = val == 5, "
+     "d = 5 == val, e = val != 5, f = val in (5), g = val !in (5)",
+     (None, True, False, False, True, False, True)),
     ("strcat-array-function", 'print a = strcat_array(dynamic({"a": 1}), "-"), b = strcat_array(dynamic([1, "b"]), "-")',
      ("", "1-b")),
 ]
