@@ -946,7 +946,6 @@ DUCKDB: dict[str, Builder] = {
     "toguid": lambda c, a, n: sb.cast(exp.TryCast(this=as_string(a[0]), to=exp.DataType.build("UUID")), "string"),
     "parse_json": _parse_json,
     "todynamic": _parse_json,
-    "array_length": lambda c, a, n: sb.fn("len", _json_list(a[0])),
     "bag_has_key": lambda c, a, n: exp.Not(this=exp.Is(this=sb.fn("json_extract", sb.cast(a[0].sql, "dynamic"), exp.DPipe(this=sb.s('$."'), expression=exp.DPipe(this=as_string(a[1]), expression=sb.s('"')))), expression=exp.Null())),
     "pack": _bag_pack,
     "bag_pack": _bag_pack,
@@ -996,6 +995,13 @@ DUCKDB: dict[str, Builder] = {
     "prev": _prevnext("lag"),
     "next": _prevnext("lead"),
 }
+
+def _array_length(ctx: Ctx, a: list[V], node: Call) -> exp.Expr:
+    # array-length-function: null when the value is not an array
+    d = sb.cast(a[0].sql, "dynamic")
+    is_array = exp.EQ(this=sb.fn("json_type", d), expression=sb.s("ARRAY"))
+    return exp.Case(ifs=[exp.If(this=is_array, true=sb.fn("json_array_length", d.copy()))])
+
 
 def _bag_keys(ctx: Ctx, a: list[V], node: Call) -> exp.Expr:
     # bag-keys-function example: null, 'a' and [] give null; {} gives []
@@ -1086,6 +1092,7 @@ def _parse_command_line(ctx: Ctx, a: list[V], node: Call) -> exp.Expr:
 
 
 DUCKDB.update({
+    "array_length": _array_length,
     "bag_keys": _bag_keys,
     "parse_command_line": _parse_command_line,
     "parse_version": _parse_version,
