@@ -132,6 +132,12 @@ def test_the_whole_usb_scenario_in_the_browser(srv: LiveServer, browser: Any) ->
     page.click("#copy-row")
     copied = page.evaluate("() => navigator.clipboard.readText()")
     assert '"ProcessCommandLine":"cp Desktop/leak.txt /Volumes/TEST-USB/leak.txt"' in copied
+    # save it (shared), then load it back from the list
+    page.fill("#save-name", "USB copies")
+    page.check("#save-shared")
+    page.click("#save-query")
+    page.wait_for_selector("#saved a:text-is('USB copies')")
+    assert "(shared)" in page.inner_text("#saved")
     history = page.inner_text("#history")
     assert "DeviceProcessEvents | where Timestamp > ago(2h)" in history and "2 rows" in history
     _shot(page, "hunting")
@@ -149,8 +155,10 @@ def test_the_whole_usb_scenario_in_the_browser(srv: LiveServer, browser: Any) ->
     assert "render" not in page.inner_text("#warnings")
     _shot(page, "hunting-timechart")
 
-    # Create the detection rule from the seed query: compile check and backtest first.
-    _set_query(page, SEED)
+    # Create the detection rule from the seed query (loaded from the saved queries): compile
+    # check and backtest first.
+    page.click("#saved a:text-is('USB copies')")
+    assert _editor_text(page) == SEED
     page.click("#create-rule")
     page.fill("#rule-form [name=name]", "USB copy on macOS")
     page.fill("#rule-form [name=alertTitle]", "File copied to USB on {{DeviceName}}")
