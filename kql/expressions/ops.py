@@ -69,11 +69,7 @@ def arith(bd: Binder, node: n.Binary, a: V, b: V) -> V:
     if tb == "dynamic":
         b, tb = V(to_type(b, "real"), "real"), "real"
     if ta in NUMERIC and tb in NUMERIC:
-        t = num_result(ta, tb)
-        if op == "/" and t in ("long", "int"):
-            # Kusto divides integers as integers, truncating toward zero
-            return V(sb.cast(sb.fn("trunc", exp.Div(this=sb.paren(a.sql), expression=sb.paren(b.sql))), t), t)
-        return V(_arith_sql(op, a.sql, b.sql), t)
+        return _numeric(op, a, b, num_result(ta, tb))
     if ta == "datetime" and tb == "datetime" and op == "-":
         return V(exp.Sub(this=a.sql, expression=b.sql), "timespan")
     # past Kusto's datetime/timespan range the result is null, as in Kusto (kql.temporal)
@@ -374,8 +370,14 @@ def x_Between(bd: Binder, node: n.Between, scope: Scope) -> V:
     for bound in (lo, hi):
         if not comparable(v.type, bound.type, bound):
             bd.ctx.error("type_mismatch", f"between: cannot compare {v.type} with {bound.type}", node.span)
-    pred = exp.Between(this=to_type(v, lo.type) if v.type == "dynamic" else v.sql, low=lo.sql, high=hi.sql)
-    return V(sb.not_true(pred) if node.negated else pred, "bool")
+    value = to_type(v, lo.type) if v.type == "dynamic" else v.sql
+    if node.negated:
+        # not-between-operator: the rows where (expr < leftRange or expr > rightRange) is true, so
+        # a null value is outside nothing (its predicate is null, which where drops)
+        outside = exp.Or(this=exp.LT(this=value, expression=lo.sql),
+                         expression=exp.GT(this=value.copy(), expression=hi.sql))
+        return V(sb.paren(outside), "bool")
+    return V(exp.Between(this=value, low=lo.sql, high=hi.sql), "bool")
 
 
 @expression(n.Matches)
@@ -400,6 +402,26 @@ def _py_type(x: Any) -> str:
     if x is None:
         return UNKNOWN
     return "dynamic"
+
+
+def _numeric(op: str, a: V, b: V, t: str) -> V:
+    """Arithmetic on numbers, with Kusto's rules (learn.microsoft.com/kusto/query/numerical-operators):
+    two integers (int or long) give a long, so int + int does not overflow at 2^31; integer
+    division truncates toward zero; N % D is always in [0, abs(D)) (-14 % 12 is 10).
+    An integer divided by zero is null (the docs say nothing; SQL engines raise an error)."""
+    x, y = a.sql, b.sql
+    if t in ("int", "long"):
+        t = "long"
+        x, y = (sb.cast(e, "long") if v.type == "int" else e for e, v in ((x, a), (y, b)))
+        if op in "/%":
+            y = exp.Nullif(this=y, expression=sb.num(0))
+        if op == "/":
+            return V(exp.IntDiv(this=sb.paren(x), expression=sb.paren(y)), t)
+    if op == "%":
+        d = sb.fn("abs", sb.paren(y))
+        return V(exp.Mod(this=sb.paren(exp.Add(this=exp.Mod(this=sb.paren(x), expression=sb.paren(y)), expression=d)),
+                         expression=d), t)
+    return V(_arith_sql(op, x, y), t)
 
 
 def _arith_sql(op: str, a: exp.Expr, b: exp.Expr) -> exp.Expr:
