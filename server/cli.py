@@ -1,4 +1,4 @@
-"""The ``quarry`` command line: serve, demo, keys, repair, and the offline check/sql/query tools."""
+"""The ``quarry`` command line: serve, demo, keys, repair, rules, and the offline check/sql/query tools."""
 
 from __future__ import annotations
 
@@ -205,6 +205,10 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("repair", help="repair Parquet files that cannot be read back (server stopped)")
     r.add_argument("--data-dir")
     r.set_defaults(func=_repair)
+
+    from server.detections.cli import add_rules_parser
+
+    add_rules_parser(sub)
 
     from server.query.cli import add_query_parser
 

@@ -69,6 +69,7 @@ class AlertFilter:
 class DetectionStore(Protocol):
     def create_rule(self, fields: dict[str, Any], now: datetime) -> dict[str, Any]: ...
     def get_rule(self, rule_id: int) -> dict[str, Any] | None: ...
+    def rule_by_source(self, source_ref: str) -> dict[str, Any] | None: ...
     def list_rules(self) -> list[dict[str, Any]]: ...
     def update_rule(self, rule_id: int, fields: dict[str, Any], now: datetime) -> dict[str, Any] | None: ...
     def delete_rule(self, rule_id: int) -> bool: ...
@@ -87,7 +88,7 @@ class DetectionStore(Protocol):
     def update_incident(self, incident_id: int, fields: dict[str, Any], comments: list[dict[str, Any]], now: datetime) -> dict[str, Any] | None: ...
 
 
-_RULE_JSON = ("mitre_techniques", "device_groups", "actions")
+_RULE_JSON = ("mitre_techniques", "device_groups", "actions", "source")
 _ALERT_JSON = ("mitre_techniques", "comments", "evidence", "entities")
 _RULE_COLUMNS = (
     "name",
@@ -106,6 +107,8 @@ _RULE_COLUMNS = (
     "next_run_at",
     "covered_through",
     "ingest_watermark",
+    "source",
+    "source_ref",
 )
 
 
@@ -142,6 +145,11 @@ class SqliteDetectionStore:
 
     def rule_by_name(self, name: str) -> dict[str, Any] | None:
         rows = self.db.query("SELECT * FROM detection_rules WHERE name = ?", (name,))
+        return _row(rows[0], _RULE_JSON) if rows else None
+
+    def rule_by_source(self, source_ref: str) -> dict[str, Any] | None:
+        """The rule imported from ``source_ref`` (e.g. ``sigma:<id>``), if any (migration 8)."""
+        rows = self.db.query("SELECT * FROM detection_rules WHERE source_ref = ?", (source_ref,))
         return _row(rows[0], _RULE_JSON) if rows else None
 
     def list_rules(self) -> list[dict[str, Any]]:

@@ -115,4 +115,6 @@ def rule_to_api(r: dict[str, Any], last_run: dict[str, Any] | None = None) -> di
         "coveredThrough": r["covered_through"],
         "ingestWatermark": r["ingest_watermark"],
         "lastRun": last_run,
+        # where an imported rule came from (Sigma: id, author, licence, references); {} otherwise
+        "source": r.get("source") or {},
     }
