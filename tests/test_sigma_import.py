@@ -45,12 +45,16 @@ def rules_by_sigma_id(data: Path) -> dict[str, dict[str, Any]]:
 def test_import_report_metadata_and_reimport(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, report, err = run_import(capsys, tmp_path, str(OWN))
     assert code == 0
-    assert "7/7" in err  # the progress counter reached the end, on stderr
+    assert "8/8" in err  # the progress counter reached the end, on stderr
     by_file = {Path(r["path"]).name: r for r in report["rules"]}
-    assert (report["files"], report["imported"], report["updated"], report["skipped"]) == (7, 3, 0, 4)
+    assert (report["files"], report["imported"], report["updated"], report["skipped"]) == (8, 3, 0, 6)
+    # one file, two rules: the base rule (generate: false) and the correlation, both skipped
+    corr = [(r["title"], r["code"]) for r in report["rules"] if r["path"].endswith("correlation_whoami.yml")]
+    assert corr == [("Quarry Test - Many Whoami", "correlation"), ("Quarry Test - Many Whoami In 5 Minutes", "correlation")]
     for name in ("proc_encoded_powershell.yml", "file_cron_drop.yml", "net_rundll32_port.yml"):
         assert by_file[name]["status"] == "imported", by_file[name]
     skipped = {n: (r["code"], r["reason"]) for n, r in by_file.items() if r["status"] == "skipped"}
+    assert "alerts on single events" in skipped["correlation_whoami.yml"][1]
     assert skipped["driver_load_unconvertible.yml"][0] == "convert"
     assert skipped["driver_load_unconvertible.yml"][1] == (
         "pySigma cannot convert it (logsource windows/driver_load): Unable to determine table name from rule.")
@@ -98,6 +102,15 @@ def test_title_clash_and_usage_errors(tmp_path: Path, capsys: pytest.CaptureFixt
     assert code == 0 and report["imported"] == 2
     names = [r["name"] for r in report["rules"]]
     assert names[1] == f"{names[0]} [{PS[:8]}]"
+
+    # A file past the size limit is skipped unread; one that is not UTF-8 is skipped with why.
+    big, latin = tmp_path / "big.yml", tmp_path / "latin.yml"
+    big.write_bytes(b"# padding\n" * 110_000)
+    latin.write_bytes(b"title: caf\xe9\n")
+    code, report, _ = run_import(capsys, tmp_path / "d", str(big), str(latin))
+    assert code == 0 and [r["code"] for r in report["rules"]] == ["too_large", "yaml"]
+    assert "at most 1,048,576" in report["rules"][0]["reason"]
+    assert "utf-8" in report["rules"][1]["reason"]
 
     assert main(["rules", "import-sigma", str(tmp_path / "nope"), "--data-dir", str(tmp_path / "d")]) == 2
     assert "no such file or folder" in capsys.readouterr().err

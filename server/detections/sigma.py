@@ -55,6 +55,9 @@ CATEGORY = {
 }
 _TECHNIQUE = re.compile(r"^t\d{4}(\.\d{3})?$", re.I)
 RULE_SUFFIXES = (".yml", ".yaml")
+# Larger files are skipped unread: SigmaHQ's largest rule (a list of vulnerable drivers' hashes)
+# is under 300 KB, and pySigma holds a whole file in memory several times over.
+MAX_RULE_FILE_BYTES = 1024 * 1024
 
 Status = Literal["imported", "updated", "skipped"]
 
@@ -177,6 +180,11 @@ class SigmaImporter:
     def import_file(self, path: Path) -> None:
         where = str(path)
         try:
+            size = path.stat().st_size
+            if size > MAX_RULE_FILE_BYTES:
+                self._skip(Outcome(where, "skipped"), "too_large",
+                           f"the file is {size:,} bytes; a Sigma rule file may be at most {MAX_RULE_FILE_BYTES:,}")
+                return
             text = path.read_text(encoding="utf-8")
             collection = SigmaCollection.from_yaml(text, collect_errors=True)
         except (OSError, UnicodeDecodeError, SigmaError) as e:
@@ -219,9 +227,14 @@ class SigmaImporter:
         except Exception as e:  # a backend bug on an odd rule must not stop the import
             self._skip(out, "convert", f"pySigma cannot convert it ({type(e).__name__}: {_first_line(e)})")
             return
+        if not queries and not getattr(rule, "_output", True):
+            # pySigma's flag for a rule a correlation refers to without `generate: true`
+            self._skip(out, "correlation", "the rule is only a part of a correlation rule (no `generate: true`), "
+                       "so it yields no query of its own")
+            return
         if len(queries) != 1 or not isinstance(queries[0], str):
             self._skip(out, "convert", (f"pySigma produced {len(queries)} queries; a Quarry rule holds exactly one" if queries
-                       else "pySigma produced no query for it (its pipeline filtered every condition out)"))
+                       else "pySigma produced no query for it (its pipeline dropped the rule)"))
             return
         self._store(rule, queries[0], out)
 
