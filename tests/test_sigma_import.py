@@ -208,3 +208,33 @@ def test_missing_pysigma_is_a_usage_error(tmp_path: Path, capsys: pytest.Capture
     monkeypatch.delattr(server.detections, "sigma", raising=False)
     assert main(["rules", "import-sigma", str(OWN), "--data-dir", str(tmp_path)]) == 2
     assert "quarry[sigma]" in capsys.readouterr().err
+
+
+def test_a_query_quarry_refuses_is_skipped_with_the_diagnostic(tmp_path: Path) -> None:
+    """The XDR pipeline's queries keep every column, so against the real schema none of SigmaHQ's
+    converted rules is refused (docs/detections.md); the check still guards other schemas: here a
+    DeviceProcessEvents without ReportId, and a catalog without DeviceNetworkEvents."""
+    from dataclasses import replace
+
+    from schema import default_catalog
+    from schema.catalog import Catalog
+    from server.detections.sigma import SigmaImporter
+
+    real = default_catalog()
+    procs = real.tables["DeviceProcessEvents"]
+    tables = {n: t for n, t in real.tables.items() if n != "DeviceNetworkEvents"}
+    tables["DeviceProcessEvents"] = replace(procs, columns=tuple(c for c in procs.columns if c.name != "ReportId"),
+                                            _by_name={})
+    db = MetadataDB(tmp_path / "metadata.sqlite")
+    try:
+        store = SqliteDetectionStore(db)
+        out = SigmaImporter(store, Catalog(tables=tables), datetime.now(UTC)).run(
+            [OWN / "proc_encoded_powershell.yml", OWN / "net_rundll32_port.yml", OWN / "file_cron_drop.yml"])
+        assert [(o.status, o.code) for o in out] == [
+            ("skipped", "missing_required_columns"), ("skipped", "unsupported"), ("imported", None)]
+        assert "missing: ReportId" in (out[0].reason or "")
+        assert (out[1].reason or "").startswith("Quarry refuses the converted query (line 1, column 1): ")
+        assert "DeviceNetworkEvents" in (out[1].reason or "")
+        assert [r["source"]["id"] for r in store.list_rules()] == [CRON]
+    finally:
+        db.close()
