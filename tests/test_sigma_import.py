@@ -111,6 +111,12 @@ def test_title_clash_and_usage_errors(tmp_path: Path, capsys: pytest.CaptureFixt
     assert code == 0 and [r["code"] for r in report["rules"]] == ["too_large", "yaml"]
     assert "at most 1,048,576" in report["rules"][0]["reason"]
     assert "utf-8" in report["rules"][1]["reason"]
+    # A document that is no rule is reported; the file's other rules still import.
+    mixed = tmp_path / "mixed.yml"
+    mixed.write_text("action: bogus\ntitle: x\n---\n" + (OWN / "file_cron_drop.yml").read_text())
+    code, report, _ = run_import(capsys, tmp_path / "d", str(mixed))
+    assert [(r["status"], r["code"]) for r in report["rules"]] == [("skipped", "sigma"), ("imported", None)]
+    assert "Unknown Sigma collection action 'bogus'" in report["rules"][0]["reason"]
 
     assert main(["rules", "import-sigma", str(tmp_path / "nope"), "--data-dir", str(tmp_path / "d")]) == 2
     assert "no such file or folder" in capsys.readouterr().err

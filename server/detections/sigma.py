@@ -193,9 +193,12 @@ class SigmaImporter:
         except Exception as e:  # pySigma raises YAML and other errors of its own: report, go on
             self._skip(Outcome(where, "skipped"), "yaml", f"the file could not be read as Sigma: {type(e).__name__}: {_first_line(e)}")
             return
-        if collection.errors and not collection.rules:
-            self._skip(Outcome(where, "skipped"), "sigma", "; ".join(_first_line(e) for e in collection.errors))
-            return
+        # collection.errors also holds each rule's errors (reported with the rule below); the rest
+        # are documents that did not become a rule at all
+        of_rules = {id(e) for r in collection.rules for e in r.errors}
+        lost = [e for e in collection.errors if id(e) not in of_rules]
+        if lost:
+            self._skip(Outcome(where, "skipped"), "sigma", "; ".join(_first_line(e) for e in lost))
         for rule in collection.rules:
             out = Outcome(where, "skipped", str(rule.id) if rule.id else None, rule.title or None)
             if isinstance(rule, SigmaCorrelationRule):
