@@ -202,9 +202,9 @@ def build_parser() -> argparse.ArgumentParser:
     kr.add_argument("--data-dir")
     kr.set_defaults(func=_keys_revoke)
 
-    r = sub.add_parser("repair", help="repair Parquet files that cannot be read back (server stopped)")
-    r.add_argument("--data-dir")
-    r.set_defaults(func=_repair)
+    rp = sub.add_parser("repair", help="repair Parquet files that cannot be read back (server stopped)")
+    rp.add_argument("--data-dir")
+    rp.set_defaults(func=_repair)
 
     from server.detections.cli import add_rules_parser
 

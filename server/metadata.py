@@ -289,12 +289,14 @@ MIGRATIONS: list[str] = [
         UNIQUE (owner, name)
     );
     """,
-    # 8 (sigma): where a detection rule came from (server/detections/sigma.py). ``source`` is JSON
-    # (for a Sigma rule: its id, title, author, licence and attribution, references, level,
-    # path); ``source_ref`` ("sigma:<id>") is what a re-import finds the rule by, so the same
-    # Sigma rule imported twice updates one Quarry rule instead of making a second.
+    # 8 (fidelity): a detection rule's metadata (JSON), e.g. the Sigma id, author and license of
+    # an imported rule (server/detections/sigma.py)
     """
-    ALTER TABLE detection_rules ADD COLUMN source TEXT NOT NULL DEFAULT '{}';
+    ALTER TABLE detection_rules ADD COLUMN metadata TEXT NOT NULL DEFAULT '{}';
+    """,
+    # 9 (sigma): what an imported rule is found by on re-import ("sigma:<id>"), so the same Sigma
+    # rule imported twice updates one detection rule instead of making a second.
+    """
     ALTER TABLE detection_rules ADD COLUMN source_ref TEXT;
     CREATE UNIQUE INDEX detection_rules_source_ref ON detection_rules(source_ref)
         WHERE source_ref IS NOT NULL;

@@ -37,7 +37,7 @@ def run_import(capsys: pytest.CaptureFixture[str], data: Path, *args: str) -> tu
 def rules_by_sigma_id(data: Path) -> dict[str, dict[str, Any]]:
     db = MetadataDB(data / "metadata.sqlite")
     try:
-        return {r["source"]["id"]: r for r in SqliteDetectionStore(db).list_rules() if r["source"]}
+        return {r["metadata"]["id"]: r for r in SqliteDetectionStore(db).list_rules() if r["metadata"]}
     finally:
         db.close()
 
@@ -73,11 +73,11 @@ def test_import_report_metadata_and_reimport(tmp_path: Path, capsys: pytest.Capt
     assert (ps["category"], cron["category"], net["category"]) == ("Execution", "Persistence", "DefenseEvasion")
     assert ps["frequency"] == "1h" and ps["name"] == ps["alert_title"] == "Quarry Test - Encoded PowerShell Command"
     assert ps["query"].startswith("DeviceProcessEvents\n| where FolderPath endswith")
-    src = net["source"]
+    src = net["metadata"]
     assert (src["kind"], src["level"], src["license"], src["author"]) == (
         "sigma", "informational", "DRL-1.1", "Quarry tests, Second Author")
     assert src["references"] == ["https://attack.mitre.org/techniques/T1218/011/"]
-    assert ps["source"]["level"] == "critical"  # Quarry's top severity is high; the level is kept
+    assert ps["metadata"]["level"] == "critical"  # Quarry's top severity is high; the level is kept
     assert "Quarry tests, Second Author" in net["alert_description"] and "DRL-1.1" in net["alert_description"]
     assert "Known false positives: Administrative scripts" in ps["alert_description"]
 
@@ -169,7 +169,7 @@ def test_imported_rules_alert_on_real_events(tmp_path: Path, capsys: pytest.Capt
                 assert r.status_code == 200, r.text
         with srv.client() as admin:
             listed = admin.get(f"/api/detections/rules/{ids[PS]}").json()
-            assert listed["enabled"] is False and listed["source"]["id"] == PS
+            assert listed["enabled"] is False and listed["metadata"]["id"] == PS
             expected = {PS: ("dev-ps", "1", "high"), CRON: ("dev-lx", "3", "medium"), NET: ("dev-net", "5", "informational")}
             for sigma_id, (device, report, severity) in expected.items():
                 run = admin.post(f"/api/detections/rules/{ids[sigma_id]}/run").json()
@@ -188,7 +188,7 @@ def test_sigmahq_rules_convert_like_the_corpus(tmp_path: Path, capsys: pytest.Ca
     assert code == 0 and report["skipped"] == 0 and report["imported"] == len(list(SIGMAHQ.glob("*.yml")))
     rules = rules_by_sigma_id(tmp_path)
     for r in rules.values():
-        assert r["source"]["license"] == "DRL-1.1" and r["source"]["author"] and not r["enabled"]
+        assert r["metadata"]["license"] == "DRL-1.1" and r["metadata"]["author"] and not r["enabled"]
     if not CORPUS.exists():
         pytest.skip(f"{CORPUS} is not on this machine")
     if (version("pysigma"), version("pysigma-backend-kusto")) != ("1.5.1", "1.0.1"):
@@ -241,6 +241,6 @@ def test_a_query_quarry_refuses_is_skipped_with_the_diagnostic(tmp_path: Path) -
         assert "missing: ReportId" in (out[0].reason or "")
         assert (out[1].reason or "").startswith("Quarry refuses the converted query (line 1, column 1): ")
         assert "DeviceNetworkEvents" in (out[1].reason or "")
-        assert [r["source"]["id"] for r in store.list_rules()] == [CRON]
+        assert [r["metadata"]["id"] for r in store.list_rules()] == [CRON]
     finally:
         db.close()

@@ -12,7 +12,7 @@ import json
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 from server.detections.model import FREQUENCIES
 
@@ -36,27 +36,14 @@ def add_rules_parser(sub: Any) -> None:
     s.add_argument("--license", default="DRL-1.1",
                    help="licence recorded for rules that name none (default DRL-1.1, SigmaHQ's)")
     s.add_argument("--json", action="store_true", help="print the report as JSON")
+    s.add_argument("--no-progress", action="store_true", help="no progress bar (it goes to stderr)")
     s.set_defaults(func=import_sigma_command)
-
-
-class _Progress:
-    """A one-line counter on stderr, redrawn with a carriage return (no progress library is a
-    runtime dependency)."""
-
-    def __init__(self, stream: TextIO) -> None:
-        self.stream = stream
-
-    def __call__(self, done: int, total: int) -> None:
-        width = 30
-        filled = width * done // max(total, 1)
-        self.stream.write(f"\rimporting Sigma rules [{'#' * filled}{'.' * (width - filled)}] {done}/{total}")
-        if done == total:
-            self.stream.write("\n")
-        self.stream.flush()
 
 
 def import_sigma_command(args: argparse.Namespace) -> int:
     try:
+        from tqdm import tqdm
+
         from server.detections import sigma
     except ImportError as e:
         print(f"quarry rules import-sigma: pySigma is not installed ({e}); "
@@ -79,7 +66,9 @@ def import_sigma_command(args: argparse.Namespace) -> int:
             SqliteDetectionStore(db), default_catalog(), datetime.now(UTC), enable=args.enable,
             frequency=args.frequency, license_=args.license, limits=settings.kql_limits(),
         )
-        outcomes = importer.run(files, _Progress(sys.stderr))
+        with tqdm(total=len(files), desc="Sigma rules", unit="file", file=sys.stderr,
+                  disable=args.no_progress) as bar:
+            outcomes = importer.run(files, lambda done, total: bar.update(1))
     finally:
         db.close()
     counts = sigma.summary(outcomes)

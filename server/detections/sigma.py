@@ -37,7 +37,7 @@ DEFAULT_FREQUENCY = "1h"
 DEFAULT_LICENSE = "DRL-1.1"
 LICENSE_URL = {"DRL-1.1": "https://github.com/SigmaHQ/Detection-Rule-License/blob/main/LICENSE.Detection.Rules.md"}
 # Sigma levels onto Quarry's (Defender's) severities; Defender has no "critical", so it becomes
-# high and the original level stays in the rule's source.
+# high and the original level stays in the rule's metadata.
 SEVERITY = {"informational": "informational", "low": "low", "medium": "medium", "high": "high", "critical": "high"}
 # The first ATT&CK tactic tag picks the alert category (Defender's list); others fall back.
 CATEGORY = {
@@ -118,7 +118,7 @@ def _text(value: Any) -> str:
 
 
 def source_of(rule: SigmaRule, path: str, license_: str) -> dict[str, Any]:
-    """The rule's provenance as stored in ``detection_rules.source``: enough to credit the authors
+    """The rule's provenance as stored in ``detection_rules.metadata``: enough to credit the authors
     (the DRL's attribution) and to find the original."""
     author = _text(rule.author)
     lic = _text(rule.custom_attributes.get("license")) or license_
@@ -282,7 +282,7 @@ class SigmaImporter:
             "alert_title": body.alertTitle,
             "alert_description": body.alertDescription,
             "enabled": int(body.enabled),
-            "source": source,
+            "metadata": source,
             "source_ref": ref,
         }
         try:

@@ -88,7 +88,7 @@ class DetectionStore(Protocol):
     def update_incident(self, incident_id: int, fields: dict[str, Any], comments: list[dict[str, Any]], now: datetime) -> dict[str, Any] | None: ...
 
 
-_RULE_JSON = ("mitre_techniques", "device_groups", "actions", "source")
+_RULE_JSON = ("mitre_techniques", "device_groups", "actions", "metadata")
 _ALERT_JSON = ("mitre_techniques", "comments", "evidence", "entities")
 _RULE_COLUMNS = (
     "name",
@@ -107,7 +107,7 @@ _RULE_COLUMNS = (
     "next_run_at",
     "covered_through",
     "ingest_watermark",
-    "source",
+    "metadata",
     "source_ref",
 )
 
@@ -148,7 +148,7 @@ class SqliteDetectionStore:
         return _row(rows[0], _RULE_JSON) if rows else None
 
     def rule_by_source(self, source_ref: str) -> dict[str, Any] | None:
-        """The rule imported from ``source_ref`` (e.g. ``sigma:<id>``), if any (migration 8)."""
+        """The rule imported from ``source_ref`` (e.g. ``sigma:<id>``), if any (migration 9)."""
         rows = self.db.query("SELECT * FROM detection_rules WHERE source_ref = ?", (source_ref,))
         return _row(rows[0], _RULE_JSON) if rows else None
 
