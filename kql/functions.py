@@ -54,8 +54,8 @@ def _sig(min_a: int, max_a: int, kinds: str, ret: str) -> Sig:
 SCALARS: dict[str, Sig] = {
     "ago": _sig(1, 1, "ts", "datetime"),
     "now": _sig(0, 1, "ts", "datetime"),
-    "bin": _sig(2, 2, "ord ord", "arg0"),
-    "floor": _sig(1, 2, "ord ord", "arg0"),
+    "bin": _sig(2, 2, "ord ord", "binned"),
+    "floor": _sig(1, 2, "ord ord", "binned"),
     "bin_at": _sig(3, 3, "ord ord ord", "arg0"),
     "startofday": _sig(1, 2, "dt num", "datetime"),
     "startofweek": _sig(1, 2, "dt num", "datetime"),
@@ -122,7 +122,7 @@ SCALARS: dict[str, Sig] = {
     "bag_pack": _sig(0, -1, "str any *", "dynamic"),
     "pack_array": _sig(0, -1, "any *", "dynamic"),
     "set_has_element": _sig(2, 2, "dyn any", "bool"),
-    "array_index_of": _sig(2, 2, "dyn any", "long"),
+    "array_index_of": _sig(2, 5, "dyn any num num num", "long"),
     "strcat_array": _sig(2, 2, "dyn str", "string"),
     "extract_json": _sig(2, 3, "str str any", "string"),
     "iff": _sig(3, 3, "bool any any", "common"),
@@ -134,8 +134,8 @@ SCALARS: dict[str, Sig] = {
     "isnull": _sig(1, 1, "any", "bool"),
     "isnotnull": _sig(1, 1, "any", "bool"),
     "not": _sig(1, 1, "bool", "bool"),
-    "round": _sig(1, 2, "num num", "real"),
-    "abs": _sig(1, 1, "ord", "arg0"),
+    "round": _sig(1, 2, "num num", "rounded"),
+    "abs": _sig(1, 1, "ord", "binned"),
     "log": _sig(1, 1, "num", "real"),
     "log10": _sig(1, 1, "num", "real"),
     "log2": _sig(1, 1, "num", "real"),
@@ -264,7 +264,10 @@ def bin_value(ctx: Ctx, value: V, size: V) -> exp.Expr:
         this=sb.fn("floor", exp.Div(this=sb.paren(value.sql), expression=sb.paren(size.sql))),
         expression=sb.paren(size.sql),
     )
-    return sb.cast(q, value.type) if value.type in ("long", "int") else q
+    if value.type in ("long", "int"):
+        # Kusto.Language: an integer binned by an integer is a long, by a real a real
+        return q if size.type in ("real", "decimal") else sb.cast(q, "long")
+    return q
 
 
 _DT_PARTS = {
@@ -689,7 +692,10 @@ def _round(ctx: Ctx, a: list[V], node: Call) -> exp.Expr:
     # Kusto rounds the decimal value half away from zero (round(2.15, 1) == 2.2); binary
     # doubles would give 2.1, so round as a DECIMAL
     dec = exp.Cast(this=a[0].sql, to=exp.DataType.build("DECIMAL(38, 12)"))
-    return sb.cast(sb.fn("round", dec, a[1].sql if len(a) > 1 else sb.num(0)), "real")
+    rounded = sb.fn("round", dec, a[1].sql if len(a) > 1 else sb.num(0))
+    # an integer stays an integer of its type (Kusto.Language: round(int(7), 1) is an int,
+    # round(1234, -2) the long 1200)
+    return sb.cast(rounded, a[0].type if a[0].type in ("int", "long") else "real")
 
 
 MAX_INDEXOF_OCCURRENCE = 8
@@ -745,9 +751,47 @@ def _set_has_element(ctx: Ctx, a: list[V], node: Call) -> exp.Expr:
 
 
 def _array_index_of(ctx: Ctx, a: list[V], node: Call) -> exp.Expr:
+    """array_index_of(array, value[, start[, length[, occurrence]]]) as its docs' example shows: a
+    negative start counts from the end; `length` values are examined (-1: all); the n-th occurrence
+    is searched from just after the previous one; null when length < -1 or occurrence < 0, and
+    when the value is not an array."""
     arr = _json_list(a[0])
-    pos = sb.fn("list_position", arr, _to_json_value(a[1]))
-    return exp.Sub(this=sb.fn("coalesce", pos, sb.num(0)), expression=sb.num(1))
+    value = _to_json_value(a[1])
+    n_ = sb.fn("len", arr.copy())
+    if len(a) >= 3:
+        neg = exp.LT(this=sb.paren(a[2].sql), expression=sb.num(0))
+        start: exp.Expr = exp.Case(ifs=[exp.If(this=neg, true=sb.fn("greatest", exp.Add(this=n_, expression=sb.paren(a[2].sql.copy())), sb.num(0)))],
+                                   default=a[2].sql.copy())
+    else:
+        start = sb.num(0)
+    length = a[3].sql if len(a) >= 4 else sb.num(-1)
+    occurrence = 1
+    if len(a) == 5:
+        c = a[4].const if a[4].is_const else None
+        if isinstance(c, int) and c < 0:
+            return sb.null("long")
+        if not (isinstance(c, int) and not isinstance(c, bool) and c <= MAX_INDEXOF_OCCURRENCE):
+            raise ctx.fail("unsupported", f"array_index_of(): the occurrence must be a constant from 0 to "
+                           f"{MAX_INDEXOF_OCCURRENCE}", node.args[4].span if len(node.args) > 4 else node.span)
+        occurrence = max(c, 1)
+
+    def search(frm: exp.Expr) -> exp.Expr:
+        unlimited = exp.EQ(this=sb.paren(length.copy()), expression=sb.num(-1))
+        last = exp.Case(ifs=[exp.If(this=unlimited, true=sb.fn("len", arr.copy()))],
+                        default=exp.Add(this=sb.paren(frm.copy()), expression=sb.fn("greatest", length.copy(), sb.num(0))))
+        window = sb.fn("list_slice", arr.copy(), exp.Add(this=sb.paren(frm.copy()), expression=sb.num(1)), last)
+        pos = sb.fn("coalesce", sb.fn("list_position", window, value.copy()), sb.num(0))
+        return exp.Case(ifs=[exp.If(this=exp.EQ(this=pos, expression=sb.num(0)), true=sb.num(-1))],
+                        default=exp.Add(this=exp.Sub(this=pos.copy(), expression=sb.num(1)), expression=sb.paren(frm.copy())))
+
+    result = search(start)
+    for _ in range(occurrence - 1):
+        prev = result
+        result = exp.Case(ifs=[exp.If(this=exp.EQ(this=sb.paren(prev), expression=sb.num(-1)), true=sb.num(-1))],
+                          default=search(exp.Add(this=sb.paren(prev.copy()), expression=sb.num(1))))
+    irrelevant = exp.Or(this=exp.Is(this=arr.copy(), expression=exp.Null()),
+                        expression=exp.LT(this=sb.paren(length.copy()), expression=sb.num(-1)))
+    return exp.Case(ifs=[exp.If(this=irrelevant, true=sb.null("long"))], default=result)
 
 
 def _strcat_array(ctx: Ctx, a: list[V], node: Call) -> exp.Expr:
@@ -922,7 +966,7 @@ DUCKDB: dict[str, Builder] = {
     "isnotnull": lambda c, a, n: exp.true() if a[0].type == "string" else exp.Not(this=exp.Is(this=a[0].sql, expression=exp.Null())),
     "not": lambda c, a, n: exp.Not(this=sb.paren(a[0].sql)),
     "round": _round,
-    "abs": lambda c, a, n: sb.fn("to_microseconds", sb.fn("abs", sb.fn("epoch_us", a[0].sql))) if a[0].type == "timespan" else sb.fn("abs", a[0].sql),
+    "abs": lambda c, a, n: sb.fn("to_microseconds", sb.fn("abs", sb.fn("epoch_us", a[0].sql))) if a[0].type == "timespan" else sb.fn("abs", sb.cast(a[0].sql, "long") if a[0].type == "int" else a[0].sql),
     "log": _raw("ln"),
     "log10": _raw("log10"),
     "log2": _raw("log2"),

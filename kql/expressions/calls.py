@@ -148,6 +148,15 @@ def _fold_call(bd: Binder, name: str, args: list[V]) -> Any:
 
 
 def result_type(bd: Binder, ret: str, args: list[V], node: n.Call) -> str:
+    # result types of bin/floor/abs and round on integers, as Kusto.Language infers them:
+    # bin(int(7), 2) and abs(int(-3)) are longs, bin(int(7), 2.5) a real, round(int(7), 1) an int
+    if ret == "binned" and args:
+        t = args[0].type
+        if t in ("int", "long"):
+            return "real" if len(args) > 1 and args[1].type in ("real", "decimal") else "long"
+        return t
+    if ret == "rounded" and args:
+        return args[0].type if args[0].type in ("int", "long", UNKNOWN) else "real"
     if ret.startswith("arg"):
         i = int(ret[3:])
         return args[i].type if i < len(args) else UNKNOWN

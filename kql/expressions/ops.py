@@ -130,7 +130,13 @@ def compare(bd: Binder, node: n.Binary, a: V, b: V) -> V:
     if op in ("==", "!="):
         known = (a.is_const and a.const is not None) or (b.is_const and b.const is not None)
         if op == "==" and known:
-            return V(exp.EQ(this=a.sql, expression=b.sql), "bool")
+            # null == value is false, not null (null-values, "Equality and inequality of null
+            # values"); the plain conjunct stays, so filters on it still reach the scan
+            other = b if a.is_const and a.const is not None else a
+            eq = exp.EQ(this=a.sql, expression=b.sql)
+            if other.notnull or other.is_const:
+                return V(eq, "bool")
+            return V(exp.And(this=eq, expression=exp.Not(this=exp.Is(this=other.sql.copy(), expression=exp.Null()))), "bool")
         # Kusto: null != value is true, null == value is false, and null vs null is null
         # (and a missing string is "", unequal to any other)
         test: exp.Expr = (exp.NullSafeNEQ(this=a.sql, expression=b.sql) if op == "!=" else
@@ -358,8 +364,11 @@ def x_InOp(bd: Binder, node: n.InOp, scope: Scope) -> V:
                 lhs = as_string(a)
                 t = "string"
         rhs = [to_type(v, "string" if t == "dynamic" else t) if v.type != t else v.sql for v in vals]
-    pred = exp.In(this=lhs, expressions=rhs)
-    return V(negate(pred, a, *vals) if neg else pred, "bool")
+    in_list: exp.Expr = exp.In(this=lhs, expressions=rhs)
+    if not neg and not a.notnull and not a.is_const:
+        # `in` is == against each element: a null value is in nothing (false, not null)
+        in_list = exp.And(this=in_list, expression=exp.Not(this=exp.Is(this=lhs.copy(), expression=exp.Null())))
+    return V(negate(in_list, a, *vals) if neg else in_list, "bool")
 
 
 @expression(n.Between)

@@ -104,6 +104,33 @@ CASES: list[tuple[str, str, tuple[Any, ...]]] = [
     ("not-between-operator",
      "range x from 1 to 4 step 1 | extend y = iff(x == 2, int(null), x) | where y !between (1 .. 3) | count",
      (1,)),
+    # round/bin/abs on integers: values per round-function and bin-function, result types as
+    # Kusto.Language infers them (checked in test_integer_result_types below)
+    ("round-function", "print a = round(7), b = round(1234, -2), c = round(int(17), -1), d = round(2.15, 1)",
+     (7, 1200, 20, 2.2)),
+    ("bin-function", "print a = bin(7, 2), b = bin(-7, 2), c = bin(int(7), 2), d = bin(int(7), 2.5), e = abs(int(-3))",
+     (6, -8, 6, 5.0, 3)),
+    # array-index-of-function, its example's output row
+    ("array-index-of-function",
+     'let arr = dynamic(["this", "is", "an", "example", "an", "example"]);\n'
+     'print idx1 = array_index_of(arr, "an"), idx2 = array_index_of(arr, "example", 1, 3), '
+     'idx3 = array_index_of(arr, "example", 1, 2), idx4 = array_index_of(arr, "is", 2, 4), '
+     'idx5 = array_index_of(arr, "example", 2, -1), idx6 = array_index_of(arr, "an", 1, -1, 2), '
+     'idx7 = array_index_of(arr, "an", 1, -1, 3), idx8 = array_index_of(arr, "an", -3), '
+     'idx9 = array_index_of(arr, "is", -4)',
+     (2, 3, -1, -1, 3, 4, -1, 4, -1)),
+    # ... "null for irrelevant inputs (occurrence < 0 or length < -1)"; not an array: null
+    ("array-index-of-function",
+     'print a = array_index_of(dynamic([1]), 1, 0, -2), b = array_index_of(dynamic([1]), 1, 0, -1, -1), '
+     'c = array_index_of(dynamic({"a": 1}), 1)',
+     (None, None, None)),
+    # null-values, "Equality and inequality of null values": null == value is false, null != value
+    # true (its example row for null: IsBiggerThan3 null, IsBiggerThan3OrNull true); in is == per
+    # element, !in is != per element
+    ("null-values",
+     "datatable(val:int)[int(null)] | project a = val > 3, b = val > 3 or isnull(val), c = val == 5, "
+     "d = 5 == val, e = val != 5, f = val in (5), g = val !in (5)",
+     (None, True, False, False, True, False, True)),
     ("strcat-array-function", 'print a = strcat_array(dynamic({"a": 1}), "-"), b = strcat_array(dynamic([1, "b"]), "-")',
      ("", "1-b")),
 ]
@@ -124,3 +151,11 @@ def test_documented_value(page: str, kql: str, expected: tuple[Any, ...]) -> Non
     row = result.rows[0]
     assert len(row) == len(expected) and all(_same(g, w) for g, w in zip(row, expected, strict=True)), (
         f"{page}: {kql}\nexpected {expected}\ngot      {row}\nSQL:\n{result.sql}")
+
+
+def test_integer_result_types() -> None:
+    # Kusto.Language (kusto-check): round keeps an integer's type; bin/floor/abs of an int is a
+    # long, binned by a real a real
+    result = run_kql("print a = round(7), b = round(int(7), 1), c = round(7.5), d = bin(int(7), 2), "
+                     "e = bin(int(7), 2.5), f = abs(int(-3)), g = floor(int(7), 2)")
+    assert result.types == ["long", "int", "real", "long", "real", "long", "long"]
