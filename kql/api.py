@@ -39,6 +39,9 @@ class CompileOptions:
     parameters: Mapping[str, Any] | None = None
     # Size limits (kql.limits): checked before compiling; a query past one gets `too_complex`.
     limits: lim.KqlLimits = field(default_factory=lim.KqlLimits)
+    # time.monotonic() past which compiling stops with a `timeout` diagnostic (the query's
+    # timeout covers its compilation); None: no deadline
+    deadline: float | None = None
 
 
 @dataclass
@@ -67,7 +70,7 @@ def compile_kql(text: str, catalog: Catalog, options: CompileOptions | None = No
     now = options.now or datetime.now(UTC).replace(tzinfo=None)
     if now.tzinfo is not None:
         now = now.astimezone(UTC).replace(tzinfo=None)
-    with lim.using(options.limits):
+    with lim.using(options.limits, options.deadline):
         return _compile(text, catalog, options, now)
 
 
@@ -88,6 +91,9 @@ def _compile(text: str, catalog: Catalog, options: CompileOptions, now: datetime
               probe=options.probe, parameters=dict(options.parameters or {}))
     try:
         return _lower(text, tree, ctx, options)
+    except lim.CompileDeadline:
+        return Compiled(None, [], [make(text, "timeout", "compiling the query took longer than its timeout",
+                                        Span(0, 0))], set())
     except RecursionError:
         # within query_max_depth, a long pipeline of heavy operators can still nest too deep
         return Compiled(None, [], [make(text, "too_complex", "the query is nested too deeply to compile; "
@@ -102,6 +108,7 @@ def _lower(text: str, tree: Any, ctx: Ctx, options: CompileOptions) -> Compiled:
     if ctx.needs_probe:
         known = [(c, t if t != "unknown" else "string") for c, t in rel.cols.items()]
         return Compiled(None, known, diags, set(ctx.tables), needs_probe=True)
+    lim.check_deadline()  # before rendering, the last long step
     final = rel.select()
     for name, body in ctx.ctes:
         # MATERIALIZED: the body is read more than once and must be computed once

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextvars
 import dataclasses
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -60,13 +61,30 @@ def current() -> KqlLimits:
     return _current.get() or _DEFAULT
 
 
+_deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar("kql_deadline", default=None)
+
+
 @contextmanager
-def using(limits: KqlLimits) -> Iterator[None]:
+def using(limits: KqlLimits, deadline: float | None = None) -> Iterator[None]:
     token = _current.set(limits)
+    dtoken = _deadline.set(deadline)
     try:
         yield
     finally:
+        _deadline.reset(dtoken)
         _current.reset(token)
+
+
+class CompileDeadline(Exception):
+    """The compilation ran past its deadline (the query's timeout)."""
+
+
+def check_deadline() -> None:
+    """Called by the compiler at each operator: a compile cannot be interrupted from outside (it
+    is Python on a worker thread), so it stops itself once the query's time is up."""
+    deadline = _deadline.get()
+    if deadline is not None and time.monotonic() > deadline:
+        raise CompileDeadline()
 
 
 class TooComplex(Exception):

@@ -58,12 +58,14 @@ ExpressionRule = Callable[[Binder, Any, Scope], V]
 EvaluateRule = Callable[[Binder, Rel, n.Operator, n.Call, Env], Rel]
 # invoke <plugin>(...): (binder, input, the call, env)
 InvokeRule = Callable[[Binder, Rel, n.Call, Env], Rel]
+TableFunctionRule = Callable[[Binder, n.Call, Env], Rel]
 
 OPERATORS: dict[str, OperatorRule] = {}  # by Operator.kind: "where", "mv-expand", ...
 SOURCES: dict[str, SourceRule] = {}  # by Source.kind: "print", "range", "union", ...
 EXPRESSIONS: dict[type[n.Node], ExpressionRule] = {}  # by syntax node class
 EVALUATE_PLUGINS: dict[str, EvaluateRule] = {}
 INVOKE_PLUGINS: dict[str, InvokeRule] = {}
+TABLE_FUNCTIONS: dict[str, TableFunctionRule] = {}  # built-in tabular functions: AssignedIPAddresses()
 
 
 def _registrar(table: dict[Any, Any], what: str, keys: tuple[Any, ...]) -> Callable[[Any], Any]:
@@ -93,3 +95,7 @@ def evaluate_plugin(name: str) -> Callable[[EvaluateRule], EvaluateRule]:
 
 def invoke_plugin(name: str) -> Callable[[InvokeRule], InvokeRule]:
     return _registrar(INVOKE_PLUGINS, "invoke plugin", (name,))
+
+
+def table_function(name: str) -> Callable[[TableFunctionRule], TableFunctionRule]:
+    return _registrar(TABLE_FUNCTIONS, "table function", (name,))

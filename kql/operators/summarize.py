@@ -197,23 +197,32 @@ def arg_extreme(bd: Binder, item: n.NamedExpr, call: n.Call, scope: Scope, cols:
     if target.type == "dynamic":
         raise bd.ctx.fail("type_mismatch", f"{call.name}(): cannot order by a dynamic value", call.args[0].span)
     wanted: list[tuple[str, V]] = []
+    # Names as Kusto.Language gives them (see summarize_latest): a target or named column that
+    # collides with a key or an earlier output gets a number; `*` skips keys and the target.
+    taken = set(cols)
+
+    def fresh(name: str) -> str:
+        out = unique(dict.fromkeys(taken), name)
+        taken.add(out)
+        return out
+
+    target_col = None if any_row else column_name(call.args[0])
     tname = item.names[0] if len(item.names) == 1 else (column_name(call.args[0]) or
                                                ("max_" if call.name == "arg_max" else "min_") + "expr")
     if not (any_row and isinstance(call.args[0], n.Literal)):
-        wanted.append((tname, target))
+        wanted.append((fresh(tname), target))
     for a in call.args[1:]:
         if isinstance(a, n.Star):
             for c, t in scope.rel.cols.items():
-                if c not in cols and c not in (w[0] for w in wanted):
+                if c not in taken and c != target_col:
+                    taken.add(c)
                     wanted.append((c, V(scope.rel.exprs[c], t)))
             continue
         if isinstance(a, n.NamedArg):
-            wanted.append((a.name, bd.scalar(a.value, scope)))
+            wanted.append((fresh(a.name), bd.scalar(a.value, scope)))
             continue
         v = bd.scalar(a, scope)
-        name = column_name(a) or unique(cols, "Column1")
-        if name not in (w[0] for w in wanted) and name not in cols:
-            wanted.append((name, v))
+        wanted.append((fresh(column_name(a) or "Column1"), v))
     if len(item.names) > 1:
         if len(item.names) > len(wanted):
             raise bd.ctx.fail("wrong_arguments", f"{call.name}() returns {len(wanted)} columns, {len(item.names)} names given", item.span)

@@ -11,6 +11,7 @@ from kql import nodes as n
 from kql import sqlbuild as sb
 from kql.context import CompileError, Env
 from kql.diagnostics import name_hints
+from kql.limits import check_deadline
 from kql.registry import Binder, operator, source
 from kql.relation import Rel, time_aliases
 from kql.typed import (
@@ -70,6 +71,7 @@ def union(bd: Binder, first: Rel | None, params: tuple[n.OpParam, ...], items: t
             cols.setdefault(c, t)
     selects: list[exp.Select] = []
     for label, r in rels:
+        check_deadline()  # `search *` unions every table: the query's timeout covers it (kql.limits)
         inner = r.select()
         alias = bd.ctx.alias()
         proj = []

@@ -246,7 +246,7 @@ class QueryRunner:
 
     def compile(self, text: str, now: dt.datetime | None = None,
                 probe: Callable[[str], list[Any]] | None = None,
-                parameters: Mapping[str, Any] | None = None) -> _Prepared:
+                parameters: Mapping[str, Any] | None = None, deadline: float | None = None) -> _Prepared:
         """Compile or raise ``CompileFailed`` carrying every diagnostic."""
         from kql import CompileOptions, compile_kql
 
@@ -263,7 +263,7 @@ class QueryRunner:
                 compiled = compile_kql(
                     text, self.catalog,
                     CompileOptions(now=now, strings_never_null=True, probe=probe, parameters=parameters,
-                                   limits=self.limits.kql, dialect=self.dialect),
+                                   limits=self.limits.kql, dialect=self.dialect, deadline=deadline),
                 )
         except QueryError:
             raise  # the probe's own failure (timeout, execution error)
@@ -281,6 +281,8 @@ class QueryRunner:
                   "this is a Quarry bug, please report the query", "hints": []}],
             ) from None
         compile_ms = (time.perf_counter() - t0) * 1000
+        if any(getattr(d, "code", "") == "timeout" for d in compiled.diagnostics):
+            raise self._map_error(duckdb.InterruptException("timeout"), True)
         errors = [d for d in compiled.diagnostics if _is_error(d)]
         if not errors and compiled.ok and compiled.needs_probe:
             return _Prepared("", list(compiled.columns), set(compiled.tables), compile_ms, [],
@@ -327,7 +329,7 @@ class QueryRunner:
             # One deadline for the whole query: compiling (on this worker thread, never on the
             # event loop) and waiting for a slot use up the time the engine then gets.
             ends = time.monotonic() + (self.limits.timeout_s if timeout_s is None else timeout_s)
-            prepared = self.compile(text, now, parameters=parameters)
+            prepared = self.compile(text, now, parameters=parameters, deadline=ends)
             cap = self.limits.max_rows if max_rows is None else max(0, min(max_rows, self.limits.max_rows))
             with self._slot(deadline), self._connection() as con:
                 if on_connection is not None:
@@ -394,7 +396,8 @@ class QueryRunner:
         connection until it is exhausted or closed; ``close()`` may be called from any thread,
         also while another thread is inside ``next`` (it interrupts the query). The timeout
         applies to the whole export, time spent waiting for a slow reader included."""
-        prepared = self.compile(text, now, parameters=parameters)
+        prepared = self.compile(text, now, parameters=parameters,
+                                deadline=time.monotonic() + self.limits.timeout_s)
         stream: ExportStream
 
         def generate() -> Generator[pa.RecordBatch | None, None, None]:
@@ -459,7 +462,9 @@ class QueryRunner:
         def probe(sql: str) -> list[Any]:
             return self._execute(con, sql, timeout_s, 100_000)
 
-        again = self.compile(text, prepared.now, probe=probe, parameters=prepared.parameters)
+        budget = self.limits.timeout_s if timeout_s is None else timeout_s
+        again = self.compile(text, prepared.now, probe=probe, parameters=prepared.parameters,
+                             deadline=time.monotonic() + budget)
         again.compile_ms += prepared.compile_ms
         if again.needs_probe or not again.sql:
             raise CompileFailed("the query's columns could not be learned from the data", [

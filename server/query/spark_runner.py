@@ -51,7 +51,9 @@ class SparkQueryRunner(QueryRunner):
         outcome = "execution_error"
         rows_out = 0
         try:
-            prepared = self.compile(text, now, parameters=parameters)
+            # the query's timeout covers its compilation (the compiler stops at the deadline)
+            ends = time.monotonic() + (self.limits.timeout_s if timeout_s is None else timeout_s)
+            prepared = self.compile(text, now, parameters=parameters, deadline=ends)
             cap = self.limits.max_rows if max_rows is None else max(0, min(max_rows, self.limits.max_rows))
             with self._slot(deadline):
                 session = self.spark.newSession()  # its own temporary views

@@ -151,3 +151,10 @@ def test_datetime_and_timespan_overflow_is_null(expr: str, expected: object) -> 
     replaced = (expr.replace("datetime(9999-12-31)", "d").replace("datetime(0001-01-01)", "e")
                 .replace("10675199d", "t"))
     assert _run(column + replaced) == [(expected,)]
+
+
+def test_compiling_stops_at_its_deadline() -> None:
+    text = "print x = 1" + " | extend y = x" * 40
+    compiled = compile_kql(text, CATALOG, CompileOptions(deadline=time.monotonic() - 1))
+    assert [e.code for e in compiled.errors] == ["timeout"]
+    assert compile_kql(text, CATALOG, CompileOptions(deadline=time.monotonic() + 60)).ok
