@@ -11,7 +11,7 @@ PORT ?= 8080
 # The KQL execution tests run again on Spark (pytest --engine spark, one local[2] session):
 # in `make test` a representative part, to keep Spark's share of the run near 90 s; all of them
 # with `make test-spark`.
-SPARK_TESTS := tests/test_spark_engine.py tests/kql/test_dialects.py tests/kql/test_semantics_strings.py
+SPARK_TESTS := tests/test_spark_engine.py tests/kql/test_dialects.py
 
 # What serving needs (runtime dependencies only): `make demo` and `make serve` install no more.
 $(BIN)/quarry: pyproject.toml

@@ -12,6 +12,10 @@ compile and execute.
     .venv/bin/python -m benchmarks.corpus --limit 200      # the first 200 of each corpus
     .venv/bin/python -m benchmarks.corpus --corpus sigma --timeout 2
 
+When node and npm are there, Microsoft's Kusto.Language judges the same queries meanwhile and the
+differential counts are printed too (Kusto accepts / Quarry runs, Kusto rejects / Quarry rejects
+or warns, result columns agree; benchmarks/kusto_referee.py, benchmarks/differential.py).
+
 Results go to build/kql_corpus.json (per query: id, source, status, reason, query) for the
 compiler's engineer. The corpus is a measure, never a target to special-case: nothing here
 rewrites a query.
@@ -38,6 +42,13 @@ if __package__ in (None, ""):  # `python benchmarks/corpus.py`
 import duckdb
 
 from benchmarks._common import BUILD, REPO, interrupt_after, load_in_memory
+from benchmarks.kusto_referee import (
+    Referee,
+    RefereeUnavailable,
+    classify,
+    format_summary,
+)
+from benchmarks.kusto_referee import summarize as summarize_verdicts
 from kql import geoip
 from schema import default_catalog
 from schema.catalog import Catalog
@@ -281,9 +292,21 @@ def main(argv: list[str] | None = None) -> int:
     known_tables |= set(catalog.tables)
     con = build_dataset(catalog, args.days, args.devices, args.seed)
 
+    # Kusto.Language judges the same queries in one node process meanwhile (the differential
+    # counts; benchmarks/differential.py has the whole comparison and its options)
+    wanted = args.corpus or sorted(TARGETS)
+    referee: Referee | None = None
+    try:
+        referee = Referee({f"{c}:{r['id']}": r["query"]
+                           for c in wanted
+                           for i, r in enumerate(read_corpus(args.corpus_dir / f"{c}.dev.jsonl"))
+                           if args.limit is None or i < args.limit})
+    except RefereeUnavailable as e:
+        print(f"Kusto.Language referee unavailable, no differential counts: {e}", file=sys.stderr)
+
     summaries = []
     all_outcomes: list[Outcome] = []
-    for corpus in args.corpus or sorted(TARGETS):
+    for corpus in wanted:
         path = args.corpus_dir / f"{corpus}.dev.jsonl"
         outcomes = []
         started = time.perf_counter()
@@ -303,6 +326,14 @@ def main(argv: list[str] | None = None) -> int:
                   + ", ".join(f"{t} ({n})" for t, n in s["foreign_tables"][:8]))
         summaries.append(s)
         all_outcomes.extend(outcomes)
+
+    if referee is not None:
+        answers = referee.results()
+        verdicts = [classify(o.corpus, o, None if o.status == "ineligible" else answers.get(f"{o.corpus}:{o.id}"))
+                    for o in all_outcomes]
+        print("\n== Kusto.Language differential (geo_info_from_ip_address() without a database here)")
+        for corpus in wanted:
+            print("   " + format_summary(corpus, summarize_verdicts(v for v in verdicts if v.corpus == corpus)))
 
     args.json.parent.mkdir(parents=True, exist_ok=True)
     failures = [asdict(o) for o in all_outcomes if o.status not in ("ok", "ineligible")]

@@ -17,6 +17,7 @@ from sqlglot import exp
 
 # The families register their handlers in kql.registry when imported.
 from kql import enrich as _enrich  # noqa: F401  (invoke FileProfile)
+from kql import enrich_network as _enrich_network  # noqa: F401  (AssignedIPAddresses, DeviceFromIP)
 from kql import evaluate as _evaluate  # noqa: F401
 from kql import nodes as n
 from kql import search as _search  # noqa: F401  (search, find, top-nested)
@@ -39,7 +40,7 @@ from kql.operators import sources as _sources  # noqa: F401
 from kql.operators import summarize as _summarize  # noqa: F401
 from kql.operators import union as _union  # noqa: F401
 from kql.params import PARAM_TYPES, BadValue, read_value
-from kql.registry import EXPRESSIONS, OPERATORS, SOURCES
+from kql.registry import EXPRESSIONS, OPERATORS, SOURCES, TABLE_FUNCTIONS
 from kql.relation import Rel, notnull_outputs, time_aliases
 from kql.typed import STRINGY, UNKNOWN, V, as_string, const, normalize_type
 from schema.catalog import Table
@@ -151,6 +152,11 @@ class Compiler:
 
     def let(self, stmt: n.Let, env: Env) -> None:
         value = stmt.value
+        if stmt.name in env.names:
+            # Kusto rejects a second `let` of a name in one scope (Kusto.Language KS201); Quarry
+            # lets the later one win, as a script read top to bottom would
+            self.ctx.warn("kusto_rejects", f"Kusto rejects declaring {stmt.name!r} twice in one scope: "
+                          "the later value is used", stmt.name_span)
         if isinstance(value, n.FnDef):
             env.names[stmt.name] = Binding("function", value, env)
         elif self.is_tabular(value, env):
@@ -181,6 +187,7 @@ class Compiler:
             if b is not None and b.kind == "function":
                 fn: n.FnDef = b.value
                 return bool(fn.body) and self.is_tabular(fn.body[-1], self.fn_env(fn, b.env, node, env, check=False))
+            return b is None and node.name in TABLE_FUNCTIONS
         return False
 
     def tabular(self, node: n.Node, env: Env) -> Rel:
@@ -251,6 +258,8 @@ class Compiler:
             fn: n.FnDef = b.value
             fenv = self.fn_env(fn, b.env or env, node, env)
             return self.fn_body_table(fn, fenv, node)
+        if b is None and node.name in TABLE_FUNCTIONS:
+            return TABLE_FUNCTIONS[node.name](self, node, env)
         raise self.ctx.fail("unknown_function", f"unknown tabular function {node.name!r}", node.name_span)
 
     def fn_body_table(self, fn: n.FnDef, fenv: Env, call: n.Call) -> Rel:

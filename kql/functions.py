@@ -94,7 +94,7 @@ SCALARS: dict[str, Sig] = {
     "trim": _sig(2, 2, "str str", "string"),
     "trim_start": _sig(2, 2, "str str", "string"),
     "trim_end": _sig(2, 2, "str str", "string"),
-    "indexof": _sig(2, 5, "str str num num num", "long"),
+    "indexof": _sig(2, 5, "any any num num num", "long"),
     "reverse": _sig(1, 1, "str", "string"),
     "parse_path": _sig(1, 1, "str", "dynamic"),
     "parse_url": _sig(1, 1, "str", "dynamic"),
@@ -502,9 +502,19 @@ def _strcat(ctx: Ctx, a: list[V], node: Call) -> exp.Expr:
     return sb.fn("concat", *[as_string(v) for v in a])
 
 
+def _from_end(src: exp.Expr, start: exp.Expr) -> exp.Expr:
+    """A zero-based start position; a negative one counts from the end of `src` (substring() and
+    indexof() docs), stopping at the first character."""
+    neg = exp.LT(this=sb.paren(start), expression=sb.num(0))
+    back = sb.fn("greatest", exp.Add(this=sb.fn("length", src), expression=sb.paren(start.copy())), sb.num(0))
+    return exp.Case(ifs=[exp.If(this=neg, true=back)], default=start.copy())
+
+
 def _substring(ctx: Ctx, a: list[V], node: Call) -> exp.Expr:
-    start = exp.Add(this=sb.paren(a[1].sql), expression=sb.num(1))
-    args = [as_string(a[0]), start] + ([a[2].sql] if len(a) > 2 else [])
+    # substring("123456", -2, 2) is "56": a negative start counts from the end
+    src = as_string(a[0])
+    start = exp.Add(this=sb.paren(_from_end(src.copy(), a[1].sql)), expression=sb.num(1))
+    args = [src, start] + ([sb.fn("greatest", a[2].sql, sb.num(0))] if len(a) > 2 else [])
     return sb.fn("substr", *args)
 
 
@@ -682,19 +692,43 @@ def _round(ctx: Ctx, a: list[V], node: Call) -> exp.Expr:
     return sb.cast(sb.fn("round", dec, a[1].sql if len(a) > 1 else sb.num(0)), "real")
 
 
+MAX_INDEXOF_OCCURRENCE = 8
+
+
 def _indexof(ctx: Ctx, a: list[V], node: Call) -> exp.Expr:
+    """indexof(string, match[, start[, length[, occurrence]]]) as its docs' examples show: a negative
+    start counts from the end; `length` characters are examined from the start (-1: all), the match
+    lying wholly inside them; the n-th occurrence is searched from just after the previous one with
+    the same length; null when length < -1 or occurrence < 0. Non-strings are cast to strings."""
     src, needle = as_string(a[0]), as_string(a[1])
-    if len(a) == 5 and not (a[4].is_const and a[4].const == 1):
-        ctx.error("unsupported", "indexof(): an occurrence other than 1 is not supported", node.span)
-    if len(a) >= 3:
-        start = a[2].sql
-        sub = sb.fn("substr", src, exp.Add(this=sb.paren(start), expression=sb.num(1)))
-        if len(a) >= 4 and not (a[3].is_const and a[3].const == -1):
-            sub = sb.fn("substr", src.copy(), exp.Add(this=sb.paren(start.copy()), expression=sb.num(1)), a[3].sql)
-        pos = sb.fn("strpos", sub, needle)
+    start = _from_end(src.copy(), a[2].sql) if len(a) >= 3 else sb.num(0)
+    length = a[3].sql if len(a) >= 4 else sb.num(-1)
+    occurrence = 1
+    if len(a) == 5:
+        c = a[4].const if a[4].is_const else None
+        if isinstance(c, int) and c < 0:
+            return sb.null("long")
+        if not (isinstance(c, int) and not isinstance(c, bool) and 0 <= c <= MAX_INDEXOF_OCCURRENCE):
+            raise ctx.fail("unsupported", f"indexof(): the occurrence must be a constant from 0 to "
+                           f"{MAX_INDEXOF_OCCURRENCE}", node.args[4].span if len(node.args) > 4 else node.span)
+        occurrence = max(c, 1)
+
+    def search(frm: exp.Expr) -> exp.Expr:
+        unlimited = exp.EQ(this=sb.paren(length.copy()), expression=sb.num(-1))
+        sub = exp.Case(ifs=[exp.If(this=unlimited, true=sb.fn("substr", src.copy(), exp.Add(this=sb.paren(frm.copy()), expression=sb.num(1))))],
+                       default=sb.fn("substr", src.copy(), exp.Add(this=sb.paren(frm.copy()), expression=sb.num(1)),
+                                     sb.fn("greatest", length.copy(), sb.num(0))))
+        pos = sb.fn("strpos", sub, needle.copy())
         return exp.Case(ifs=[exp.If(this=exp.EQ(this=pos, expression=sb.num(0)), true=sb.num(-1))],
-                        default=exp.Add(this=exp.Sub(this=pos.copy(), expression=sb.num(1)), expression=start.copy()))
-    return exp.Sub(this=sb.fn("strpos", src, needle), expression=sb.num(1))
+                        default=exp.Add(this=exp.Sub(this=pos.copy(), expression=sb.num(1)), expression=sb.paren(frm.copy())))
+
+    result = search(start)
+    for _ in range(occurrence - 1):
+        prev = result
+        result = exp.Case(ifs=[exp.If(this=exp.EQ(this=sb.paren(prev), expression=sb.num(-1)), true=sb.num(-1))],
+                          default=search(exp.Add(this=sb.paren(prev.copy()), expression=sb.num(1))))
+    bad = exp.LT(this=sb.paren(length.copy()), expression=sb.num(-1))
+    return exp.Case(ifs=[exp.If(this=bad, true=sb.null("long"))], default=result)
 
 
 def _bag_pack(ctx: Ctx, a: list[V], node: Call) -> exp.Expr:
@@ -711,16 +745,17 @@ def _set_has_element(ctx: Ctx, a: list[V], node: Call) -> exp.Expr:
 
 
 def _array_index_of(ctx: Ctx, a: list[V], node: Call) -> exp.Expr:
-    arr = exp.Cast(this=a[0].sql, to=exp.DataType.build("JSON[]"))
+    arr = _json_list(a[0])
     pos = sb.fn("list_position", arr, _to_json_value(a[1]))
     return exp.Sub(this=sb.fn("coalesce", pos, sb.num(0)), expression=sb.num(1))
 
 
 def _strcat_array(ctx: Ctx, a: list[V], node: Call) -> exp.Expr:
-    arr = exp.Cast(this=a[0].sql, to=exp.DataType.build("JSON[]"))
+    arr = _json_list(a[0])
     strs = sb.fn("list_transform", arr, exp.Lambda(
         this=sb.fn("json_extract_string", exp.column("x"), sb.s("$")), expressions=[exp.to_identifier("x")]))
-    return sb.fn("array_to_string", strs, as_string(a[1]))
+    # not an array: "" (a Kusto string is never null)
+    return sb.fn("coalesce", sb.fn("array_to_string", strs, as_string(a[1])), sb.s(""))
 
 
 def _countof(ctx: Ctx, a: list[V], node: Call) -> exp.Expr:
@@ -867,8 +902,7 @@ DUCKDB: dict[str, Builder] = {
     "toguid": lambda c, a, n: sb.cast(exp.TryCast(this=as_string(a[0]), to=exp.DataType.build("UUID")), "string"),
     "parse_json": _parse_json,
     "todynamic": _parse_json,
-    "array_length": lambda c, a, n: sb.fn("json_array_length", sb.cast(a[0].sql, "dynamic")),
-    "bag_keys": lambda c, a, n: sb.fn("to_json", sb.fn("json_keys", sb.cast(a[0].sql, "dynamic"))),
+    "array_length": lambda c, a, n: sb.fn("len", _json_list(a[0])),
     "bag_has_key": lambda c, a, n: exp.Not(this=exp.Is(this=sb.fn("json_extract", sb.cast(a[0].sql, "dynamic"), exp.DPipe(this=sb.s('$."'), expression=exp.DPipe(this=as_string(a[1]), expression=sb.s('"')))), expression=exp.Null())),
     "pack": _bag_pack,
     "bag_pack": _bag_pack,
@@ -919,8 +953,40 @@ DUCKDB: dict[str, Builder] = {
     "next": _prevnext("lead"),
 }
 
+def _bag_keys(ctx: Ctx, a: list[V], node: Call) -> exp.Expr:
+    # bag-keys-function example: null, 'a' and [] give null; {} gives []
+    d = sb.cast(a[0].sql, "dynamic")
+    is_bag = exp.EQ(this=sb.fn("json_type", d), expression=sb.s("OBJECT"))
+    return exp.Case(ifs=[exp.If(this=is_bag, true=sb.fn("to_json", sb.fn("json_keys", d.copy())))])
+
+
 def _json_list(v: V) -> exp.Expr:
-    return exp.Cast(this=sb.cast(v.sql, "dynamic") if v.type != "dynamic" else v.sql, to=exp.DataType.build("JSON[]"))
+    """The elements of a dynamic array; null when the value is not an array (a bag, a scalar or
+    null): Kusto's array functions give null for those (array-length-function, "Returns")."""
+    d = sb.cast(v.sql, "dynamic") if v.type != "dynamic" else v.sql
+    is_array = exp.EQ(this=sb.fn("json_type", d), expression=sb.s("ARRAY"))
+    return exp.Case(ifs=[exp.If(this=is_array, true=exp.Cast(this=d.copy(), to=exp.DataType.build("JSON[]")))])
+
+
+def _array_slice(ctx: Ctx, a: list[V], node: Call) -> exp.Expr:
+    """array_slice(arr, start, end): both inclusive; a negative index is array_length + index;
+    out-of-bounds indices are ignored (array-slice-function)."""
+    arr = _json_list(a[0])
+
+    def index(e: exp.Expr) -> exp.Expr:
+        neg = exp.LT(this=sb.paren(e), expression=sb.num(0))
+        return exp.Case(ifs=[exp.If(this=neg, true=exp.Add(this=sb.fn("len", arr.copy()), expression=sb.paren(e.copy())))],
+                        default=e.copy())
+
+    lo = sb.fn("greatest", index(a[1].sql), sb.num(0))
+    hi = index(a[2].sql)
+    # DuckDB's list_slice reads a negative bound from the end: an end before the start is empty
+    empty = exp.LT(this=hi, expression=lo)
+    sliced = sb.fn("list_slice", arr.copy(), exp.Add(this=lo.copy(), expression=sb.num(1)),
+                   exp.Add(this=hi.copy(), expression=sb.num(1)))
+    return sb.fn("to_json", exp.Case(ifs=[exp.If(this=exp.Is(this=arr.copy(), expression=exp.Null()), true=exp.Null()),
+                                          exp.If(this=empty, true=exp.Cast(this=exp.Array(expressions=[]), to=exp.DataType.build("JSON[]")))],
+                                     default=sliced))
 
 
 def _set_op(kind: str) -> Builder:
@@ -976,6 +1042,7 @@ def _parse_command_line(ctx: Ctx, a: list[V], node: Call) -> exp.Expr:
 
 
 DUCKDB.update({
+    "bag_keys": _bag_keys,
     "parse_command_line": _parse_command_line,
     "parse_version": _parse_version,
     "set_difference": _set_op("difference"),
@@ -984,7 +1051,7 @@ DUCKDB.update({
     "array_concat": lambda c, a, n: sb.fn("to_json", sb.fn("list_concat", *[_json_list(v) for v in a])) if len(a) > 1 else sb.cast(a[0].sql, "dynamic"),
     "array_sort_asc": lambda c, a, n: sb.fn("to_json", sb.fn("list_sort", _json_list(a[0]))),
     "array_sort_desc": lambda c, a, n: sb.fn("to_json", sb.fn("list_reverse_sort", _json_list(a[0]))),
-    "array_slice": lambda c, a, n: sb.fn("to_json", sb.fn("list_slice", _json_list(a[0]), exp.Add(this=sb.paren(a[1].sql), expression=sb.num(1)), exp.Add(this=sb.paren(a[2].sql), expression=sb.num(1)))),
+    "array_slice": _array_slice,
     "ipv4_is_match": _ipv4_is_match,
     "indexof_regex": _indexof_regex,
     # integer arguments as BIGINT: array_length() arithmetic can be HUGEINT, which generate_series refuses
@@ -1008,8 +1075,6 @@ DIALECTS: dict[str, dict[str, Builder]] = {"duckdb": DUCKDB, "spark": DUCKDB}
 
 # Functions that exist in Kusto but that Quarry cannot offer (data from outside, plugins...).
 UNSUPPORTED_FUNCTIONS = {
-    "DeviceFromIP": "needs Microsoft's device inventory service",
-    "AssignedIPAddresses": "needs Microsoft's device inventory service",
     "SeenBy": "needs Microsoft's device inventory service",
     "parse_xml": "is not supported yet",
     "series_decompose_anomalies": "time series functions are not supported",
@@ -1058,6 +1123,36 @@ def _make_bag(a: list[V]) -> tuple[exp.Expr, str]:
     return sb.fn("coalesce", merged, sb.cast(sb.s("{}"), "dynamic")), "dynamic"
 
 
+def _zero_default(build: AggBuilder) -> AggBuilder:
+    """Kusto's default value of count/countif/dcount/sum/sumif/stdev/variance (and their _if forms)
+    is 0 when nothing is aggregated: no input rows, or only nulls, which these ignore
+    (learn.microsoft.com/kusto/query/summarize-operator, "Default values of aggregations")."""
+    def wrapped(a: list[V]) -> tuple[exp.Expr, str]:
+        e, t = build(a)
+        zero = sb.interval(timedelta(0)) if t == "timespan" else sb.cast(sb.num(0), t)
+        return sb.fn("coalesce", e, zero), t
+    return wrapped
+
+
+def _avg(a: list[V], cond: exp.Expr | None = None) -> tuple[exp.Expr, str]:
+    """avg() divides the sum of the non-null values by their count: with none, 0/0 is NaN
+    (summarize-operator, the example of aggregates over an empty table)."""
+    e = sb.fn("avg", sb.cast(a[0].sql, "real"))
+    if cond is not None:
+        e = _flt(e, cond)
+    return sb.fn("coalesce", e, sb.cast(sb.s("NaN"), "real")), "real"
+
+
+def _spread(fn: str) -> AggBuilder:
+    """stdev/variance: 0 when no value is aggregated (the documented default), else the sample
+    statistic (null for a single value, as in SQL)."""
+    def build(a: list[V]) -> tuple[exp.Expr, str]:
+        none = exp.EQ(this=sb.fn("count", a[0].sql), expression=sb.num(0))
+        return exp.Case(ifs=[exp.If(this=none, true=sb.cast(sb.num(0), "real"))],
+                        default=sb.fn(fn, a[0].sql)), "real"
+    return build
+
+
 def _percentile(a: list[V]) -> tuple[exp.Expr, str]:
     # Kusto's percentile is nearest-rank: a value of the input, as quantile_disc gives
     p = exp.Div(this=sb.cast(a[1].sql, "real"), expression=sb.num(100.0))
@@ -1070,14 +1165,14 @@ def _dcount(a: list[V]) -> exp.Expr:
 
 DUCKDB_AGGREGATES: dict[str, AggBuilder] = {
     "count": lambda a: (sb.fn("count", a[0].sql), "long") if a else (exp.Count(this=exp.Star()), "long"),
-    "countif": lambda a: (sb.fn("count_if", a[0].sql), "long"),
+    "countif": _zero_default(lambda a: (sb.fn("count_if", a[0].sql), "long")),
     "dcount": lambda a: (_dcount(a), "long"),
     "count_distinct": lambda a: (_dcount(a), "long"),
     "dcountif": lambda a: (_flt(_dcount(a), a[1].sql), "long"),
-    "sum": lambda a: _sum(a),
-    "sumif": lambda a: _sum(a, a[1].sql),
-    "avg": lambda a: (sb.fn("avg", a[0].sql), "real"),
-    "avgif": lambda a: (_flt(sb.fn("avg", a[0].sql), a[1].sql), "real"),
+    "sum": _zero_default(lambda a: _sum(a)),
+    "sumif": _zero_default(lambda a: _sum(a, a[1].sql)),
+    "avg": lambda a: _avg(a),
+    "avgif": lambda a: _avg(a, a[1].sql),
     "min": lambda a: (sb.fn("min", a[0].sql), a[0].type),
     "max": lambda a: (sb.fn("max", a[0].sql), a[0].type),
     "minif": lambda a: (_flt(sb.fn("min", a[0].sql), a[1].sql), a[0].type),
@@ -1093,8 +1188,8 @@ DUCKDB_AGGREGATES: dict[str, AggBuilder] = {
     "any": lambda a: (sb.fn("any_value", a[0].sql), a[0].type),
     "take_anyif": lambda a: (_flt(sb.fn("any_value", a[0].sql), a[1].sql), a[0].type),
     "percentile": _percentile,
-    "stdev": lambda a: (sb.fn("stddev_samp", a[0].sql), "real"),
-    "variance": lambda a: (sb.fn("var_samp", a[0].sql), "real"),
+    "stdev": _spread("stddev_samp"),
+    "variance": _spread("var_samp"),
     "binary_all_or": lambda a: (sb.fn("bit_or", a[0].sql), "long"),
     "binary_all_and": lambda a: (sb.fn("bit_and", a[0].sql), "long"),
 }

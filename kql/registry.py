@@ -58,50 +58,44 @@ ExpressionRule = Callable[[Binder, Any, Scope], V]
 EvaluateRule = Callable[[Binder, Rel, n.Operator, n.Call, Env], Rel]
 # invoke <plugin>(...): (binder, input, the call, env)
 InvokeRule = Callable[[Binder, Rel, n.Call, Env], Rel]
+TableFunctionRule = Callable[[Binder, n.Call, Env], Rel]
 
 OPERATORS: dict[str, OperatorRule] = {}  # by Operator.kind: "where", "mv-expand", ...
 SOURCES: dict[str, SourceRule] = {}  # by Source.kind: "print", "range", "union", ...
 EXPRESSIONS: dict[type[n.Node], ExpressionRule] = {}  # by syntax node class
 EVALUATE_PLUGINS: dict[str, EvaluateRule] = {}
 INVOKE_PLUGINS: dict[str, InvokeRule] = {}
+TABLE_FUNCTIONS: dict[str, TableFunctionRule] = {}  # built-in tabular functions: AssignedIPAddresses()
+
+
+def _registrar(table: dict[Any, Any], what: str, keys: tuple[Any, ...]) -> Callable[[Any], Any]:
+    def register(rule: Any) -> Any:
+        for key in keys:
+            assert key not in table, f"{what} {key} registered twice"
+            table[key] = rule
+        return rule
+    return register
 
 
 def operator(*kinds: str) -> Callable[[OperatorRule], OperatorRule]:
-    def register(rule: OperatorRule) -> OperatorRule:
-        for kind in kinds:
-            assert kind not in OPERATORS, f"operator {kind} registered twice"
-            OPERATORS[kind] = rule
-        return rule
-    return register
+    return _registrar(OPERATORS, "operator", kinds)
 
 
 def source(*kinds: str) -> Callable[[SourceRule], SourceRule]:
-    def register(rule: SourceRule) -> SourceRule:
-        for kind in kinds:
-            assert kind not in SOURCES, f"source {kind} registered twice"
-            SOURCES[kind] = rule
-        return rule
-    return register
+    return _registrar(SOURCES, "source", kinds)
 
 
 def expression(*node_types: type[n.Node]) -> Callable[[Any], Any]:
-    def register(rule: Any) -> Any:
-        for t in node_types:
-            assert t not in EXPRESSIONS, f"expression {t.__name__} registered twice"
-            EXPRESSIONS[t] = rule
-        return rule
-    return register
+    return _registrar(EXPRESSIONS, "expression", node_types)
 
 
 def evaluate_plugin(name: str) -> Callable[[EvaluateRule], EvaluateRule]:
-    def register(rule: EvaluateRule) -> EvaluateRule:
-        EVALUATE_PLUGINS[name] = rule
-        return rule
-    return register
+    return _registrar(EVALUATE_PLUGINS, "evaluate plugin", (name,))
 
 
 def invoke_plugin(name: str) -> Callable[[InvokeRule], InvokeRule]:
-    def register(rule: InvokeRule) -> InvokeRule:
-        INVOKE_PLUGINS[name] = rule
-        return rule
-    return register
+    return _registrar(INVOKE_PLUGINS, "invoke plugin", (name,))
+
+
+def table_function(name: str) -> Callable[[TableFunctionRule], TableFunctionRule]:
+    return _registrar(TABLE_FUNCTIONS, "table function", (name,))

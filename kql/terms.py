@@ -82,3 +82,30 @@ def has_all(a: exp.Expr, terms: list[str]) -> exp.Expr:
         term = has_term(a.copy(), t)
         out = term if i == 0 else exp.And(this=out, expression=term)
     return exp.Paren(this=out)
+
+
+def term_piece(term: exp.Expr) -> exp.Expr:
+    """A regex, built at run time, matching the text ``term`` as a whole term (has)."""
+    return exp.DPipe(this=exp.DPipe(this=sb.s("(?i)(?:^|[^0-9A-Za-z])"),
+                                    expression=sb.fn("regexp_escape", sb.cast(term, "string"))),
+                     expression=sb.s("(?:$|[^0-9A-Za-z])"))
+
+
+def has_all_subquery(a: exp.Expr, sub: exp.Select, ctx: Ctx) -> exp.Expr:
+    """has_all over a tabular list: every term of the subquery's first column is in ``a``."""
+    inner = sub.expressions[0].alias_or_name
+    every = sb.fn("bool_and", sb.fn("regexp_matches", a, term_piece(sb.col(inner))))
+    check = exp.Select(expressions=[every]).from_(
+        exp.Subquery(this=sub, alias=exp.TableAlias(this=sb.ident(ctx.alias()))))
+    return sb.fn("coalesce", exp.Subquery(this=check), exp.true())
+
+
+def has_terms_of_array(a: exp.Expr, arr: exp.Expr, every: bool) -> exp.Expr:
+    """has_any / has_all over a dynamic array known only at run time (a `toscalar(... |
+    summarize make_set(x))`, a column): a test per element."""
+    t = sb.lambda_param("t", a, arr)
+    test = exp.Lambda(this=sb.fn("regexp_matches", a.copy(), term_piece(exp.column(t))),
+                      expressions=[exp.to_identifier(t)])
+    elems = exp.Cast(this=sb.fn("json_extract_string", arr, sb.s("$[*]")), to=exp.DataType.build("VARCHAR[]"))
+    agg = sb.fn("list_bool_and" if every else "list_bool_or", sb.fn("list_transform", elems, test))
+    return sb.fn("coalesce", agg, exp.true() if every else exp.false())

@@ -289,6 +289,11 @@ MIGRATIONS: list[str] = [
         UNIQUE (owner, name)
     );
     """,
+    # 8 (fidelity): a detection rule's metadata (JSON), e.g. the Sigma id, author and license of
+    # an imported rule (server/detections/sigma.py)
+    """
+    ALTER TABLE detection_rules ADD COLUMN metadata TEXT NOT NULL DEFAULT '{}';
+    """,
 ]
 
 

@@ -53,8 +53,8 @@ def test_events_survive_server_down_and_agent_restart_and_arrive_once(tmp_path: 
             run(f"warmup-{marker}")
             return f"warmup-{marker}" in queued_text(state)
         wait_for(warm, 20, "the agent to capture execs")
-        for i in range(20):
-            run(f"{marker}-{i}")
+        procs = [subprocess.Popen(["/bin/sh", "-c", "sleep 0.1; true", f"{marker}-{i}"]) for i in range(20)]
+        assert [p.wait(30) for p in procs] == [0] * 20
         needles = [f"{marker}-{i}" + '"' for i in range(20)]  # the JSON string ends after it
         wait_for(lambda: all(n in queued_text(state) for n in needles), 10, "the 20 events in the disk queue")
     assert "wait in the queue" in agent_log(state)
@@ -100,15 +100,17 @@ def test_full_queue_drops_with_a_log_line_and_a_counter_in_the_heartbeat(
 
 
 class _Busy(BaseHTTPRequestHandler):
-    """Answers the first POST 503 with Retry-After: 1, the next ones 200 (the ingest contract)."""
+    """Answers POSTs with ``status`` and Retry-After: 1 first, then 200 (the ingest contract:
+    503 back-pressure, 507 full disk)."""
 
     hits: list[float] = []
+    status = 503
 
     def do_POST(self) -> None:  # noqa: N802
         self.rfile.read(int(self.headers["content-length"]))
         _Busy.hits.append(time.monotonic())
         if len(_Busy.hits) == 1:
-            self.send_response(503)
+            self.send_response(_Busy.status)
             self.send_header("Retry-After", "1")
             body = b'{"ok": false, "error": "back-pressure"}'
         else:
@@ -122,7 +124,9 @@ class _Busy(BaseHTTPRequestHandler):
         pass
 
 
-def test_sender_waits_for_retry_after_on_503(tmp_path: Path) -> None:
+@pytest.mark.parametrize("status", [503, 507])
+def test_sender_waits_for_retry_after(tmp_path: Path, status: int) -> None:
+    _Busy.hits, _Busy.status = [], status
     assert retry_after("2", 0.5) == 2.0 and retry_after(None, 0.5) == 0.5
     assert retry_after("Wed, 21 Oct 2015 07:28:00 GMT", 0.5) == 0.0  # a date in the past
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Busy)

@@ -142,3 +142,5 @@ def test_a_query_stops_when_its_client_leaves(srv: LiveServer) -> None:
     while runner.running and time.monotonic() - runner_state["gave_up"] < 10:
         time.sleep(0.05)
     assert runner.running == 0 and time.monotonic() - runner_state["gave_up"] < 3
+    hist = httpx.get(srv.url + "/api/query/history?top=1", headers={"Authorization": f"Bearer {ADMIN}"}).json()
+    assert hist["value"][0]["query"] == slow and "cancelled" in hist["value"][0]["error"]

@@ -60,6 +60,8 @@ SCOPES: dict[tuple[str, str], str] = {
     ("GET", "/api/devices/{device_id}/actions/pending"): "ingest",
     ("POST", "/api/devices/{device_id}/actions/{action_id}/result"): "ingest",
     ("POST", "/api/devices/{device_id}/actions/{action_id}/cancel"): "admin",
+    ("PUT", "/api/devices/{device_id}/actions/{action_id}/package"): "ingest",
+    ("GET", "/api/devices/{device_id}/actions/{action_id}/package"): "admin",
     ("GET", "/api/devices/{device_id}/actions/audit"): "admin",
     ("GET", "/api/deviceactions"): "admin",
     ("GET", "/api/deviceactions/audit"): "admin",

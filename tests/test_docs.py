@@ -308,3 +308,29 @@ def test_readme_links_resolve() -> None:
     missing = [t for t in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", readme)
                if "://" not in t and not (ROOT / t).exists()]
     assert not missing, f"README.md links to files that do not exist: {missing}"
+
+
+# -- the console (docs/console.md) -----------------------------------------------------------------
+
+
+def _console_pages() -> list[str]:
+    """Every page the console serves (its router's GET routes, and the alert and incident pages)."""
+    from server.web import alerts, console
+
+    paths = [r.path for r in list(console.router.routes) + list(alerts.router.routes)
+             if "GET" in getattr(r, "methods", set()) and not r.path.startswith(("/console/assets", "/login"))]
+    return sorted({re.sub(r"\{[^}]+\}", "{id}", p) for p in paths})
+
+
+CONSOLE_PAGES = _console_pages()
+
+
+def test_console_pages_are_found() -> None:
+    assert {"/", "/hunting", "/alerts", "/alerts/{id}", "/devices/{id}"} <= set(CONSOLE_PAGES)
+
+
+@pytest.mark.parametrize("path", CONSOLE_PAGES)
+def test_console_page_documented(path: str) -> None:
+    text = _read("docs/console.md")
+    rows = [line for line in text.splitlines() if line.startswith("| `")]
+    assert any(f"`{path}`" in row for row in rows), f"docs/console.md has no table row naming `{path}`"

@@ -11,10 +11,9 @@ import pytest
 from server.errors import ApiError
 from server.ingest.guard import (
     MAX_DEPTH,
+    arrow_may_read,
     check_utf8,
     count_lines,
-    objects_per_line,
-    shallow_lines,
     too_deep,
 )
 
@@ -39,15 +38,15 @@ def test_too_deep_refuses_past_the_limit_without_recursing(depth: int) -> None:
     assert too_deep([1, {"x": [2, nest(depth)]}])
 
 
-def test_shallow_lines_bounds_each_line() -> None:
+def test_arrow_may_read_bounds_each_line() -> None:
     ok = b"\n".join(orjson.dumps({"a": nest(MAX_DEPTH)}) for _ in range(200)) + b"\n"
-    assert shallow_lines(ok)  # each line: the row plus a value of MAX_DEPTH levels
-    deep_line = b"[" * (MAX_DEPTH + 2) + b"]" * (MAX_DEPTH + 2)
-    assert not shallow_lines(ok + deep_line + b"\n")
+    assert arrow_may_read(ok)  # each line: the row plus a value of MAX_DEPTH levels
+    deep_line = b'{"a":' + b"[" * (MAX_DEPTH + 1) + b"]" * (MAX_DEPTH + 1) + b"}"
+    assert not arrow_may_read(ok + deep_line + b"\n")
     # Brackets inside strings only ever make the estimate larger, never smaller.
-    assert not shallow_lines(b'{"s":"' + b"{" * 100 + b'"}\n')
+    assert not arrow_may_read(b'{"s":"' + b"{" * 100 + b'"}\n')
     # Many lines, each with a few openers: no single line is deep.
-    assert shallow_lines(b'{"a":[{"b":[1]}]}\n' * 10_000)
+    assert arrow_may_read(b'{"a":[{"b":[1]}]}\n' * 10_000)
 
 
 def test_count_lines() -> None:
@@ -85,10 +84,10 @@ def test_valid_utf8_passes() -> None:
     check_utf8(b"", "json")
 
 
-def test_objects_per_line() -> None:
-    assert objects_per_line(b'{"a":1}\n{}\r\n{}\n\n')
+def test_arrow_may_read_only_one_object_per_line() -> None:
+    assert arrow_may_read(b'{"a":1}\n{}\r\n{}\n\n')
     for body in (b"null\n", b'{}\nnull\n', b" {}\n", b"{}\n\n{}\n", b"", b"[{}]"):
-        assert not objects_per_line(body), body
+        assert not arrow_may_read(body), body
 
 
 def test_locating_invalid_utf8_after_millions_of_lines_is_cheap() -> None:
@@ -97,3 +96,24 @@ def test_locating_invalid_utf8_after_millions_of_lines_is_cheap() -> None:
     e = _utf8_error(body, "ndjson")
     assert (e["row"], e["line"], e["column"]) == (1, 4_000_003, "FileName")
     assert time.process_time() - started < 1.0  # no Python object per line
+
+
+def _may_read_reference(body: bytes, limit: int = MAX_DEPTH + 1) -> bool:
+    lines = body.rstrip(b" \t\r\n").split(b"\n")
+    return bool(body) and all(ln.startswith(b"{") for ln in lines) and all(
+        ln.count(b"{") + ln.count(b"[") <= limit for ln in lines)
+
+
+def test_arrow_may_read_matches_a_line_by_line_reference() -> None:
+    """Across the 64 KiB slices it counts in, and whatever the lines hold."""
+    import random
+
+    rnd = random.Random(7)
+    pieces = [b'{"a":1}', b'{"a":[{"b":"{["}]}', b"null", b"", b" {}", b'{"x":' + b"[" * 70,
+              b'{"k":"' + b"x" * 65_530 + b'"}', b"{}\r"]
+    for _ in range(300):
+        lines = [rnd.choice(pieces[:2]) for _ in range(rnd.randint(1, 4))]
+        if rnd.random() < 0.5:
+            lines.insert(rnd.randint(0, len(lines)), rnd.choice(pieces))
+        body = b"\n".join(lines) + rnd.choice([b"", b"\n", b"\n\n", b"\r\n"])
+        assert arrow_may_read(body) == _may_read_reference(body), body[:200]

@@ -41,7 +41,11 @@ def _ids(body: dict[str, Any]) -> list[Any]:
 
 
 def test_seed_query_over_http_on_spark_reads_tail_then_parquet(tmp_path: Path) -> None:
-    with seeded_server(tmp_path, engine="spark", spark_master="local[2]") as srv, srv.client() as c:
+    from server.query.spark import spark_session
+
+    spark_session("local[2]")  # the JVM starts here (the server's runner then gets this session)
+    # a generous client timeout: Spark's first queries compile code on a loaded 2-core machine
+    with seeded_server(tmp_path, engine="spark", spark_master="local[2]") as srv, srv.client(timeout=300) as c:
         # the rows are all in the hot tail (not flushed): shipped to Spark as Arrow
         r = c.post("/api/query", json={"query": SEED_QUERY})
         assert r.status_code == 200, r.text

@@ -132,6 +132,12 @@ def test_the_whole_usb_scenario_in_the_browser(srv: LiveServer, browser: Any) ->
     page.click("#copy-row")
     copied = page.evaluate("() => navigator.clipboard.readText()")
     assert '"ProcessCommandLine":"cp Desktop/leak.txt /Volumes/TEST-USB/leak.txt"' in copied
+    # save it (shared), then load it back from the list
+    page.fill("#save-name", "USB copies")
+    page.check("#save-shared")
+    page.click("#save-query")
+    page.wait_for_selector("#saved a:text-is('USB copies')")
+    assert "(shared)" in page.inner_text("#saved")
     history = page.inner_text("#history")
     assert "DeviceProcessEvents | where Timestamp > ago(2h)" in history and "2 rows" in history
     _shot(page, "hunting")
@@ -149,8 +155,10 @@ def test_the_whole_usb_scenario_in_the_browser(srv: LiveServer, browser: Any) ->
     assert "render" not in page.inner_text("#warnings")
     _shot(page, "hunting-timechart")
 
-    # Create the detection rule from the seed query: compile check and backtest first.
-    _set_query(page, SEED)
+    # Create the detection rule from the seed query (loaded from the saved queries): compile
+    # check and backtest first.
+    page.click("#saved a:text-is('USB copies')")
+    assert _editor_text(page) == SEED
     page.click("#create-rule")
     page.fill("#rule-form [name=name]", "USB copy on macOS")
     page.fill("#rule-form [name=alertTitle]", "File copied to USB on {{DeviceName}}")
@@ -176,6 +184,9 @@ def test_the_whole_usb_scenario_in_the_browser(srv: LiveServer, browser: Any) ->
     page.wait_for_selector("#backtest-chart rect.bar")
     assert "2 matching rows; 2 alert(s) would be raised" in page.inner_text("#backtest-summary")
     _shot(page, "rule")
+    page.click("#rule-toggle")  # disable
+    page.wait_for_function("() => document.getElementById('rule-toggle').textContent === 'Enable'")
+    assert "disabled" in page.inner_text("main p")
 
     # The alert is in the queue; open it, see the process tree, classify it.
     page.click("#nav-alerts")
@@ -269,6 +280,12 @@ def test_a_column_typo_is_marked_where_it_is_with_the_fix(srv: LiveServer, brows
     fix.click()
     assert _editor_text(page) == 'DeviceProcessEvents\n| where ProcessCommandLine contains "x"'
     page.wait_for_function("() => !document.querySelector('.cm-lintRange-error')")
+    # the schema tree: filter, then a click inserts the column at the cursor
+    page.click(".cm-content")
+    page.keyboard.press("Control+End")
+    page.fill("#schema-filter", "SHA256")
+    page.locator("#schema-tree details", has_text="DeviceFileEvents").locator("a.col", has_text="SHA256").first.click()
+    assert _editor_text(page).endswith('contains "x"SHA256')
     page.context.close()
 
 
@@ -301,6 +318,12 @@ def test_a_100000_row_result_scrolls_with_only_visible_rows_rendered(srv: LiveSe
     page.eval_on_selector("#grid-body", "b => { b.scrollTop = 0; b.dispatchEvent(new Event('scroll')); }")
     page.wait_for_selector("#grid-body .gr[data-row='0'] .gc:text-is('100000')")
     assert time.monotonic() - t0 < 30
+    # Export streams the whole result through /api/query/export
+    with page.expect_download() as info:
+        page.select_option("#export", "csv")
+    path = info.value.path()
+    lines = Path(path).read_text().splitlines()
+    assert len(lines) == 100_001 and lines[0].startswith("i,s,d") and lines[-1].startswith("100000,row-100000")
     page.context.close()
 
 

@@ -1,7 +1,7 @@
 """Delivers queue segments to ``POST /api/ingest/{Table}`` (gzip'd NDJSON), oldest first.
 
-A segment is acknowledged (removed from the queue) only on 200. 429 and 503 wait for the
-server's Retry-After; connection errors and other 5xx back off exponentially (with jitter, up to
+A segment is acknowledged (removed from the queue) only on 200. 429, 503 and 507 (the server's
+disk is full) wait for the server's Retry-After; connection errors and other 5xx back off exponentially (with jitter, up to
 ``max_backoff_s``). 400/404/413/415 mean the batch itself is unacceptable, so retrying would
 block the queue forever: the segment is set aside and counted (see DiskQueue.reject).
 """
@@ -20,6 +20,8 @@ from quarry_agent.queue import DiskQueue, Segment
 
 log = logging.getLogger("quarry_agent.sender")
 REJECT_STATUSES = {400, 404, 413, 415, 422}
+# 429 too many requests, 503 back-pressure, 507 the server's disk is full: all say when to retry.
+RETRY_AFTER_STATUSES = {429, 503, 507}
 MAX_RETRY_AFTER_S = 300.0
 
 
@@ -85,7 +87,7 @@ class Sender:
             self.sent_events += seg.count
             self.backoff = self.min_backoff_s
             return True
-        if r.status_code in (429, 503):
+        if r.status_code in RETRY_AFTER_STATUSES:
             self._fail(
                 f"server busy ({r.status_code})",
                 retry_after(r.headers.get("retry-after"), self.backoff),

@@ -16,7 +16,16 @@ from kql.lower import capabilities
 from kql.regex import check, regex_arg
 from kql.registry import Binder, expression
 from kql.temporal import datetime_in_range, timespan_in_range, timespan_ok
-from kql.terms import fn_coalesce_false, has_all, has_any, has_any_subquery, has_term, negate
+from kql.terms import (
+    fn_coalesce_false,
+    has_all,
+    has_all_subquery,
+    has_any,
+    has_any_subquery,
+    has_term,
+    has_terms_of_array,
+    negate,
+)
 from kql.typed import (
     NUMERIC,
     STRINGY,
@@ -60,11 +69,7 @@ def arith(bd: Binder, node: n.Binary, a: V, b: V) -> V:
     if tb == "dynamic":
         b, tb = V(to_type(b, "real"), "real"), "real"
     if ta in NUMERIC and tb in NUMERIC:
-        t = num_result(ta, tb)
-        if op == "/" and t in ("long", "int"):
-            # Kusto divides integers as integers, truncating toward zero
-            return V(sb.cast(sb.fn("trunc", exp.Div(this=sb.paren(a.sql), expression=sb.paren(b.sql))), t), t)
-        return V(_arith_sql(op, a.sql, b.sql), t)
+        return _numeric(op, a, b, num_result(ta, tb))
     if ta == "datetime" and tb == "datetime" and op == "-":
         return V(exp.Sub(this=a.sql, expression=b.sql), "timespan")
     # past Kusto's datetime/timespan range the result is null, as in Kusto (kql.temporal)
@@ -296,16 +301,19 @@ def x_InOp(bd: Binder, node: n.InOp, scope: Scope) -> V:
     vals, sub = in_values(bd, node.items, scope)
     if base in ("has_any", "has_all"):
         expect_string(bd, a, node.left, op)
-        if sub is not None:
-            if base == "has_all":
-                raise bd.ctx.fail("unsupported", "has_all with a tabular argument is not supported", node.span)
+        if sub is not None:  # a tabular argument: a subquery, a let-bound table
             assert isinstance(sub, exp.Select)
-            found = has_any_subquery(as_string(a), sub, bd.ctx)
+            found = (has_any_subquery(as_string(a), sub, bd.ctx) if base == "has_any"
+                     else has_all_subquery(as_string(a), sub, bd.ctx))
+            return V(sb.not_true(found) if neg else found, "bool")
+        if len(vals) == 1 and vals[0].type == "dynamic" and not vals[0].is_const:
+            # an array computed by the query (toscalar(... | summarize make_set(x)))
+            found = has_terms_of_array(as_string(a), vals[0].sql, base == "has_all")
             return V(sb.not_true(found) if neg else found, "bool")
         terms: list[str] = []
         for v in vals:
             if not (v.is_const and v.const is not None):
-                raise bd.ctx.fail("unsupported", f"{base} needs constant terms", node.span)
+                raise bd.ctx.fail("unsupported", f"{base} needs constant terms or one array", node.span)
             terms.append(str(v.const))
         pred = has_any(as_string(a), terms) if base == "has_any" else has_all(as_string(a), terms)
         return V(negate(pred, a, *vals) if neg else pred, "bool")
@@ -362,8 +370,14 @@ def x_Between(bd: Binder, node: n.Between, scope: Scope) -> V:
     for bound in (lo, hi):
         if not comparable(v.type, bound.type, bound):
             bd.ctx.error("type_mismatch", f"between: cannot compare {v.type} with {bound.type}", node.span)
-    pred = exp.Between(this=to_type(v, lo.type) if v.type == "dynamic" else v.sql, low=lo.sql, high=hi.sql)
-    return V(sb.not_true(pred) if node.negated else pred, "bool")
+    value = to_type(v, lo.type) if v.type == "dynamic" else v.sql
+    if node.negated:
+        # not-between-operator: the rows where (expr < leftRange or expr > rightRange) is true, so
+        # a null value is outside nothing (its predicate is null, which where drops)
+        outside = exp.Or(this=exp.LT(this=value, expression=lo.sql),
+                         expression=exp.GT(this=value.copy(), expression=hi.sql))
+        return V(sb.paren(outside), "bool")
+    return V(exp.Between(this=value, low=lo.sql, high=hi.sql), "bool")
 
 
 @expression(n.Matches)
@@ -388,6 +402,26 @@ def _py_type(x: Any) -> str:
     if x is None:
         return UNKNOWN
     return "dynamic"
+
+
+def _numeric(op: str, a: V, b: V, t: str) -> V:
+    """Arithmetic on numbers, with Kusto's rules (learn.microsoft.com/kusto/query/numerical-operators):
+    two integers (int or long) give a long, so int + int does not overflow at 2^31; integer
+    division truncates toward zero; N % D is always in [0, abs(D)) (-14 % 12 is 10).
+    An integer divided by zero is null (the docs say nothing; SQL engines raise an error)."""
+    x, y = a.sql, b.sql
+    if t in ("int", "long"):
+        t = "long"
+        x, y = (sb.cast(e, "long") if v.type == "int" else e for e, v in ((x, a), (y, b)))
+        if op in "/%":
+            y = exp.Nullif(this=y, expression=sb.num(0))
+        if op == "/":
+            return V(exp.IntDiv(this=sb.paren(x), expression=sb.paren(y)), t)
+    if op == "%":
+        d = sb.fn("abs", sb.paren(y))
+        return V(exp.Mod(this=sb.paren(exp.Add(this=exp.Mod(this=sb.paren(x), expression=sb.paren(y)), expression=d)),
+                         expression=d), t)
+    return V(_arith_sql(op, x, y), t)
 
 
 def _arith_sql(op: str, a: exp.Expr, b: exp.Expr) -> exp.Expr:

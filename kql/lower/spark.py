@@ -33,7 +33,8 @@ from sqlglot.generators.spark import SparkGenerator
 from schema.types import KQL_TYPES
 
 # DuckDB type name (what the compiler casts to) -> Spark type name, from the one type map
-_SPARK_TYPES = {t.duckdb: t.spark for t in KQL_TYPES.values()} | {"TIMESTAMPTZ": "TIMESTAMP"}
+_SPARK_TYPES = {t.duckdb: t.spark for t in KQL_TYPES.values()} | {
+    "TIMESTAMPTZ": "TIMESTAMP", "INT128": "DECIMAL(38, 0)", "HUGEINT": "DECIMAL(38, 0)"}
 _EPOCH = "TIMESTAMP '1970-01-01 00:00:00'"
 
 
@@ -115,6 +116,9 @@ _ANONYMOUS: dict[str, Callable[[SparkGenerator, exp.Anonymous], str]] = {
     "timezone": lambda g, e: g.sql(e.expressions[1]),
     "try_strptime": _strptime,
     "json_type": lambda g, e: _json_type(g, e.expressions[0]),
+    # DuckDB lists are 1-based, as ELEMENT_AT; a missing element is null in both
+    "list_extract": lambda g, e: f"TRY_ELEMENT_AT({_args(g, e)[0]}, {_args(g, e)[1]})",
+    "list_position": lambda g, e: f"NULLIF(ARRAY_POSITION({_args(g, e)[0]}, {_args(g, e)[1]}), 0)",
     "epoch_us": lambda g, e: _micros(g, e.expressions[0]),
     # a difference of two timestamps is Spark's INTERVAL DAY TO SECOND, exact to the microsecond
     "to_microseconds": lambda g, e: f"(TIMESTAMP_MICROS({_args(g, e)[0]}) - TIMESTAMP_MICROS(0))",
@@ -129,6 +133,24 @@ _ANONYMOUS: dict[str, Callable[[SparkGenerator, exp.Anonymous], str]] = {
 
 
 class QuarrySparkGenerator(SparkGenerator):
+    def generate(self, expression: exp.Expr, copy: bool = True) -> str:
+        # A series as a table (`range`) is a generator in Spark's FROM: EXPLODE(SEQUENCE(...)) AS
+        # t(x). Wrapped before sqlglot's own rewrites, which mangle the bare series.
+        if copy:
+            expression = expression.copy()
+        for table in list(expression.find_all(exp.Table)):
+            if isinstance(table.this, exp.GenerateSeries):
+                table.set("this", exp.Explode(this=table.this))
+        return super().generate(expression, copy=False)
+
+    def bracket_sql(self, expression: exp.Bracket) -> str:
+        # sqlglot turns DuckDB's 1-based literal indexes 0-based but leaves a computed index as
+        # written (1-based): Spark's [] is 0-based
+        index = expression.expressions
+        if len(index) == 1 and not isinstance(index[0], exp.Literal) and not expression.args.get("json_access"):
+            return f"{self.sql(expression, 'this')}[({self.sql(index[0])}) - 1]"
+        return super().bracket_sql(expression)
+
     def datatype_sql(self, expression: exp.DataType) -> str:
         name = expression.this.value if isinstance(expression.this, exp.DataType.Type) else None
         mapped = _SPARK_TYPES.get(str(name)) if name else None

@@ -116,6 +116,8 @@ async def run_and_render(
     try:
         body = await runner.in_pool(work)
     except QueryError as e:
+        if stopper.stopping:  # nobody reads this answer; the history says what happened
+            raise ApiError(499, "the query was cancelled: its client went away", code="cancelled") from None
         raise api_error(e) from None
     finally:
         stopper.done = True
@@ -251,24 +253,22 @@ async def native_query(request: Request, _key: QueryKey, body: NativeQuery) -> R
     tr = time_range(body.timespan, default=None, now=now)
     owner = request_owner(request)
     started = time.monotonic()
+    seen: dict[str, int] = {}
+
+    def body_of(result: QueryResult) -> dict[str, Any]:
+        seen["rows"] = len(result.rows)
+        return _native_body(result, body.query, now, request.app.state.settings.kql_limits())
+
     try:
-        resp = await run_and_render(request, body.query, lambda r: _native_body(r, body.query, now, request.app.state.settings.kql_limits()), tr=tr,
-                                    max_rows=body.maxRows, now=now, parameters=body.parameters)
+        resp = await run_and_render(request, body.query, body_of, tr=tr, max_rows=body.maxRows, now=now,
+                                    parameters=body.parameters)
     except ApiError as e:
         await run_in_threadpool(record_history, request.app.state.metadata, owner, body.query, body.timespan,
                                 None, (time.monotonic() - started) * 1000, e.error)
         raise
     await run_in_threadpool(record_history, request.app.state.metadata, owner, body.query, body.timespan,
-                            _rows_of(resp), (time.monotonic() - started) * 1000, None)
+                            seen.get("rows"), (time.monotonic() - started) * 1000, None)
     return resp
-
-
-def _rows_of(resp: Response) -> int | None:
-    # The count is in the body's stats; reading it back is cheaper than threading it through.
-    try:
-        return int(orjson.loads(bytes(resp.body))["stats"]["rowsReturned"])
-    except (ValueError, KeyError, TypeError):
-        return None
 
 
 # -- Defender ------------------------------------------------------------------------------

@@ -87,7 +87,7 @@ class DetectionStore(Protocol):
     def update_incident(self, incident_id: int, fields: dict[str, Any], comments: list[dict[str, Any]], now: datetime) -> dict[str, Any] | None: ...
 
 
-_RULE_JSON = ("mitre_techniques", "device_groups", "actions")
+_RULE_JSON = ("mitre_techniques", "device_groups", "actions", "metadata")
 _ALERT_JSON = ("mitre_techniques", "comments", "evidence", "entities")
 _RULE_COLUMNS = (
     "name",
@@ -106,6 +106,7 @@ _RULE_COLUMNS = (
     "next_run_at",
     "covered_through",
     "ingest_watermark",
+    "metadata",
 )
 
 

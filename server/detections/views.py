@@ -99,6 +99,7 @@ def rule_to_api(r: dict[str, Any], last_run: dict[str, Any] | None = None) -> di
         "severity": r["severity"],
         "category": r["category"],
         "mitreTechniques": r["mitre_techniques"],
+        "metadata": r.get("metadata") or {},
         "alertTitle": r["alert_title"],
         "alertDescription": r["alert_description"],
         "recommendedActions": r["recommended_actions"],

@@ -40,9 +40,8 @@ from server.ingest.guard import (
     CLIP,
     MAX_COLUMN_NAME,
     MAX_DEPTH,
+    arrow_may_read,
     clip,
-    objects_per_line,
-    shallow_lines,
     too_deep,
 )
 
@@ -498,7 +497,7 @@ def convert_ndjson(table: Table, body: bytes) -> Converted | None:
     """
     if not fast_path_supported(table) or not body.strip():
         return None
-    if not (objects_per_line(body) and shallow_lines(body)):
+    if not arrow_may_read(body):
         # pyarrow's reader recurses once per level and overflows the stack on deep input, and
         # crashes on a first line that is not an object: such a body goes to orjson (hard limit
         # 1,024 levels) and the per-value checks.

@@ -72,3 +72,23 @@ def test_names_may_start_with_digits() -> None:
 def test_render_inside_a_function_body() -> None:
     r = run_kql('let F = (x:string) {\n  DeviceProcessEvents | project FileName\n  | render piechart\n};\nF("a")')
     assert r.names == ["FileName"]
+
+
+@pytest.mark.parametrize(("query", "head"), [
+    # arg_max beside other aggregates (each list checked with kusto-check)
+    ("DeviceInfo | summarize n = dcount(DeviceId), arg_max(Timestamp, *) by DeviceName, bin(Timestamp, 15m)",
+     ["DeviceName", "Timestamp", "n", "Timestamp1", "DeviceId", "ClientVersion"]),
+    ("DeviceInfo | summarize n = count(), arg_max(Timestamp, DeviceId) by DeviceId",
+     ["DeviceId", "n", "Timestamp", "DeviceId1"]),
+    ("DeviceInfo | summarize n = count(), L = arg_max(Timestamp, *) by DeviceId",
+     ["DeviceId", "n", "L", "DeviceName", "ClientVersion", "PublicIP"]),
+])
+def test_arg_max_beside_other_aggregates(query: str, head: list[str]) -> None:
+    assert run_kql(query).names[:len(head)] == head
+
+
+def test_column_ifexists_takes_any_constant_name() -> None:
+    r = run_kql('let F = (R:string) { DeviceProcessEvents | summarize c = count() by column_ifexists(R, "x") };\n'
+                'F("FileName")')
+    assert r.names == ["Column1", "c"] and len(r.rows) >= 2
+    assert run_kql('let n = "Nope"; DeviceProcessEvents | project v = column_ifexists(n, "none") | take 1').rows == [("none",)]

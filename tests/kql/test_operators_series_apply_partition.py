@@ -54,8 +54,9 @@ def test_mv_apply_summarize_is_per_row_and_top_per_subtable() -> None:
           " | sort by Id asc")
     r = run_kql(con, q2, CAT, NOW)
     assert r.columns == ["Id", "Metric", "total", "n", "last"]
-    # a summarize without `by` gives one row even for an empty subtable
-    assert [(row[0], row[2], row[3], row[4]) for row in r.rows] == [(1, 13, 3, 2), (2, None, 0, None)]
+    # a summarize without `by` gives one row even for an empty subtable, with the documented
+    # default values (summarize-operator: sum() and count() are 0, max() null)
+    assert [(row[0], row[2], row[3], row[4]) for row in r.rows] == [(1, 13, 3, 2), (2, 0, 0, None)]
 
 
 def test_base64_bytes_and_codepoints() -> None:
