@@ -52,6 +52,8 @@ class Compiled:
     tables: set[str] = field(default_factory=set)
     # ok, but the output columns depend on the data: compile again with a probe to get SQL
     needs_probe: bool = False
+    # the `render` operator's chart hint (kql.chart.parse_render), None without one
+    render: dict[str, Any] | None = None
 
     @property
     def ok(self) -> bool:
@@ -107,7 +109,7 @@ def _lower(text: str, tree: Any, ctx: Ctx, options: CompileOptions) -> Compiled:
         return Compiled(None, [], diags, set(ctx.tables))
     if ctx.needs_probe:
         known = [(c, t if t != "unknown" else "string") for c, t in rel.cols.items()]
-        return Compiled(None, known, diags, set(ctx.tables), needs_probe=True)
+        return Compiled(None, known, diags, set(ctx.tables), needs_probe=True, render=ctx.render)
     lim.check_deadline()  # before rendering, the last long step
     final = rel.select()
     for name, body in ctx.ctes:
@@ -115,4 +117,4 @@ def _lower(text: str, tree: Any, ctx: Ctx, options: CompileOptions) -> Compiled:
         final = final.with_(name, as_=body, materialized=True, copy=False)
     sql = render(add_parens(final), options.dialect)
     columns = [(c, t if t != "unknown" else "string") for c, t in rel.cols.items()]
-    return Compiled(sql, columns, diags, set(ctx.tables))
+    return Compiled(sql, columns, diags, set(ctx.tables), render=ctx.render)

@@ -88,6 +88,8 @@ class Ctx:
         self.tables: set[str] = set()
         # (name, SELECT) hoisted to a WITH on the final query, for inputs read more than once
         self.ctes: list[tuple[str, exp.Select]] = []
+        # the last `render` operator's chart hint (kql.chart), returned as Compiled.render
+        self.render: dict[str, Any] | None = None
         self._alias_n = 0
 
     def error(self, code: str, message: str, span: n.Span, hints: list[str] | None = None) -> None:

@@ -22,6 +22,7 @@ from kql import sqlbuild as sb
 from kql.bounded import bounded_range, cap_list
 from kql.context import Ctx
 from kql.literals import parse_datetime, parse_timespan
+from kql.lower import capabilities
 from kql.nodes import Call
 from kql.regex import re2, regex_arg
 from kql.temporal import datetime_in_range
@@ -369,7 +370,7 @@ def _ipv4_in_range(ctx: Ctx, a: list[V], node: Call) -> exp.Expr:
         elif v.is_const and isinstance(v.const, list):
             ranges.extend(str(x) for x in v.const)
         else:
-            return _ipv4_in_runtime_ranges(a)
+            return _ipv4_in_runtime_ranges(ctx, a, node)
     try:
         return _in_ranges(as_string(a[0]), ranges)
     except ValueError as e:
@@ -377,13 +378,15 @@ def _ipv4_in_range(ctx: Ctx, a: list[V], node: Call) -> exp.Expr:
         return exp.false()
 
 
-def _ipv4_in_runtime_ranges(a: list[V]) -> exp.Expr:
+def _ipv4_in_runtime_ranges(ctx: Ctx, a: list[V], node: Call) -> exp.Expr:
     """ipv4_is_in_(any_)range with ranges known only at run time (a column, a `toscalar(...
     make_set(...))` array): each range string, or each element of a dynamic array, tested in SQL."""
     ip = ipv4_to_long(as_string(a[0]))
     tests: list[exp.Expr] = []
     for v in a[1:]:
         if v.type == "dynamic":
+            if v.sql.find(exp.Subquery) is not None:  # a toscalar(...) array, tested in a lambda
+                capabilities.check(ctx, "feature", "subquery-in-lambda", node.span)
             r = sb.lambda_param("r", ip, v.sql)
             each = exp.Lambda(this=functions_format.ipv4_in_cidr(ip.copy(), exp.column(r)),
                               expressions=[exp.to_identifier(r)])

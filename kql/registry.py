@@ -68,49 +68,34 @@ INVOKE_PLUGINS: dict[str, InvokeRule] = {}
 TABLE_FUNCTIONS: dict[str, TableFunctionRule] = {}  # built-in tabular functions: AssignedIPAddresses()
 
 
-def operator(*kinds: str) -> Callable[[OperatorRule], OperatorRule]:
-    def register(rule: OperatorRule) -> OperatorRule:
-        for kind in kinds:
-            assert kind not in OPERATORS, f"operator {kind} registered twice"
-            OPERATORS[kind] = rule
+def _registrar(table: dict[Any, Any], what: str, keys: tuple[Any, ...]) -> Callable[[Any], Any]:
+    def register(rule: Any) -> Any:
+        for key in keys:
+            assert key not in table, f"{what} {key} registered twice"
+            table[key] = rule
         return rule
     return register
+
+
+def operator(*kinds: str) -> Callable[[OperatorRule], OperatorRule]:
+    return _registrar(OPERATORS, "operator", kinds)
 
 
 def source(*kinds: str) -> Callable[[SourceRule], SourceRule]:
-    def register(rule: SourceRule) -> SourceRule:
-        for kind in kinds:
-            assert kind not in SOURCES, f"source {kind} registered twice"
-            SOURCES[kind] = rule
-        return rule
-    return register
+    return _registrar(SOURCES, "source", kinds)
 
 
 def expression(*node_types: type[n.Node]) -> Callable[[Any], Any]:
-    def register(rule: Any) -> Any:
-        for t in node_types:
-            assert t not in EXPRESSIONS, f"expression {t.__name__} registered twice"
-            EXPRESSIONS[t] = rule
-        return rule
-    return register
+    return _registrar(EXPRESSIONS, "expression", node_types)
 
 
 def evaluate_plugin(name: str) -> Callable[[EvaluateRule], EvaluateRule]:
-    def register(rule: EvaluateRule) -> EvaluateRule:
-        EVALUATE_PLUGINS[name] = rule
-        return rule
-    return register
+    return _registrar(EVALUATE_PLUGINS, "evaluate plugin", (name,))
 
 
 def invoke_plugin(name: str) -> Callable[[InvokeRule], InvokeRule]:
-    def register(rule: InvokeRule) -> InvokeRule:
-        INVOKE_PLUGINS[name] = rule
-        return rule
-    return register
+    return _registrar(INVOKE_PLUGINS, "invoke plugin", (name,))
 
 
 def table_function(name: str) -> Callable[[TableFunctionRule], TableFunctionRule]:
-    def register(rule: TableFunctionRule) -> TableFunctionRule:
-        TABLE_FUNCTIONS[name] = rule
-        return rule
-    return register
+    return _registrar(TABLE_FUNCTIONS, "table function", (name,))

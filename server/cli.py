@@ -1,4 +1,4 @@
-"""The ``quarry`` command line: serve, demo, keys, repair, and the offline check/sql/query tools."""
+"""The ``quarry`` command line: serve, demo, keys, repair, rules, and the offline check/sql/query tools."""
 
 from __future__ import annotations
 
@@ -139,40 +139,6 @@ def _keys_revoke(args: argparse.Namespace) -> int:
     return 0
 
 
-def _rules_import_sigma(args: argparse.Namespace) -> int:
-    from datetime import UTC, datetime
-
-    try:
-        import sigma.backends.kusto  # noqa: F401 - the backend the import needs
-        from tqdm import tqdm
-    except ImportError:
-        print("quarry rules import-sigma: needs the sigma extra: pip install 'quarry[sigma]'", file=sys.stderr)
-        return 2
-    from schema.catalog import default_catalog
-    from server.detections.sigma import import_sigma
-    from server.detections.store import SqliteDetectionStore
-
-    missing = [p for p in args.paths if not Path(p).exists()]
-    if missing:
-        print(f"quarry rules import-sigma: no such file or directory: {', '.join(missing)}", file=sys.stderr)
-        return 2
-    db = _metadata(args)
-    try:
-        report = import_sigma(
-            [Path(p) for p in args.paths], SqliteDetectionStore(db), default_catalog(),
-            datetime.now(UTC).replace(tzinfo=None),
-            progress=lambda files: tqdm(files, desc="sigma rules", unit="file", file=sys.stderr,
-                                        disable=args.no_progress),
-        )
-    finally:
-        db.close()
-    for o in report.outcomes:
-        what = f"imported as rule {o.rule_id} (disabled)" if o.imported else f"skipped: {o.reason}"
-        print(f"{o.path}\t{o.sigma_id}\t{o.title}\t{what}")
-    print(f"{report.imported} imported, {report.skipped} skipped")
-    return 0 if report.imported or not report.outcomes else 1
-
-
 def _repair(args: argparse.Namespace) -> int:
     """Check every Parquet file and repair those that cannot be read back (server stopped)."""
     import logging
@@ -236,18 +202,13 @@ def build_parser() -> argparse.ArgumentParser:
     kr.add_argument("--data-dir")
     kr.set_defaults(func=_keys_revoke)
 
-    r = sub.add_parser("rules", help="manage detection rules")
-    rsub = r.add_subparsers(dest="rules_command", required=True)
-    ri = rsub.add_parser("import-sigma", help="convert Sigma rules (pySigma, Kusto backend, Microsoft "
-                         "XDR pipeline) into disabled detection rules, with a per-rule report")
-    ri.add_argument("paths", nargs="+", help="Sigma rule files, or directories searched for .yml/.yaml")
-    ri.add_argument("--data-dir")
-    ri.add_argument("--no-progress", action="store_true", help="no progress bar (it goes to stderr)")
-    ri.set_defaults(func=_rules_import_sigma)
-
     rp = sub.add_parser("repair", help="repair Parquet files that cannot be read back (server stopped)")
     rp.add_argument("--data-dir")
     rp.set_defaults(func=_repair)
+
+    from server.detections.cli import add_rules_parser
+
+    add_rules_parser(sub)
 
     from server.query.cli import add_query_parser
 

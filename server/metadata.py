@@ -294,6 +294,13 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE detection_rules ADD COLUMN metadata TEXT NOT NULL DEFAULT '{}';
     """,
+    # 9 (sigma): what an imported rule is found by on re-import ("sigma:<id>"), so the same Sigma
+    # rule imported twice updates one detection rule instead of making a second.
+    """
+    ALTER TABLE detection_rules ADD COLUMN source_ref TEXT;
+    CREATE UNIQUE INDEX detection_rules_source_ref ON detection_rules(source_ref)
+        WHERE source_ref IS NOT NULL;
+    """,
 ]
 
 

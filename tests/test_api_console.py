@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from server.query.render import RenderError, parse_render
+from kql.chart import RenderError, parse_render
 from tests.notify_helpers import ADMIN, LiveServer, live_server, settings_for
 
 pytestmark = pytest.mark.slow
@@ -39,7 +39,7 @@ def test_render_hint_comes_with_the_rows(srv: LiveServer, vis: str) -> None:
     assert body["rows"] == [[1, "a", 2], [2, "b", 4], [3, "a", 6]]
     assert body["render"] == {"visualization": vis, "title": 'T, "q"', "xcolumn": "i", "ycolumns": ["v", "i"],
                               "series": ["d"], "kind": "stacked", "ytitle": "n"}
-    assert body["warnings"] == []  # the "render is ignored" warning gives way to the hint
+    assert body["warnings"] == []  # a drawable render is a hint, not a warning
 
 
 def test_a_render_the_server_cannot_read_says_why(srv: LiveServer) -> None:

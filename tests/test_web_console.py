@@ -132,6 +132,12 @@ def test_the_whole_usb_scenario_in_the_browser(srv: LiveServer, browser: Any) ->
     page.click("#copy-row")
     copied = page.evaluate("() => navigator.clipboard.readText()")
     assert '"ProcessCommandLine":"cp Desktop/leak.txt /Volumes/TEST-USB/leak.txt"' in copied
+    # save it (shared), then load it back from the list
+    page.fill("#save-name", "USB copies")
+    page.check("#save-shared")
+    page.click("#save-query")
+    page.wait_for_selector("#saved a:text-is('USB copies')")
+    assert "(shared)" in page.inner_text("#saved")
     history = page.inner_text("#history")
     assert "DeviceProcessEvents | where Timestamp > ago(2h)" in history and "2 rows" in history
     _shot(page, "hunting")
@@ -149,8 +155,10 @@ def test_the_whole_usb_scenario_in_the_browser(srv: LiveServer, browser: Any) ->
     assert "render" not in page.inner_text("#warnings")
     _shot(page, "hunting-timechart")
 
-    # Create the detection rule from the seed query: compile check and backtest first.
-    _set_query(page, SEED)
+    # Create the detection rule from the seed query (loaded from the saved queries): compile
+    # check and backtest first.
+    page.click("#saved a:text-is('USB copies')")
+    assert _editor_text(page) == SEED
     page.click("#create-rule")
     page.fill("#rule-form [name=name]", "USB copy on macOS")
     page.fill("#rule-form [name=alertTitle]", "File copied to USB on {{DeviceName}}")
@@ -310,6 +318,12 @@ def test_a_100000_row_result_scrolls_with_only_visible_rows_rendered(srv: LiveSe
     page.eval_on_selector("#grid-body", "b => { b.scrollTop = 0; b.dispatchEvent(new Event('scroll')); }")
     page.wait_for_selector("#grid-body .gr[data-row='0'] .gc:text-is('100000')")
     assert time.monotonic() - t0 < 30
+    # Export streams the whole result through /api/query/export
+    with page.expect_download() as info:
+        page.select_option("#export", "csv")
+    path = info.value.path()
+    lines = Path(path).read_text().splitlines()
+    assert len(lines) == 100_001 and lines[0].startswith("i,s,d") and lines[-1].startswith("100000,row-100000")
     page.context.close()
 
 
@@ -382,7 +396,8 @@ def test_console_csrf_and_scopes(srv: LiveServer) -> None:
     _, other_cookie = _session(srv, srv.key("query"))
     other_token = other_cookie["Cookie"].split("=", 1)[1]
     other = {**other_cookie, "X-CSRF-Token": sessions.csrf_token(other_token)}
-    assert httpx.get(f"{srv.url}/api/query/saved", headers=other).json()["value"] == []
+    # (queries shared by other tests' users may be listed; "mine" was not shared)
+    assert "mine" not in {q["name"] for q in httpx.get(f"{srv.url}/api/query/saved", headers=other).json()["value"]}
     assert httpx.get(f"{srv.url}/api/query/history", headers=other).json()["value"] == []
     # Signing out is refused cross-site; pages forbid inline scripts and framing.
     assert httpx.post(f"{srv.url}/logout", headers={**cookie, "Origin": "http://evil.example"}).status_code == 403

@@ -152,13 +152,12 @@ async function loadSaved(view) {
 
 async function saveQuery(view) {
   const text = currentQuery(view);
-  if (!text.trim()) return;
-  const name = window.prompt("Name of the saved query:");
-  if (!name) return;
-  const shared = window.confirm("Share it with every console user?");
+  const name = $("save-name").value.trim();
+  if (!text.trim() || !name) { setStatus("To save, put the cursor in a query and give it a name.", "bad"); return; }
   try {
-    await api("POST", "/api/query/saved", { name, query: text, shared });
-    loadSaved(view);
+    await api("POST", "/api/query/saved", { name, query: text, shared: $("save-shared").checked });
+    $("save-name").value = "";
+    await loadSaved(view);
   } catch (e) { setStatus(`Not saved: ${e.message}`, "bad"); }
 }
 
@@ -263,7 +262,7 @@ export async function initHunting() {
   schemaTree(view, schema.tables);
   $("run").addEventListener("click", () => runQuery(view));
   $("cancel").addEventListener("click", () => { if (state.running) state.running.abort(); });
-  $("save-query").addEventListener("click", () => saveQuery(view));
+  $("save-form").addEventListener("submit", (ev) => { ev.preventDefault(); saveQuery(view); });
   $("export").addEventListener("change", (e) => exportResult(view, e.target.value));
   ruleDialog(view);
   loadHistory(view);

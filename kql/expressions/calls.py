@@ -67,9 +67,13 @@ def x_Call(bd: Binder, node: n.Call, scope: Scope) -> V:
         if rel is None or rel.base is None:
             raise bd.ctx.fail("unsupported", "ingestion_time() is only available directly on a table, before summarize, join or union", node.span)
         return V(sb.col(INGESTION_TIME_COLUMN), "datetime")
-    if (name == "column_ifexists" and len(node.args) == 2 and isinstance(node.args[0], n.Literal)
-            and scope.rel is not None):
-        cname = str(node.args[0].value)
+    if name == "column_ifexists" and len(node.args) == 2 and scope.rel is not None:
+        # the name may be any constant: a literal, a let, a function's parameter
+        first = bd.scalar(node.args[0], scope)
+        if not (first.is_const and isinstance(first.const, str)):
+            raise bd.ctx.fail("unsupported", "column_ifexists(): the column name must be a constant string",
+                              node.args[0].span)
+        cname = first.const
         if cname in scope.rel.cols:
             return V(scope.rel.exprs[cname].copy(), scope.rel.cols[cname])
         return bd.scalar(node.args[1], scope)

@@ -116,6 +116,7 @@ _ANONYMOUS: dict[str, Callable[[SparkGenerator, exp.Anonymous], str]] = {
     "timezone": lambda g, e: g.sql(e.expressions[1]),
     "try_strptime": _strptime,
     "json_type": lambda g, e: _json_type(g, e.expressions[0]),
+    "list_bool_or": lambda g, e: f"EXISTS({_args(g, e)[0]}, _b -> _b)",
     # DuckDB lists are 1-based, as ELEMENT_AT; a missing element is null in both
     "list_extract": lambda g, e: f"TRY_ELEMENT_AT({_args(g, e)[0]}, {_args(g, e)[1]})",
     "list_position": lambda g, e: f"NULLIF(ARRAY_POSITION({_args(g, e)[0]}, {_args(g, e)[1]}), 0)",

@@ -1,4 +1,4 @@
-"""sort, take/sample, top, distinct, count, getschema, as, invoke, and render (ignored)."""
+"""sort, take/sample, top, distinct, count, getschema, as, invoke, and render (a chart hint)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from sqlglot import exp
 from kql import functions as F
 from kql import nodes as n
 from kql import sqlbuild as sb
+from kql.chart import RenderError, parse_render
 from kql.context import Binding, Env, wrap_copy
 from kql.diagnostics import name_hints
 from kql.operators.filter_project import columns_added
@@ -21,7 +22,12 @@ from kql.typed import (
 def op_other(bd: Binder, rel: Rel, op: n.Operator, env: Env) -> Rel:
     word, text = op.extra
     if word == "render":
-        bd.ctx.warn("ignored", "render only draws charts in Defender's portal; the rows are returned as they are", op.span)
+        # The rows pass unchanged; the chart is a hint beside them (Kusto draws the last render).
+        try:
+            bd.ctx.render = parse_render(text)
+        except RenderError as e:
+            bd.ctx.render = None
+            bd.ctx.warn("render", f"the chart cannot be drawn: {e}", op.span)
         return rel
     raise bd.ctx.fail("unsupported", f"the {word} operator is not supported", op.span)
 

@@ -20,6 +20,32 @@ from kql.typed import (
 )
 
 
+def group_keys(bd: Binder, by: tuple[n.NamedExpr, ...], scope: Scope,
+               keep_going: bool) -> tuple[dict[str, str], dict[str, exp.Expr], list[exp.Expr]]:
+    """The `by` keys: output columns (Kusto's names: `bin(T, 1h)` is `T`, else Column1...), their
+    expressions and the GROUP BY list. ``keep_going``: skip a key that failed (already reported)."""
+    cols: dict[str, str] = {}
+    exprs: dict[str, exp.Expr] = {}
+    group: list[exp.Expr] = []
+    auto = 0
+    for item in by:
+        try:
+            v = bd.scalar(item.expr, scope)
+        except CompileError:
+            if keep_going:
+                continue
+            raise
+        name = item.names[0] if item.names else key_name(item.expr)
+        if not name:
+            auto += 1
+            name = f"Column{auto}"
+        if v.type in STRINGY and isinstance(v.sql, exp.Column) and not v.notnull:
+            v = V(sb.fn("coalesce", v.sql, sb.s("")), v.type)  # a missing string is ""
+        cols[name], exprs[name] = v.type, v.sql
+        group.append(v.sql)
+    return cols, exprs, group
+
+
 @operator("summarize")
 def op_summarize(bd: Binder, rel: Rel, op: n.Operator, env: Env) -> Rel:
     if not rel.open or rel.order:
@@ -28,24 +54,7 @@ def op_summarize(bd: Binder, rel: Rel, op: n.Operator, env: Env) -> Rel:
     if _single_arg_extreme(op):
         return summarize_latest(bd, rel, op, env)
     scope = Scope(env, rel)
-    cols: dict[str, str] = {}
-    exprs: dict[str, exp.Expr] = {}
-    group: list[exp.Expr] = []
-    auto = 0
-    for item in op.by:
-        try:
-            v = bd.scalar(item.expr, scope)
-        except CompileError:
-            continue
-        name = item.names[0] if item.names else key_name(item.expr)
-        if not name:
-            auto += 1
-            name = f"Column{auto}"
-        if v.type in STRINGY and isinstance(v.sql, exp.Column) and not v.notnull:
-            v = V(sb.fn("coalesce", v.sql, sb.s("")), v.type)  # a missing string is ""
-        cols[name] = v.type
-        exprs[name] = v.sql
-        group.append(v.sql)
+    cols, exprs, group = group_keys(bd, op.by, scope, keep_going=True)
     post: dict[str, exp.Expr] = {}  # arg_max/arg_min unpacking needs a second SELECT
     for item in op.exprs:
         try:
@@ -90,20 +99,7 @@ def summarize_latest(bd: Binder, rel: Rel, op: n.Operator, env: Env) -> Rel:
     item = op.exprs[0]
     call = item.expr
     assert isinstance(call, n.Call)
-    cols: dict[str, str] = {}
-    exprs: dict[str, exp.Expr] = {}
-    keys: list[exp.Expr] = []
-    auto = 0
-    for by in op.by:
-        v = bd.scalar(by.expr, scope)
-        name = by.names[0] if by.names else key_name(by.expr)
-        if not name:
-            auto += 1
-            name = f"Column{auto}"
-        if v.type in STRINGY and isinstance(v.sql, exp.Column) and not v.notnull:
-            v = V(sb.fn("coalesce", v.sql, sb.s("")), v.type)  # a missing string is ""
-        cols[name], exprs[name] = v.type, v.sql
-        keys.append(v.sql)
+    cols, exprs, keys = group_keys(bd, op.by, scope, keep_going=False)
     target = bd.scalar(call.args[0], scope)
     if target.type == "dynamic":
         raise bd.ctx.fail("type_mismatch", f"{call.name}(): cannot order by a dynamic value", call.args[0].span)

@@ -20,7 +20,6 @@ from server.auth import QueryKey, request_owner
 from server.errors import ApiError
 from server.query import saved
 from server.query.language import language
-from server.query.render import IGNORED_RENDER, render_hint
 from server.query.runner import diagnostic_dict
 
 router = APIRouter(tags=["hunting"])
@@ -87,19 +86,13 @@ async def check_query(request: Request, _key: QueryKey, body: CheckQuery) -> dic
             return {"ok": False, "columns": [], "render": None, "diagnostics": [
                 {"code": "internal_compiler_error", "message": "the compiler failed on this query; this is a "
                  "Quarry bug, please report the query", "severity": "error", "hints": [], "suggestions": []}]}
-        hint, problem = render_hint(body.query, compiled.diagnostics)
         diags = []
         for d in compiled.diagnostics:
-            if hint is not None and IGNORED_RENDER in d.message:
-                continue  # the chart is drawn from the hint: "render is ignored" does not hold
             entry = diagnostic_dict(d)
             entry["suggestions"] = suggestions(entry["hints"])
             diags.append(entry)
-        if problem is not None:
-            diags.append({"code": "render", "message": f"the chart cannot be drawn: {problem}",
-                          "severity": "warning", "hints": [], "suggestions": []})
         return {"ok": compiled.ok, "diagnostics": diags,
-                "columns": [{"name": n, "type": t} for n, t in compiled.columns], "render": hint}
+                "columns": [{"name": n, "type": t} for n, t in compiled.columns], "render": compiled.render}
 
     return await run_in_threadpool(work)
 

@@ -27,7 +27,6 @@ from server.auth import QueryKey, request_owner
 from server.errors import ApiError
 from server.query.engines import make_runner
 from server.query.export import FORMATS, encoder_for
-from server.query.render import IGNORED_RENDER, render_hint
 from server.query.runner import (
     ExportStream,
     QueryError,
@@ -191,8 +190,7 @@ class NativeQuery(BaseModel):
     )
 
 
-def _native_body(result: QueryResult, text: str = "", now: dt.datetime | None = None,
-                 limits: Any = None) -> dict[str, Any]:
+def _native_body(result: QueryResult) -> dict[str, Any]:
     convert = row_converter([t for _, t in result.columns])
     body: dict[str, Any] = {
         "columns": [{"name": n, "type": t} for n, t in result.columns],
@@ -200,29 +198,9 @@ def _native_body(result: QueryResult, text: str = "", now: dt.datetime | None = 
         "truncated": result.truncated,
         "warnings": result.warnings,
         "stats": result.stats.as_dict(),
+        "render": result.render,
     }
-    hint, problem = query_render_hint(text, now, limits)
-    if hint is not None or problem is not None:
-        # The chart is drawn from the hint: the compiler's "render is ignored" warning goes.
-        body["warnings"] = [w for w in result.warnings if IGNORED_RENDER not in w]
-        if problem is not None:
-            body["warnings"].append(f"the chart cannot be drawn: {problem}")
-    body["render"] = hint
     return body
-
-
-def query_render_hint(text: str, now: dt.datetime | None, limits: Any = None) -> tuple[dict[str, Any] | None, str | None]:
-    """The render hint of ``text`` (server.query.render), read from the compiler's diagnostics;
-    queries without the word ``render`` are not compiled again."""
-    if "render" not in text:
-        return None, None
-    from kql import CompileOptions, compile_kql
-
-    options = CompileOptions(now=now, strings_never_null=True)
-    if limits is not None:
-        options = CompileOptions(now=now, strings_never_null=True, limits=limits)
-    compiled = compile_kql(text, default_catalog(), options)
-    return render_hint(text, compiled.diagnostics)
 
 
 NATIVE_EXAMPLE = {
@@ -257,7 +235,7 @@ async def native_query(request: Request, _key: QueryKey, body: NativeQuery) -> R
 
     def body_of(result: QueryResult) -> dict[str, Any]:
         seen["rows"] = len(result.rows)
-        return _native_body(result, body.query, now, request.app.state.settings.kql_limits())
+        return _native_body(result)
 
     try:
         resp = await run_and_render(request, body.query, body_of, tr=tr, max_rows=body.maxRows, now=now,

@@ -69,6 +69,7 @@ class AlertFilter:
 class DetectionStore(Protocol):
     def create_rule(self, fields: dict[str, Any], now: datetime) -> dict[str, Any]: ...
     def get_rule(self, rule_id: int) -> dict[str, Any] | None: ...
+    def rule_by_source(self, source_ref: str) -> dict[str, Any] | None: ...
     def list_rules(self) -> list[dict[str, Any]]: ...
     def update_rule(self, rule_id: int, fields: dict[str, Any], now: datetime) -> dict[str, Any] | None: ...
     def delete_rule(self, rule_id: int) -> bool: ...
@@ -107,6 +108,7 @@ _RULE_COLUMNS = (
     "covered_through",
     "ingest_watermark",
     "metadata",
+    "source_ref",
 )
 
 
@@ -143,6 +145,11 @@ class SqliteDetectionStore:
 
     def rule_by_name(self, name: str) -> dict[str, Any] | None:
         rows = self.db.query("SELECT * FROM detection_rules WHERE name = ?", (name,))
+        return _row(rows[0], _RULE_JSON) if rows else None
+
+    def rule_by_source(self, source_ref: str) -> dict[str, Any] | None:
+        """The rule imported from ``source_ref`` (e.g. ``sigma:<id>``), if any (migration 9)."""
+        rows = self.db.query("SELECT * FROM detection_rules WHERE source_ref = ?", (source_ref,))
         return _row(rows[0], _RULE_JSON) if rows else None
 
     def list_rules(self) -> list[dict[str, Any]]:

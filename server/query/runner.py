@@ -97,6 +97,8 @@ class QueryResult:
     truncated: bool
     stats: QueryStats
     warnings: list[str] = field(default_factory=list)
+    # the query's `render` chart hint (kql.chart), None without one
+    render: dict[str, Any] | None = None
 
 
 class QueryError(Exception):
@@ -190,6 +192,7 @@ class _Prepared:
     now: dt.datetime | None = None
     # the request's query parameters, kept for the probe's second compilation
     parameters: Mapping[str, Any] | None = None
+    render: dict[str, Any] | None = None
 
 
 class QueryRunner:
@@ -286,7 +289,7 @@ class QueryRunner:
         errors = [d for d in compiled.diagnostics if _is_error(d)]
         if not errors and compiled.ok and compiled.needs_probe:
             return _Prepared("", list(compiled.columns), set(compiled.tables), compile_ms, [],
-                             needs_probe=True, now=now, parameters=parameters)
+                             needs_probe=True, now=now, parameters=parameters, render=compiled.render)
         if errors or not compiled.ok or compiled.sql is None:
             entries = [diagnostic_dict(d) for d in errors] or [
                 {"code": "compile_error", "message": "the query could not be compiled", "hints": []}
@@ -301,6 +304,7 @@ class QueryRunner:
             tables=set(compiled.tables),
             compile_ms=compile_ms,
             warnings=warnings,
+            render=compiled.render,
         )
 
     # -- run ---------------------------------------------------------------------------------
@@ -353,7 +357,7 @@ class QueryRunner:
             )
             outcome = "truncated" if truncated else "ok"
             rows_out = len(rows)
-            return QueryResult(prepared.columns, rows, truncated, stats, prepared.warnings)
+            return QueryResult(prepared.columns, rows, truncated, stats, prepared.warnings, prepared.render)
         except QueryError as e:
             outcome = getattr(e, "outcome", "execution_error")
             raise

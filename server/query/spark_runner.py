@@ -75,7 +75,7 @@ class SparkQueryRunner(QueryRunner):
                                rowsReturned=len(rows), partitionsScanned=files)
             outcome = "truncated" if truncated else "ok"
             rows_out = len(rows)
-            return QueryResult(prepared.columns, rows, truncated, stats, prepared.warnings)
+            return QueryResult(prepared.columns, rows, truncated, stats, prepared.warnings, prepared.render)
         except QueryError as e:
             outcome = getattr(e, "outcome", "execution_error")
             raise

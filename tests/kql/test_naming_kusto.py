@@ -85,3 +85,10 @@ def test_render_inside_a_function_body() -> None:
 ])
 def test_arg_max_beside_other_aggregates(query: str, head: list[str]) -> None:
     assert run_kql(query).names[:len(head)] == head
+
+
+def test_column_ifexists_takes_any_constant_name() -> None:
+    r = run_kql('let F = (R:string) { DeviceProcessEvents | summarize c = count() by column_ifexists(R, "x") };\n'
+                'F("FileName")')
+    assert r.names == ["Column1", "c"] and len(r.rows) >= 2
+    assert run_kql('let n = "Nope"; DeviceProcessEvents | project v = column_ifexists(n, "none") | take 1').rows == [("none",)]

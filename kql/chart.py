@@ -1,6 +1,6 @@
-"""The ``render`` operator's chart hint, read from a query for the console (and any client of
-``POST /api/query``) to draw: the compiler accepts ``render`` and returns the rows unchanged
-with an ``ignored`` warning at the operator's span; this module reads that span's text.
+"""The ``render`` operator's chart hint: the compiler binds ``render`` to this hint (Compiled.render;
+the rows are unchanged) for the console and any client of ``POST /api/query`` to draw. The
+grammar keeps the operator's text whole, so its visualization and properties are read here.
 
 Properties follow Kusto's render operator: ``render <visualization> [with (name = value, ...)]``
 where ``ycolumns`` and ``series`` take comma-separated column names and the rest take a name,
@@ -87,20 +87,3 @@ def parse_render(text: str) -> dict[str, Any]:
     if kind is not None and str(kind).lower() not in KINDS:
         raise RenderError(f"unknown render kind '{kind}'; expected one of {', '.join(KINDS)}")
     return out
-
-
-def render_hint(text: str, diagnostics: list[Any]) -> tuple[dict[str, Any] | None, str | None]:
-    """(hint, problem) for a query, from the compiler's diagnostics: the last ``render`` operator
-    it ignored (Kusto draws the last one)."""
-    spans = [d for d in diagnostics if getattr(d, "code", "") == "ignored"
-             and text[getattr(d, "start", 0):getattr(d, "end", 0)].lstrip().startswith("render")]
-    if not spans:
-        return None, None
-    d = spans[-1]
-    try:
-        return parse_render(text[d.start:d.end]), None
-    except RenderError as e:
-        return None, f"{e} (line {d.line}, column {d.column})"
-
-
-IGNORED_RENDER = "render only draws charts"  # the compiler's warning, replaced by the hint
