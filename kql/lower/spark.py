@@ -161,6 +161,9 @@ class QuarrySparkGenerator(SparkGenerator):
 
     def _json_text(self, e: exp.Cast) -> str | None:
         to = e.args.get("to")
+        if isinstance(to, exp.DataType) and to.is_type(exp.DataType.Type.ARRAY):
+            # the compiler casts JSON text to a list (VARCHAR[], JSON[]): Spark parses it
+            return f"FROM_JSON({self.sql(e, 'this')}, 'ARRAY<STRING>')"
         if isinstance(to, exp.DataType) and to.is_type(exp.DataType.Type.UUID):
             # Spark has no UUID type: a guid is its lower-case text, when it is one
             inner = self.sql(e, "this")
@@ -235,6 +238,12 @@ class QuarrySparkGenerator(SparkGenerator):
                 return f"CAST({self.sql(e)} AS BIGINT)"
             return self.sql(e)
         return f"{operand(expression.this)} * {operand(expression.expression)}"
+
+    def length_sql(self, expression: exp.Length) -> str:
+        # DuckDB's len() of a list is Spark's SIZE (LENGTH there takes strings only)
+        if expression.meta.get("fn") == "len":
+            return f"SIZE({self.sql(expression, 'this')})"
+        return self.function_fallback_sql(expression)
 
     def todays_sql(self, expression: exp.ToDays) -> str:
         return f"MAKE_DT_INTERVAL({self.sql(expression, 'this')})"
