@@ -117,6 +117,7 @@ _ANONYMOUS: dict[str, Callable[[SparkGenerator, exp.Anonymous], str]] = {
     "try_strptime": _strptime,
     "json_type": lambda g, e: _json_type(g, e.expressions[0]),
     "list_bool_or": lambda g, e: f"EXISTS({_args(g, e)[0]}, _b -> _b)",
+    "list_bool_and": lambda g, e: f"FORALL({_args(g, e)[0]}, _b -> _b)",
     # DuckDB lists are 1-based, as ELEMENT_AT; a missing element is null in both
     "list_extract": lambda g, e: f"TRY_ELEMENT_AT({_args(g, e)[0]}, {_args(g, e)[1]})",
     "list_position": lambda g, e: f"NULLIF(ARRAY_POSITION({_args(g, e)[0]}, {_args(g, e)[1]}), 0)",
