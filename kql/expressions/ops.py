@@ -309,11 +309,14 @@ def x_InOp(bd: Binder, node: n.InOp, scope: Scope) -> V:
         expect_string(bd, a, node.left, op)
         if sub is not None:  # a tabular argument: a subquery, a let-bound table
             assert isinstance(sub, exp.Select)
+            if base == "has_all":
+                capabilities.check(bd.ctx, "feature", "has_all-of-a-table", node.span)
             found = (has_any_subquery(as_string(a), sub, bd.ctx) if base == "has_any"
                      else has_all_subquery(as_string(a), sub, bd.ctx))
             return V(sb.not_true(found) if neg else found, "bool")
         if len(vals) == 1 and vals[0].type == "dynamic" and not vals[0].is_const:
             # an array computed by the query (toscalar(... | summarize make_set(x)))
+            capabilities.check(bd.ctx, "feature", "terms-from-a-computed-array", node.span)
             found = has_terms_of_array(as_string(a), vals[0].sql, base == "has_all")
             return V(sb.not_true(found) if neg else found, "bool")
         terms: list[str] = []

@@ -117,6 +117,7 @@ _ANONYMOUS: dict[str, Callable[[SparkGenerator, exp.Anonymous], str]] = {
     "try_strptime": _strptime,
     "json_type": lambda g, e: _json_type(g, e.expressions[0]),
     "list_bool_or": lambda g, e: f"EXISTS({_args(g, e)[0]}, _b -> _b)",
+    "list_bool_and": lambda g, e: f"FORALL({_args(g, e)[0]}, _b -> _b)",
     # DuckDB lists are 1-based, as ELEMENT_AT; a missing element is null in both
     "list_extract": lambda g, e: f"TRY_ELEMENT_AT({_args(g, e)[0]}, {_args(g, e)[1]})",
     "list_position": lambda g, e: f"NULLIF(ARRAY_POSITION({_args(g, e)[0]}, {_args(g, e)[1]}), 0)",
@@ -161,6 +162,9 @@ class QuarrySparkGenerator(SparkGenerator):
 
     def _json_text(self, e: exp.Cast) -> str | None:
         to = e.args.get("to")
+        if isinstance(to, exp.DataType) and to.is_type(exp.DataType.Type.ARRAY):
+            # the compiler casts JSON text to a list (VARCHAR[], JSON[]): Spark parses it
+            return f"FROM_JSON({self.sql(e, 'this')}, 'ARRAY<STRING>')"
         if isinstance(to, exp.DataType) and to.is_type(exp.DataType.Type.UUID):
             # Spark has no UUID type: a guid is its lower-case text, when it is one
             inner = self.sql(e, "this")
@@ -235,6 +239,12 @@ class QuarrySparkGenerator(SparkGenerator):
                 return f"CAST({self.sql(e)} AS BIGINT)"
             return self.sql(e)
         return f"{operand(expression.this)} * {operand(expression.expression)}"
+
+    def length_sql(self, expression: exp.Length) -> str:
+        # DuckDB's len() of a list is Spark's SIZE (LENGTH there takes strings only)
+        if expression.meta.get("fn") == "len":
+            return f"SIZE({self.sql(expression, 'this')})"
+        return self.function_fallback_sql(expression)
 
     def todays_sql(self, expression: exp.ToDays) -> str:
         return f"MAKE_DT_INTERVAL({self.sql(expression, 'this')})"
