@@ -86,9 +86,10 @@ def test_all_errors_are_collected() -> None:
 
 
 def test_warning_does_not_block() -> None:
-    result = compile_kql("DeviceProcessEvents | summarize count() by DeviceId | render barchart", CAT)
+    result = compile_kql("DeviceProcessEvents | summarize count(FileName) by DeviceId | render barchart", CAT)
     assert result.ok and result.sql
     assert [d.severity for d in result.diagnostics] == ["warning"]
+    assert result.render == {"visualization": "barchart"}
 
 
 def test_render_puts_a_caret_under_the_problem() -> None:
