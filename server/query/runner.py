@@ -195,6 +195,22 @@ class _Prepared:
     render: dict[str, Any] | None = None
 
 
+def _result(prepared: _Prepared, rows: list[tuple[Any, ...]], cap: int, started: float,
+            partitions: int) -> QueryResult:
+    """The answer of a run on any engine: rows fetched up to ``cap + 1`` are cut to the row cap
+    with a warning saying so (the extra row tells that the cap cut the result)."""
+    truncated = len(rows) > cap
+    if truncated:
+        rows = rows[:cap]
+        prepared.warnings.append(
+            f"the result was truncated to {cap} rows (the row limit); "
+            "use summarize, project or take to reduce it, or the export endpoint for all rows"
+        )
+    stats = QueryStats(elapsedMs=(time.perf_counter() - started) * 1000, compileMs=prepared.compile_ms,
+                       rowsReturned=len(rows), partitionsScanned=partitions)
+    return QueryResult(prepared.columns, rows, truncated, stats, prepared.warnings, prepared.render)
+
+
 class QueryRunner:
     # the compiler target this runner executes (server/query/spark_runner.py: "spark")
     dialect = "duckdb"
@@ -342,22 +358,10 @@ class QueryRunner:
                 prepared = self._probed(con, text, prepared, self._left(ends))
                 partitions = self._partitions(con, prepared.sql, prepared.tables)
                 rows = self._execute(con, _limited(prepared.sql, cap + 1), self._left(ends), cap + 1)
-            truncated = len(rows) > cap
-            if truncated:
-                rows = rows[:cap]
-                prepared.warnings.append(
-                    f"the result was truncated to {cap} rows (the row limit); "
-                    "use summarize, project or take to reduce it, or the export endpoint for all rows"
-                )
-            stats = QueryStats(
-                elapsedMs=(time.perf_counter() - started) * 1000,
-                compileMs=prepared.compile_ms,
-                rowsReturned=len(rows),
-                partitionsScanned=partitions,
-            )
-            outcome = "truncated" if truncated else "ok"
-            rows_out = len(rows)
-            return QueryResult(prepared.columns, rows, truncated, stats, prepared.warnings, prepared.render)
+            result = _result(prepared, rows, cap, started, partitions)
+            outcome = "truncated" if result.truncated else "ok"
+            rows_out = len(result.rows)
+            return result
         except QueryError as e:
             outcome = getattr(e, "outcome", "execution_error")
             raise

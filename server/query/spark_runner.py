@@ -23,8 +23,8 @@ from server.query.runner import (
     QueryLimits,
     QueryResult,
     QueryRunner,
-    QueryStats,
     QueryTimeout,
+    _result,
     utcnow,
 )
 from server.query.spark import register_table, spark_session
@@ -64,18 +64,10 @@ class SparkQueryRunner(QueryRunner):
                     prepared = self.compile(text, prepared.now, probe, parameters=prepared.parameters)
                 table = self._execute_spark(session, prepared.sql, cap + 1, timeout_s, on_connection)
             rows = [tuple(_plain(v) for v in r.values()) for r in table.to_pylist()]
-            truncated = len(rows) > cap
-            if truncated:
-                rows = rows[:cap]
-                prepared.warnings.append(
-                    f"the result was truncated to {cap} rows (the row limit); "
-                    "use summarize, project or take to reduce it, or the export endpoint for all rows"
-                )
-            stats = QueryStats(elapsedMs=(time.perf_counter() - started) * 1000, compileMs=prepared.compile_ms,
-                               rowsReturned=len(rows), partitionsScanned=files)
-            outcome = "truncated" if truncated else "ok"
-            rows_out = len(rows)
-            return QueryResult(prepared.columns, rows, truncated, stats, prepared.warnings, prepared.render)
+            result = _result(prepared, rows, cap, started, files)
+            outcome = "truncated" if result.truncated else "ok"
+            rows_out = len(result.rows)
+            return result
         except QueryError as e:
             outcome = getattr(e, "outcome", "execution_error")
             raise
